@@ -1,0 +1,31 @@
+# phantomdesk — `make run` (the desk on the embedded default) and `make test` (the full suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-long lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Embedded default: SQLite under ./var, paper broker, no secrets, offline.
+run: setup
+	$(PY) -m bot migrate
+	$(PY) -m bot serve --check
+
+# Starts a throwaway PostgreSQL and Redis, runs pytest against them (and SQLite), stops both.
+test: setup
+	$(PY) -m tests.servers run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf var .pytest_cache

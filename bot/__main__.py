@@ -1,0 +1,65 @@
+"""`python -m bot [command]`: the one entry point (ARCHITECTURE.md section 3b)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot import __version__
+from bot.logs import setup_logging
+from bot.redaction import redactor
+from bot.settings import Settings, settings_or_exit
+
+log = logging.getLogger("phantomdesk")
+
+
+def _settings() -> Settings:
+    settings = settings_or_exit()
+    redactor.update(settings.secret_values())
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.host import serve
+
+    settings = _settings()
+    settings.signing_key()  # embedded mode: create the key now, not in the middle of a retrain
+    return asyncio.run(serve(settings, check_only=args.check))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from storage.migrations import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, args.revision)
+    log.info("database migrated to %s", args.revision)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="phantomdesk: a managed crypto trading desk")
+    parser.add_argument("--version", action="version", version=f"phantomdesk {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the desk (the default)")
+    serve.add_argument("--check", action="store_true", help="start, answer /health once, stop (smoke test)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        args = build_parser().parse_args(["serve", *(argv or [])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

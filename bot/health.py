@@ -1,0 +1,52 @@
+"""GET /health: 200 only when the database answers (Railway's deploy health check relies on that)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from storage.hotstate import redis_status
+
+if TYPE_CHECKING:
+    from bot.host import Host
+
+log = logging.getLogger(__name__)
+HOST_KEY: web.AppKey[Host] = web.AppKey("host")
+
+
+async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        async with asyncio.timeout(3), host.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT bot_id, status, mode, open_trades FROM bot_status_view"))).all()
+    except Exception as exc:  # any failure means "not healthy"; the reason goes to the log, not the body
+        log.warning("health: database check failed: %s", type(exc).__name__)
+        return "unavailable", []
+    return "ok", [{"id": r.bot_id, "status": r.status, "mode": r.mode, "open_trades": r.open_trades} for r in rows]
+
+
+async def health(request: web.Request) -> web.Response:
+    host = request.app[HOST_KEY]
+    database, bots = await _database(host)
+    newest = host.newest_candle
+    body = {
+        "status": "ok" if database == "ok" else "error",
+        "version": host.version,
+        "database": database,
+        "redis": await redis_status(host.redis),
+        "scheduler": "running" if host.scheduler is not None and host.scheduler.running else "stopped",
+        "telegram": host.telegram_mode,
+        "bots": bots,
+        "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
+        "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),
+    }
+    return web.json_response(body, status=200 if database == "ok" else 503)
+
+
+def health_routes(app: web.Application, host: Host) -> None:
+    app[HOST_KEY] = host
+    app.router.add_get("/health", health)

@@ -1,0 +1,169 @@
+"""The process host (`python -m bot serve`): the composition root of the long-running desk.
+
+Start order: settings → logging → Sentry → database (must be at head) → Redis (optional) → health
+server → scheduler → Telegram. SIGTERM/SIGINT stop it cleanly within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiogram import Bot, Dispatcher
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import __version__
+from bot.health import health_routes
+from bot.sentry import setup_sentry
+from bot.settings import Settings
+from storage.db import create_engine
+from storage.hotstate import connect_redis
+from storage.migrations import NotAtHead, ensure_at_head
+from storage.models import Candle
+
+log = logging.getLogger("phantomdesk")
+
+SHUTDOWN_BUDGET_S = 8.0  # of the 10 s Railway and the acceptance test allow
+
+EXIT_OK, EXIT_FAILURE, EXIT_NOT_MIGRATED = 0, 1, 3
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class Host:
+    settings: Settings
+    engine: AsyncEngine
+    version: str = __version__
+    instance: str = field(default_factory=instance_id)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    redis: Redis | None = None
+    scheduler: AsyncIOScheduler | None = None
+    telegram_mode: str = "off"
+    newest_candle: datetime | None = None
+    # coroutines run first at shutdown, newest first (engines register their state snapshot here)
+    shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+async def _newest_candle(engine: AsyncEngine) -> datetime | None:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.max(Candle.open_time)))).scalar()
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(settings: Settings, *, check_only: bool = False) -> int:
+    """Run the desk until SIGTERM/SIGINT. With check_only, exit 0 once /health answers 200."""
+    setup_sentry(settings, __version__)
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # the head check is routine
+    engine = create_engine(settings.database_url)
+    try:
+        await ensure_at_head(engine)
+    except NotAtHead as exc:
+        log.error("%s", exc)
+        await engine.dispose()
+        return EXIT_NOT_MIGRATED
+    except Exception as exc:
+        log.error("cannot reach the database: %s", exc)
+        await engine.dispose()
+        return EXIT_FAILURE
+
+    host = Host(settings=settings, engine=engine)
+    host.newest_candle = await _newest_candle(engine)
+    host.redis = await connect_redis(settings.redis_url)
+
+    app = web.Application()
+    health_routes(app, host)
+
+    tg_bot: Bot | None = None
+    dp: Dispatcher | None = None
+    if settings.telegram_bot_token is not None:
+        from bot.telegram import build_bot, build_dispatcher, mount_webhook
+
+        tg_bot, dp = build_bot(settings), build_dispatcher()
+        if settings.telegram_webhook_url:
+            mount_webhook(app, dp, tg_bot, settings)
+            host.telegram_mode = "webhook"
+        else:
+            host.telegram_mode = "polling"
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", settings.port)
+    await site.start()
+    log.info("phantomdesk %s listening on 0.0.0.0:%d (%s)", __version__, settings.port,
+             "sqlite" if settings.embedded else "postgresql")
+
+    host.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+    host.scheduler.start()
+
+    polling: asyncio.Task[None] | None = None
+    if tg_bot is not None and dp is not None:
+        if host.telegram_mode == "webhook":
+            from bot.telegram import set_webhook
+
+            try:
+                await set_webhook(tg_bot, settings)
+            except Exception as exc:
+                log.error("could not set the Telegram webhook: %s", exc)
+        else:
+            polling = asyncio.create_task(
+                dp.start_polling(tg_bot, handle_signals=False, close_bot_session=False), name="telegram-polling")
+
+    code = EXIT_OK
+    if check_only:
+        code = await _check_health(settings.port)
+        stop.set()
+    await stop.wait()
+    log.info("stopping")
+    try:
+        async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+            for hook in reversed(host.shutdown_hooks):
+                await hook()
+            if dp is not None and polling is not None:
+                with contextlib.suppress(RuntimeError):
+                    await dp.stop_polling()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await polling
+            host.scheduler.shutdown(wait=False)
+            await runner.cleanup()
+            if tg_bot is not None:
+                await tg_bot.session.close()
+            if host.redis is not None:
+                await host.redis.aclose()
+            await engine.dispose()
+    except TimeoutError:
+        log.error("shutdown took longer than %.0fs; exiting anyway", SHUTDOWN_BUDGET_S)
+        return EXIT_FAILURE
+    log.info("stopped")
+    return code
+
+
+async def _check_health(port: int) -> int:
+    """The smoke test of `serve --check`: ask our own /health, as Railway's deploy check would."""
+    from aiohttp import ClientSession
+
+    async with ClientSession() as client, client.get(f"http://127.0.0.1:{port}/health") as resp:
+        log.info("GET /health -> %d %s", resp.status, await resp.text())
+        return EXIT_OK if resp.status == 200 else EXIT_FAILURE

@@ -1,0 +1,248 @@
+"""Process settings, read once from the environment (and an optional `.env`).
+
+A bad value stops the process with exit code 2 and one line naming the variable: a desk that
+guesses at its configuration is a desk that trades with the wrong keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+TOKEN_SHAPE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
+WEBHOOK_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+SECRET_KEY_FILE = "secret_key"
+
+IdList = Annotated[tuple[int, ...], NoDecode]
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Point every PostgreSQL/SQLite URL form at its asyncio driver.
+
+    Railway hands out `postgresql://` (older tools `postgres://`); asyncpg spells libpq's
+    `sslmode` as `ssl`.
+    """
+    url = url.strip()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg2", "postgresql+psycopg"}:
+        if not parts.hostname and not dict(parse_qsl(parts.query)).get("host"):
+            raise ValueError("PostgreSQL URL has no host")
+        if not parts.path.strip("/"):
+            raise ValueError("PostgreSQL URL has no database name")
+        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment))
+    if scheme in {"sqlite", "sqlite+aiosqlite"}:
+        if not url.split(":", 1)[1].startswith("///"):
+            raise ValueError("SQLite URL must look like sqlite:///path/to/file.db")
+        return "sqlite+aiosqlite" + url[len(parts.scheme):]
+    raise ValueError(f"unsupported scheme {parts.scheme!r} (use postgresql:// or sqlite:///)")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str | None = None
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_admin_ids: IdList = ()
+    telegram_viewer_ids: IdList = ()
+    telegram_api_server: str | None = None
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+
+    bybit_api_key: SecretStr | None = None
+    bybit_api_secret: SecretStr | None = None
+    bybit_env: Literal["mainnet", "testnet", "demo"] = "mainnet"
+    trading_mode: Literal["paper", "live"] = "paper"
+    live_trading_confirm: str | None = None
+
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str | None = None
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    secret_key: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value) if value else ""
+
+    @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("telegram_api_server", "telegram_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s):// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("telegram_admin_ids", "telegram_viewer_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = [v for v in re.split(r"[,\s]+", value.strip()) if v]
+            if bad := [v for v in items if not re.fullmatch(r"-?\d+", v)]:
+                raise ValueError(f"must be comma-separated numeric Telegram ids, not {bad[0]!r}")
+            return tuple(int(v) for v in items)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "bybit_env", "trading_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not TOKEN_SHAPE.match(value.get_secret_value()):
+            raise ValueError("does not look like a Bot API token (<digits>:<35 characters>)")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not WEBHOOK_SECRET_SHAPE.match(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("secret_key", "bybit_api_key", "bybit_api_secret", "sentry_dsn")
+    @classmethod
+    def _empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (it signs model artifacts)")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if not self.database_url:
+            self.database_url = normalize_database_url(f"sqlite:///{(self.data_dir / 'phantomdesk.db').as_posix()}")
+        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+            raise SettingsError("TELEGRAM_WEBHOOK_SECRET: required when TELEGRAM_WEBHOOK_URL is set")
+        if self.telegram_webhook_url and not self.telegram_webhook_url.startswith("https://"):
+            raise SettingsError("TELEGRAM_WEBHOOK_URL: Telegram only delivers webhooks to https:// URLs")
+        if self.trading_mode == "live":
+            if not (self.bybit_api_key and self.bybit_api_secret):
+                raise SettingsError("TRADING_MODE: live needs BYBIT_API_KEY and BYBIT_API_SECRET")
+            if (self.live_trading_confirm or "").strip().lower() != "yes":
+                raise SettingsError("LIVE_TRADING_CONFIRM: set it to 'yes' to trade real money in live mode")
+        if self.secret_key is None and not self.embedded:
+            raise SettingsError("SECRET_KEY: required when DATABASE_URL is not SQLite (it signs model artifacts)")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def admin_ids(self) -> frozenset[int]:
+        return frozenset(self.telegram_admin_ids)
+
+    @property
+    def viewer_ids(self) -> frozenset[int]:
+        return frozenset(self.telegram_viewer_ids) | self.admin_ids
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log/Sentry redaction layer."""
+        values = [s.get_secret_value() for s in (
+            self.telegram_bot_token, self.telegram_webhook_secret, self.bybit_api_key,
+            self.bybit_api_secret, self.sentry_dsn, self.secret_key) if s is not None]
+        password = urlsplit(self.database_url).password
+        if password:
+            values.append(password)
+        if self.redis_url and (rpass := urlsplit(self.redis_url).password):
+            values.append(rpass)
+        return [v for v in values if len(v) >= 4]
+
+    def signing_key(self) -> bytes:
+        """SECRET_KEY, or (embedded mode) a key generated once under the data dir with 0600 permissions."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / SECRET_KEY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = -1
+        if fd < 0:  # generated by an earlier start
+            key = path.read_text().strip()
+            if len(key) < 32:
+                raise SettingsError(f"SECRET_KEY: the generated key in {path} is damaged; delete it or set SECRET_KEY")
+            self.secret_key = SecretStr(key)
+            return key.encode()
+        key = secrets.token_urlsafe(48)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.secret_key = SecretStr(key)
+        return key.encode()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error.get("loc") or ("settings",)
+    name = str(loc[0]).upper()
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; raise SettingsError with a one-line, secret-free explanation."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        raise SettingsError("; ".join(_describe(e) for e in errors)) from None
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        sys.stderr.write(f"phantomdesk: bad configuration: {exc}\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""The domain: market, strategies, phantom book, ML filter, risk, execution, ledger. No I/O of its own."""

@@ -1,0 +1,1 @@
+"""APScheduler job definitions: thin wrappers over the desk and the engines."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models and repositories, Redis hot state, journal, file I/O."""

@@ -1,0 +1,96 @@
+"""Run `python -m bot ...` as a real subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+# variables a developer's shell might carry that would change the desk under test
+SCRUBBED = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "BYBIT_", "TRADING_MODE", "LIVE_TRADING_CONFIRM", "SENTRY_",
+            "PORT", "LOG_", "SECRET_KEY", "DATA_DIR")
+
+
+def desk_env(**values: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
+    return {**base, "PYTHONPATH": str(ROOT), **values}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def get_json(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+class DeskProcess:
+    """`python -m bot [args]` on a free port; `health()` polls GET /health."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], args: list[str] | None = None,
+                 command: list[str] | None = None) -> None:
+        self.port = int(env.get("PORT") or free_port())
+        self.env = {**env, "PORT": str(self.port)}
+        self.cwd = cwd
+        self.command = command or [sys.executable, "-m", "bot", *(args or [])]
+        self.log_path = cwd / f"desk-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, shell: bool = False) -> DeskProcess:
+        log = self.log_path.open("ab")
+        cmd: Any = " ".join(self.command) if shell else self.command
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     shell=shell, start_new_session=True)
+        return self
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return get_json(f"http://127.0.0.1:{self.port}/health")
+
+    def wait_healthy(self, timeout: float = 60, status: int = 200) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"desk exited with {self.proc.returncode}:\n{self.output[-3000:]}")
+            try:
+                code, body = self.health()
+                if code == status:
+                    return body
+                last = (code, body)
+            except (OSError, ValueError) as exc:
+                last = exc
+            time.sleep(0.2)
+        raise AssertionError(f"/health never answered {status} (last: {last}):\n{self.output[-3000:]}")
+
+    def terminate(self, timeout: float = 10) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds it took)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGTERM) if self.proc.poll() is None else None
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
