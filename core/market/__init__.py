@@ -1,0 +1,1 @@
+"""Market data: candles, feeds (Bybit, replay, synthetic), MarketState and indicators."""

@@ -1,0 +1,80 @@
+"""The closed candle every feed yields, the Feed protocol, and Bybit interval codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+# Bybit v5 kline interval codes and their length in milliseconds.
+INTERVAL_MS: dict[str, int] = {
+    "1": 60_000, "3": 180_000, "5": 300_000, "15": 900_000, "30": 1_800_000, "60": 3_600_000,
+    "120": 7_200_000, "240": 14_400_000, "360": 21_600_000, "720": 43_200_000, "D": 86_400_000,
+    "W": 604_800_000,
+}
+# File-name / human spellings ("15m", "1h", "1d") -> Bybit codes.
+_ALIASES = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120", "4h": "240",
+            "6h": "360", "12h": "720", "1d": "D", "1w": "W"}
+
+
+class BadInterval(ValueError):
+    pass
+
+
+def parse_interval(text: str) -> str:
+    """'15', '15m' or '1h' -> the Bybit code ('15', '15', '60')."""
+    code = text.strip()
+    code = _ALIASES.get(code.lower(), code.upper() if code.lower() in {"d", "w"} else code)
+    if code not in INTERVAL_MS:
+        raise BadInterval(f"unknown interval {text!r} (use one of {', '.join(INTERVAL_MS)} or 15m/1h/1d)")
+    return code
+
+
+def interval_label(code: str) -> str:
+    """'15' -> '15m', '60' -> '1h', 'D' -> '1d' (file names, reports)."""
+    return {v: k for k, v in _ALIASES.items()}[code]
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A closed OHLCV candle. Prices are floats here (indicators); Decimal only at the order boundary."""
+
+    symbol: str
+    interval: str  # Bybit code: "1", "3", "5", "15", "60", ..., "D"
+    open_time: datetime  # UTC-aware
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    turnover: float | None = None
+
+    @property
+    def open_ms(self) -> int:
+        return dt_to_ms(self.open_time)
+
+    @property
+    def close_time(self) -> datetime:
+        """The instant the candle closed (= next candle's open_time): when its data became known."""
+        return ms_to_dt(self.open_ms + INTERVAL_MS[self.interval])
+
+
+class Feed(Protocol):
+    """Live Bybit, replayed files and the synthetic market all look like this to the engine."""
+
+    def stream(self) -> AsyncIterator[Candle]:
+        """Closed candles in time order (per symbol and interval, no duplicates the engine must care about)."""
+        ...
+
+    async def history(self, symbol: str, interval: str, limit: int) -> list[Candle]:
+        """The latest `limit` closed candles before the stream starts, oldest first."""
+        ...

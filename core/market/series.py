@@ -1,0 +1,83 @@
+"""Columnar candle series: one (symbol, interval) as numpy arrays, and the gaps in it.
+
+Files, the candle store and the synthetic market all hand candles around in this form; `Candle`
+objects are made only where the engine consumes them one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
+
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Candles missing between two present ones (a real exchange outage: nothing is invented)."""
+
+    symbol: str
+    interval: str
+    last_before_ms: int  # open time of the last candle before the gap
+    first_after_ms: int  # open time of the first candle after it
+
+    @property
+    def missing(self) -> int:
+        return (self.first_after_ms - self.last_before_ms) // INTERVAL_MS[self.interval] - 1
+
+    def __str__(self) -> str:
+        before, after = ms_to_dt(self.last_before_ms), ms_to_dt(self.first_after_ms)
+        return (f"{self.symbol} {self.interval}: {self.missing} candles missing between "
+                f"{before:%Y-%m-%d %H:%M} and {after:%Y-%m-%d %H:%M} UTC")
+
+
+@dataclass(frozen=True)
+class CandleSeries:
+    symbol: str
+    interval: str
+    open_ms: np.ndarray  # int64, strictly increasing
+    open: np.ndarray  # float64 ...
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    turnover: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.open_ms)
+
+    def gaps(self) -> list[Gap]:
+        step = INTERVAL_MS[self.interval]
+        idx = np.flatnonzero(np.diff(self.open_ms) > step)
+        return [Gap(self.symbol, self.interval, int(self.open_ms[i]), int(self.open_ms[i + 1])) for i in idx]
+
+    def window(self, start_ms: int | None = None, end_ms: int | None = None) -> CandleSeries:
+        """Candles with start_ms <= open time < end_ms."""
+        lo = 0 if start_ms is None else int(np.searchsorted(self.open_ms, start_ms, "left"))
+        hi = len(self) if end_ms is None else int(np.searchsorted(self.open_ms, end_ms, "left"))
+        return self.take(slice(lo, hi))
+
+    def take(self, index: slice | np.ndarray) -> CandleSeries:
+        return CandleSeries(self.symbol, self.interval, self.open_ms[index],
+                            *(getattr(self, f)[index] for f in FIELDS),
+                            turnover=None if self.turnover is None else self.turnover[index])
+
+    def candle(self, i: int) -> Candle:
+        return Candle(self.symbol, self.interval, ms_to_dt(int(self.open_ms[i])), float(self.open[i]),
+                      float(self.high[i]), float(self.low[i]), float(self.close[i]), float(self.volume[i]),
+                      None if self.turnover is None else float(self.turnover[i]))
+
+    def candles(self) -> Iterator[Candle]:
+        for i in range(len(self)):
+            yield self.candle(i)
+
+    @classmethod
+    def from_candles(cls, symbol: str, interval: str, candles: list[Candle]) -> CandleSeries:
+        turnover = [c.turnover for c in candles]
+        return cls(symbol, interval, np.array([c.open_ms for c in candles], dtype=np.int64),
+                   *(np.array([getattr(c, f) for c in candles], dtype=np.float64) for f in FIELDS),
+                   turnover=None if any(t is None for t in turnover) else np.array(turnover, dtype=np.float64))
