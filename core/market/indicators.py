@@ -1,0 +1,151 @@
+"""Incremental indicators: O(1) work per closed candle, plain floats (this is the replay hot path).
+
+Definitions (the vectorized twin in core/market/vectorized.py computes the same numbers with pandas):
+- EMA(n): alpha = 2/(n+1), seeded with the first close (pandas `ewm(span=n, adjust=False)`).
+- ATR(n): Wilder's moving average (alpha = 1/n, seeded with the first value) of the true range; the first
+  true range is high - low.
+- RSI(n): Wilder's averages of gains and losses of close-to-close changes, from the second candle on;
+  100 when there were no losses, NaN before the first change.
+- Bollinger(n, k): mean ± k population standard deviations of the last n closes (NaN until n candles).
+- ADX(n): +DM/-DM and true range smoothed with Wilder's average, DX = 100·|+DI − −DI| / (+DI + −DI),
+  ADX = Wilder's average of DX, all from the second candle on.
+- Volume z-score(n): (volume − mean) / population std of the last n volumes including this one
+  (0 when the std is 0, NaN until n candles).
+- Swings: a swing high is a high strictly above the `swing` highs on each side; it is known only
+  `swing` candles later (no look-ahead). The latest confirmed swing high/low are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class IndicatorConfig:
+    ema_fast: int = 20
+    ema_mid: int = 50
+    ema_slow: int = 200
+    atr: int = 14
+    rsi: int = 14
+    bb: int = 20
+    bb_k: float = 2.0
+    adx: int = 14
+    vol_z: int = 20
+    swing: int = 2
+
+
+class Indicators:
+    """The indicator state of one (symbol, interval); `update` once per closed candle, in order."""
+
+    __slots__ = (
+        "_a_adx", "_a_atr", "_a_fast", "_a_mid", "_a_rsi", "_a_slow", "_adx_seeded", "_closes", "_highs", "_lows",
+        "_vols", "adx", "atr", "avg_gain", "avg_loss", "bb_lower", "bb_mid", "bb_std", "bb_upper", "cfg",
+        "ema_fast", "ema_mid", "ema_slow", "minus_di", "n", "plus_di", "prev_close", "prev_high", "prev_low", "rsi",
+        "sm_minus", "sm_plus", "sm_tr", "swing_high", "swing_high_ms", "swing_low", "swing_low_ms", "vol_z",
+        "_swing_ms",
+    )
+
+    def __init__(self, cfg: IndicatorConfig = IndicatorConfig()) -> None:
+        self.cfg = cfg
+        self._a_fast, self._a_mid, self._a_slow = 2 / (cfg.ema_fast + 1), 2 / (cfg.ema_mid + 1), 2 / (cfg.ema_slow + 1)
+        self._a_atr, self._a_rsi, self._a_adx = 1 / cfg.atr, 1 / cfg.rsi, 1 / cfg.adx
+        self.n = 0
+        self.ema_fast = self.ema_mid = self.ema_slow = self.atr = NAN
+        self.rsi = self.avg_gain = self.avg_loss = NAN
+        self.bb_mid = self.bb_upper = self.bb_lower = self.bb_std = NAN
+        self.adx = self.plus_di = self.minus_di = NAN
+        self.sm_plus = self.sm_minus = self.sm_tr = NAN
+        self._adx_seeded = False
+        self.vol_z = NAN
+        self.prev_close = self.prev_high = self.prev_low = NAN
+        self.swing_high = self.swing_low = NAN
+        self.swing_high_ms = self.swing_low_ms = -1
+        self._closes: deque[float] = deque(maxlen=cfg.bb)
+        self._vols: deque[float] = deque(maxlen=cfg.vol_z)
+        w = 2 * cfg.swing + 1
+        self._highs: deque[float] = deque(maxlen=w)
+        self._lows: deque[float] = deque(maxlen=w)
+        self._swing_ms: deque[int] = deque(maxlen=w)
+
+    def update(self, open_ms: int, high: float, low: float, close: float, volume: float) -> None:
+        n = self.n
+        if n == 0:
+            self.ema_fast = self.ema_mid = self.ema_slow = close
+            self.atr = high - low
+        else:
+            pc = self.prev_close
+            self.ema_fast += self._a_fast * (close - self.ema_fast)
+            self.ema_mid += self._a_mid * (close - self.ema_mid)
+            self.ema_slow += self._a_slow * (close - self.ema_slow)
+            tr = max(high - low, abs(high - pc), abs(low - pc))
+            self.atr += self._a_atr * (tr - self.atr)
+            # RSI
+            change = close - pc
+            gain, loss = (change, 0.0) if change > 0 else (0.0, -change)
+            if n == 1:
+                self.avg_gain, self.avg_loss = gain, loss
+            else:
+                a = self._a_rsi
+                self.avg_gain += a * (gain - self.avg_gain)
+                self.avg_loss += a * (loss - self.avg_loss)
+            self.rsi = 100.0 if self.avg_loss == 0 else 100.0 - 100.0 / (1.0 + self.avg_gain / self.avg_loss)
+            # ADX
+            up, down = high - self.prev_high, self.prev_low - low
+            pdm = up if up > down and up > 0 else 0.0
+            mdm = down if down > up and down > 0 else 0.0
+            if n == 1:
+                self.sm_plus, self.sm_minus, self.sm_tr = pdm, mdm, tr
+            else:
+                a = self._a_adx
+                self.sm_plus += a * (pdm - self.sm_plus)
+                self.sm_minus += a * (mdm - self.sm_minus)
+                self.sm_tr += a * (tr - self.sm_tr)
+            if self.sm_tr > 0:
+                self.plus_di = 100.0 * self.sm_plus / self.sm_tr
+                self.minus_di = 100.0 * self.sm_minus / self.sm_tr
+                total = self.plus_di + self.minus_di
+                dx = 100.0 * abs(self.plus_di - self.minus_di) / total if total > 0 else 0.0
+            else:
+                self.plus_di = self.minus_di = dx = 0.0
+            if self._adx_seeded:
+                self.adx += self._a_adx * (dx - self.adx)
+            else:
+                self.adx, self._adx_seeded = dx, True
+        # Bollinger and volume z-score over fixed windows (computed directly: exact, and n is small)
+        closes = self._closes
+        closes.append(close)
+        if len(closes) == closes.maxlen:
+            mean = sum(closes) / len(closes)
+            std = math.sqrt(sum((x - mean) ** 2 for x in closes) / len(closes))
+            k = self.cfg.bb_k
+            self.bb_mid, self.bb_std, self.bb_upper, self.bb_lower = mean, std, mean + k * std, mean - k * std
+        vols = self._vols
+        vols.append(volume)
+        if len(vols) == vols.maxlen:
+            vmean = sum(vols) / len(vols)
+            vstd = math.sqrt(sum((x - vmean) ** 2 for x in vols) / len(vols))
+            self.vol_z = (volume - vmean) / vstd if vstd > 0 else 0.0
+        # swings: the middle of the last 2k+1 candles
+        highs, lows, times = self._highs, self._lows, self._swing_ms
+        highs.append(high)
+        lows.append(low)
+        times.append(open_ms)
+        if len(highs) == highs.maxlen:
+            k = self.cfg.swing
+            mid_h, mid_l = highs[k], lows[k]
+            if all(mid_h > h for i, h in enumerate(highs) if i != k):
+                self.swing_high, self.swing_high_ms = mid_h, times[k]
+            if all(mid_l < lo for i, lo in enumerate(lows) if i != k):
+                self.swing_low, self.swing_low_ms = mid_l, times[k]
+        self.prev_close, self.prev_high, self.prev_low = close, high, low
+        self.n = n + 1
+
+    def snapshot(self) -> dict[str, float]:
+        """The current values by name (reports, /analysis, tests)."""
+        names = ("ema_fast", "ema_mid", "ema_slow", "atr", "rsi", "bb_mid", "bb_upper", "bb_lower", "adx",
+                 "plus_di", "minus_di", "vol_z", "swing_high", "swing_low")
+        return {name: getattr(self, name) for name in names}
