@@ -16,7 +16,7 @@ from core.market.indicators import IndicatorConfig, Indicators
 from core.market.series import Gap
 
 # ring rows: candle fields, then indicator values kept for features/charts
-RING_FIELDS = ("open_ms", "open", "high", "low", "close", "volume", "atr", "ema_mid", "adx", "rsi")
+RING_FIELDS = ("open_ms", "open", "high", "low", "close", "volume", "atr", "ema_fast", "ema_mid", "adx", "rsi")
 ROW = {name: i for i, name in enumerate(RING_FIELDS)}
 
 
@@ -36,7 +36,7 @@ class SeriesState:
         ind = self.ind
         ind.update(open_ms, c.high, c.low, c.close, c.volume)
         self.buf[:, self.count % self.capacity] = (open_ms, c.open, c.high, c.low, c.close, c.volume, ind.atr,
-                                                   ind.ema_mid, ind.adx, ind.rsi)
+                                                   ind.ema_fast, ind.ema_mid, ind.adx, ind.rsi)
         self.count += 1
         self.last_open_ms = open_ms
         self.last_candle = c

@@ -1,0 +1,199 @@
+"""The engine of one bot: the only place that knows the order of a candle's journey (ARCHITECTURE.md §2).
+
+candle → MarketState → phantom updates → strategies → regime gate → signal (tick-rounded, with
+features) → scorer → guards → phantom record. Deterministic: the same candles, config and starting
+state give the same signals and phantoms; time comes from the candles only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR
+from typing import Any
+
+from core.config import BotConfig
+from core.instruments import Instruments
+from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
+from core.market.replay import sort_key
+from core.market.state import MarketState
+from core.ml.scorer import NoScorer, Score, Scorer
+from core.phantom import WIN_RATE_WINDOW, Phantom, PhantomBook, SubCandles
+from core.signal import Action, Signal, signal_id
+from core.strategies import Context, Strategy, build_strategies
+from core.strategies.features import compute_features
+from core.strategies.regime import regime_of
+
+# A guard looks at a signal the filter would take and returns why it must not be (None: go ahead).
+Guard = Callable[[Signal, Score], str | None]
+
+
+@dataclass
+class Decision:
+    signal: Signal
+    action: Action
+    reason: str | None
+    score: Score
+    phantom: Phantom
+
+
+@dataclass
+class CandleResult:
+    decisions: list[Decision] = field(default_factory=list)
+    closed: list[Phantom] = field(default_factory=list)
+    touched: list[Phantom] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    """Engine state that candles cannot rebuild, saved with every batch so a restart resumes exactly."""
+
+    after: tuple[int, int, str] | None = None  # sort key of the last candle processed
+    counters: dict[str, int] = field(default_factory=dict)
+    last_signal_ms: dict[str, int] = field(default_factory=dict)  # "strategy|symbol" -> close ms
+    win_windows: dict[str, list[int]] = field(default_factory=dict)
+    blocked: dict[str, int] = field(default_factory=dict)  # "YYYY-MM-DD|strategy" -> blocked signals
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"after": list(self.after) if self.after else None, "counters": self.counters,
+                "last_signal_ms": self.last_signal_ms, "win_windows": self.win_windows, "blocked": self.blocked,
+                "extra": self.extra}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Checkpoint:
+        after = doc.get("after")
+        return cls(tuple(after) if after else None, dict(doc.get("counters", {})),  # type: ignore[arg-type]
+                   dict(doc.get("last_signal_ms", {})), {k: list(v) for k, v in doc.get("win_windows", {}).items()},
+                   dict(doc.get("blocked", {})), dict(doc.get("extra", {})))
+
+
+class Engine:
+    def __init__(self, config: BotConfig, *, scorer: Scorer | None = None, guards: list[Guard] | None = None,
+                 instruments: Instruments | None = None, capacity: int = 1000) -> None:
+        self.config = config
+        self.market = MarketState(capacity)
+        self.ctx = Context(self.market, config.slow_interval, config.fast_interval)
+        self.strategies: list[Strategy] = build_strategies(config)
+        self.by_interval: dict[str, list[Strategy]] = {
+            config.slow_interval: [s for s in self.strategies if s.role == "slow"],
+            config.fast_interval: [s for s in self.strategies if s.role == "fast"],
+        }
+        self.symbols = frozenset(config.symbols)
+        self.book = PhantomBook(config.phantom_timeout_candles, resolver=self._sub_candles)
+        self.scorer: Scorer = scorer or NoScorer()
+        self.guards: list[Guard] = list(guards or [])
+        self.instruments = instruments or Instruments()
+        self.counters: Counter[str] = Counter()
+        self.last_signal_ms: dict[str, int] = {}
+        self.blocked: Counter[str] = Counter()
+        self.after: tuple[int, int, str] | None = None
+        self.latest_signals: dict[tuple[str, str], Decision] = {}  # (symbol, strategy) -> latest, for /analysis
+
+    # --- state ----------------------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.after, dict(self.counters), dict(self.last_signal_ms),
+                          {k: list(v) for k, v in self.book.win_windows.items()}, dict(self.blocked))
+
+    def restore(self, cp: Checkpoint, active: list[Phantom]) -> None:
+        self.after = cp.after
+        self.counters = Counter(cp.counters)
+        self.last_signal_ms = dict(cp.last_signal_ms)
+        self.blocked = Counter(cp.blocked)
+        self.book.win_windows = {k: deque(v, maxlen=WIN_RATE_WINDOW) for k, v in cp.win_windows.items()}
+        self.book.restore(active)
+
+    def warm(self, candle: Candle) -> None:
+        """History before the run (or before a resume point): indicators only, no signals."""
+        self.market.update(candle)
+
+    # --- the candle path ------------------------------------------------------------------------
+    def on_candle(self, candle: Candle) -> CandleResult:
+        result = CandleResult()
+        update = self.market.update(candle)
+        self.after = sort_key(candle)
+        if update.series is None:
+            self.counters["duplicates"] += 1
+            return result
+        self.counters["candles"] += 1
+        book = self.book
+        if update.gap is not None:
+            self.counters["gaps"] += 1
+            result.closed.extend(book.on_gap(candle.symbol, candle.interval, candle))
+        closed, touched = book.on_candle(candle)
+        result.closed.extend(closed)
+        result.touched = touched
+        for p in result.closed:
+            self.counters["phantoms_closed"] += 1
+            self.scorer.observe(p)
+        strategies = self.by_interval.get(candle.interval)
+        if strategies and candle.symbol in self.symbols:
+            for strategy in strategies:
+                decision = self._evaluate(strategy, update.series, candle)
+                if decision is not None:
+                    result.decisions.append(decision)
+        return result
+
+    def _evaluate(self, strategy: Strategy, s: Any, candle: Candle) -> Decision | None:
+        key = f"{strategy.name}|{candle.symbol}"
+        step = INTERVAL_MS[candle.interval]
+        close_ms = candle.open_ms + step
+        last = self.last_signal_ms.get(key)
+        if last is not None and close_ms - last <= strategy.params.cooldown_candles * step:
+            return None
+        proposal = strategy.propose(s, self.ctx)
+        if proposal is None:
+            return None
+        btc = self.market.get(self.ctx.btc_symbol, candle.interval)
+        regime = regime_of(s, btc, strategy.params)
+        if not strategy.allowed(regime, proposal.side):
+            return None
+        long = proposal.side == "long"
+        inst = self.instruments.get(candle.symbol, candle.close)
+        entry = inst.price(proposal.entry)
+        stop = inst.price(proposal.stop, ROUND_FLOOR if long else ROUND_CEILING)  # never nearer than proposed
+        target = inst.price(proposal.target)
+        direction = 1 if long else -1
+        if (entry - stop) * direction <= 0 or (target - entry) * direction <= 0:
+            return None  # the levels collapsed onto the tick grid
+        win_rate, outcomes = self.book.win_rate(strategy.name)
+        features = compute_features(s, btc, regime, side=proposal.side, entry=float(entry), stop=float(stop),
+                                    target=float(target), close_ms=close_ms, win_rate=win_rate, outcomes=outcomes)
+        at = ms_to_dt(close_ms)
+        signal = Signal(signal_id(self.config.id, candle.symbol, candle.interval, strategy.name, at), self.config.id,
+                        candle.symbol, candle.interval, strategy.name, proposal.side, entry, stop, target, at,
+                        features)
+        self.last_signal_ms[key] = close_ms
+        score = self.scorer.score(signal)
+        action: Action
+        if not score.take:
+            action, reason = "REJECTED", score.reason
+        else:
+            blocked = next((why for guard in self.guards if (why := guard(signal, score)) is not None), None)
+            action, reason = ("BLOCKED", blocked) if blocked else ("EXECUTED", score.reason)
+        if action == "BLOCKED":
+            self.blocked[f"{at:%Y-%m-%d}|{strategy.name}"] += 1
+        self.counters["signals"] += 1
+        self.counters[f"signals_{action.lower()}"] += 1
+        if score.p_win is not None:
+            self.counters["scored_signals"] += 1
+        phantom = self.book.record(signal, action, reason, score.p_win, score.ev_r)
+        decision = Decision(signal, action, reason, score, phantom)
+        self.latest_signals[(candle.symbol, strategy.name)] = decision
+        return decision
+
+    def _sub_candles(self, symbol: str, interval: str, open_ms: int) -> SubCandles | None:
+        """The fast-interval candles covering one slow candle, when all of them are held."""
+        if interval != self.config.slow_interval:
+            return None
+        fast = self.market.get(symbol, self.config.fast_interval)
+        if fast is None:
+            return None
+        step = INTERVAL_MS[self.config.fast_interval]
+        k = INTERVAL_MS[interval] // step
+        times = fast.last("open_ms", k)
+        if len(times) != k or int(times[0]) != open_ms or int(times[-1]) != open_ms + (k - 1) * step:
+            return None
+        o, h, lo, c = (fast.last(f, k) for f in ("open", "high", "low", "close"))
+        return [(float(o[i]), float(h[i]), float(lo[i]), float(c[i]), int(times[i]) + step) for i in range(k)]

@@ -1,0 +1,1 @@
+"""Exchange adapters: the Broker implementations and Bybit access through pybit (the only pybit importers)."""

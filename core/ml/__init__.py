@@ -1,0 +1,1 @@
+"""The ML filter: dataset from phantom outcomes, calibrated ensemble, champion/challenger, registry."""

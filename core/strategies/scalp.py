@@ -1,0 +1,42 @@
+"""Scalp (fast interval): with the slow interval trending, take a fast-EMA reclaim on a volume burst;
+tight stop, target at reward/risk."""
+
+from __future__ import annotations
+
+from core.config import StrategyParams
+from core.market.state import SeriesState
+from core.strategies.base import Context, Proposal, bounded_stop
+from core.strategies.regime import Regime, trend_of
+
+WARMUP = 50
+
+
+class Scalp:
+    name = "scalp"
+    role = "fast"
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    def propose(self, s: SeriesState, ctx: Context) -> Proposal | None:
+        ind, c, p = s.ind, s.last_candle, self.params
+        if ind.n < WARMUP or c is None or ind.vol_z < p.volume_z:
+            return None
+        prev_close, prev_ema = s.value("close", 1), s.value("ema_fast", 1)
+        if prev_close <= prev_ema and c.close > ind.ema_fast and c.close > c.open and 50 <= ind.rsi <= p.rsi_high:
+            direction = 1
+            raw_stop = min(c.low, ind.swing_low if ind.swing_low < c.close else c.low)
+        elif prev_close >= prev_ema and c.close < ind.ema_fast and c.close < c.open and p.rsi_low <= ind.rsi <= 50:
+            direction = -1
+            raw_stop = max(c.high, ind.swing_high if ind.swing_high > c.close else c.high)
+        else:
+            return None
+        if trend_of(ctx.slow(s.symbol), p.adx_trend) != direction:
+            return None
+        entry = c.close
+        stop = bounded_stop(entry, raw_stop, ind.atr, p, direction)
+        return Proposal("long" if direction == 1 else "short", entry, stop,
+                        entry + direction * p.reward_risk * abs(entry - stop))
+
+    def allowed(self, regime: Regime, side: str) -> bool:
+        return not regime.volatile
