@@ -18,7 +18,7 @@ setup: $(STAMP)
 # Embedded default: SQLite under ./var, paper broker, no secrets, offline.
 run: setup
 	$(PY) -m bot migrate
-	$(PY) -m bot serve --check
+	$(PY) -m bot demo
 
 # Starts a throwaway PostgreSQL and Redis, runs pytest against them (and SQLite), stops both.
 test: setup

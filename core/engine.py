@@ -90,17 +90,19 @@ class Engine:
         self.blocked: Counter[str] = Counter()
         self.after: tuple[int, int, str] | None = None
         self.latest_signals: dict[tuple[str, str], Decision] = {}  # (symbol, strategy) -> latest, for /analysis
+        self.extra: dict[str, Any] = {}  # saved with the checkpoint (run id, equity, ...)
 
     # --- state ----------------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self.after, dict(self.counters), dict(self.last_signal_ms),
-                          {k: list(v) for k, v in self.book.win_windows.items()}, dict(self.blocked))
+                          {k: list(v) for k, v in self.book.win_windows.items()}, dict(self.blocked), dict(self.extra))
 
     def restore(self, cp: Checkpoint, active: list[Phantom]) -> None:
         self.after = cp.after
         self.counters = Counter(cp.counters)
         self.last_signal_ms = dict(cp.last_signal_ms)
         self.blocked = Counter(cp.blocked)
+        self.extra = dict(cp.extra)
         self.book.win_windows = {k: deque(v, maxlen=WIN_RATE_WINDOW) for k, v in cp.win_windows.items()}
         self.book.restore(active)
 

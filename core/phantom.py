@@ -98,11 +98,17 @@ class Phantom:
         """The fields that define an outcome, for digests (stable, JSON-able)."""
         return {
             "id": self.id, "symbol": self.symbol, "interval": self.interval, "strategy": self.strategy,
-            "side": self.side, "entry": str(self.entry), "sl": str(self.stop_loss), "tp": str(self.take_profit),
+            "side": self.side, "entry": _dec(self.entry), "sl": _dec(self.stop_loss), "tp": _dec(self.take_profit),
             "action": self.action, "outcome": self.outcome, "exit_reason": self.exit_reason,
-            "exit_price": _num(self.exit_price), "exit_time": self.exit_time.isoformat() if self.exit_time else None,
+            "exit_price": None if self.exit_price is None else _dec(Decimal(repr(self.exit_price))),
+            "exit_time": self.exit_time.isoformat() if self.exit_time else None,
             "r": _num(self.realized_r), "mfe": _num(self.mfe_r), "mae": _num(self.mae_r),
         }
+
+
+def _dec(d: Decimal) -> str:
+    """A price as the database returns it too: 10 decimals (Numeric(28, 10)), no trailing zeros."""
+    return format(d.quantize(Decimal("1e-10")).normalize(), "f")
 
 
 def _num(x: float | None) -> str | None:

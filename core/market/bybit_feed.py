@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (symbol, interval code)
 REST_PAGE = 1000  # get_kline's maximum limit
+MAX_ARGS_CHARS = 21_000  # Bybit's cap on the subscribed args of one linear connection
 ERROR_LOG_EVERY = timedelta(hours=1)
 _WEEK_OFFSET_MS = 4 * 86_400_000  # Bybit weeks open on Monday 00:00 UTC; 1970-01-01 was a Thursday
 _STOP = object()
@@ -199,6 +200,12 @@ class BybitFeed:
         ]
         for shard in self._shards:
             shard.keys = [(s, i) for i in self.intervals for s in shard.symbols]
+            args = sum(len(f"kline.{i}.{s}") + 3 for s, i in shard.keys)  # as JSON: quotes and a comma
+            if args > MAX_ARGS_CHARS:
+                raise ValueError(
+                    f"{args} characters of topics on one connection (Bybit allows {MAX_ARGS_CHARS}): "
+                    "lower symbols_per_connection"
+                )
         self._keys = {key for shard in self._shards for key in shard.keys}
 
         # the open time of the last candle yielded (or known to the caller) per key: the dedupe/resume mark

@@ -49,8 +49,8 @@ class ReplayFeed:
                  after: tuple[int, int, str] | None = None) -> None:
         """start_ms/end_ms bound the open times streamed (earlier candles serve `history`); `after` resumes
         a replay: candles whose sort_key is <= it were already processed."""
-        self._all = list(series)
-        self._streamed = [s.window(start_ms, end_ms) for s in self._all]
+        self.series = list(series)
+        self._streamed = [s.window(start_ms, end_ms) for s in self.series]
         self.gaps: list[Gap] = [g for s in self._streamed for g in s.gaps()]
         self._which, self._row = merge_order(self._streamed)
         self._skip = 0
@@ -78,7 +78,7 @@ class ReplayFeed:
             yield candle
 
     async def history(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        for s in self._all:
+        for s in self.series:
             if s.symbol == symbol and s.interval == interval:
                 before = s.window(None, self.start_ms) if self.start_ms is not None else s.take(slice(0, 0))
                 return list(before.take(slice(max(0, len(before) - limit), len(before))).candles())

@@ -1,0 +1,234 @@
+"""The engine's persistence on SQLAlchemy (signals, phantom_trades, the checkpoint in bot_states),
+mirrored to Redis when present. The database is the truth; Redis can always be rebuilt from it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from core.engine import Checkpoint, Decision
+from core.market.candle import INTERVAL_MS
+from core.persistence import Batch, Restored
+from core.phantom import Phantom, PhantomStats
+from storage.db import session_factory
+from storage.hotstate import PREFIX
+from storage.models import BotState, PhantomTrade
+from storage.models import Signal as SignalRow
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS = 30_000  # under asyncpg's 32,767 bind parameters per statement
+BLOCKED_TTL_S = 8 * 86_400
+PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_time", "realized_r", "pnl_pct", "mfe_r",
+                     "mae_r", "tp1_time", "candles_seen", "updated_at")
+
+
+def _dec(x: float | None) -> Decimal | None:
+    return None if x is None else Decimal(repr(x))
+
+
+def signal_row(d: Decision, now: datetime) -> dict[str, Any]:
+    s = d.signal
+    return {
+        "id": s.id, "bot_id": s.bot_id, "symbol": s.symbol, "interval": s.interval, "strategy": s.strategy,
+        "side": s.side, "time": s.time, "entry": s.entry, "stop_loss": s.stop_loss, "take_profit": s.take_profit,
+        "features": s.features, "ml_score": d.score.p_win, "ml_ev": d.score.ev_r,
+        "model_version": d.score.model_version, "action": d.action, "reason": d.reason, "trade_id": None,
+        "created_at": now,
+    }
+
+
+def phantom_row(p: Phantom, now: datetime) -> dict[str, Any]:
+    return {
+        "id": p.id, "bot_id": p.bot_id, "signal_id": p.id, "symbol": p.symbol, "interval": p.interval,
+        "strategy": p.strategy, "side": p.side, "entry": p.entry, "stop_loss": p.stop_loss,
+        "take_profit": p.take_profit, "opened_at": p.opened_at, "status": p.status, "outcome": p.outcome,
+        "exit_reason": p.exit_reason, "exit_price": _dec(p.exit_price), "exit_time": p.exit_time,
+        "realized_r": p.realized_r, "pnl_pct": p.pnl_pct, "mfe_r": p.mfe_r, "mae_r": p.mae_r,
+        "tp1_time": p.tp1_time, "candles_seen": p.candles_seen, "was_executed": p.was_executed,
+        "action": p.action, "reason": p.reason, "ml_score": p.ml_score, "ml_ev": p.ml_ev, "features": p.features,
+        "updated_at": now,
+    }
+
+
+def phantom_of(row: Any) -> Phantom:
+    p = Phantom(row.id, row.bot_id, row.symbol, row.interval, row.strategy, row.side, row.entry, row.stop_loss,
+                row.take_profit, row.opened_at, row.action, row.reason, row.ml_score, row.ml_ev,
+                getattr(row, "features", None) or {})
+    p.status, p.outcome, p.exit_reason = row.status, row.outcome, row.exit_reason
+    p.exit_price = None if row.exit_price is None else float(row.exit_price)
+    p.exit_time, p.realized_r, p.pnl_pct = row.exit_time, row.realized_r, row.pnl_pct
+    p.mfe_r, p.mae_r, p.tp1_time, p.candles_seen = row.mfe_r, row.mae_r, row.tp1_time, row.candles_seen
+    # the last candle applied: the signal's candle plus the (contiguous: gaps close phantoms) candles seen
+    p.last_ms += row.candles_seen * INTERVAL_MS[row.interval]
+    return p
+
+
+def _insert(session: AsyncSession) -> Any:  # the dialect's insert construct (ON CONFLICT support)
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+
+def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
+    if not rows:
+        return
+    size = max(1, MAX_PARAMS // len(rows[0]))
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+class SqlEngineStore:
+    def __init__(self, engine: AsyncEngine, redis: Redis | None = None) -> None:
+        self.sessions = session_factory(engine)
+        self.redis = redis
+
+    async def save(self, bot_id: str, batch: Batch) -> None:
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            insert = _insert(session)
+            signals = [signal_row(d, now) for d in batch.decisions]
+            for chunk in _chunks(signals):
+                await session.execute(insert(SignalRow).values(chunk).on_conflict_do_nothing(index_elements=["id"]))
+            phantoms = [phantom_row(p, now) for p in batch.phantoms.values()]
+            for chunk in _chunks(phantoms):
+                stmt = insert(PhantomTrade).values(chunk)
+                stmt = stmt.on_conflict_do_update(index_elements=["id"],
+                                                  set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE})
+                await session.execute(stmt)
+            if batch.checkpoint is not None:
+                await self._write_checkpoint(session, bot_id, batch.checkpoint, now)
+        await self._mirror(bot_id, batch)
+
+    async def _write_checkpoint(self, session: AsyncSession, bot_id: str, cp: Checkpoint, now: datetime) -> None:
+        await session.execute(delete(BotState).where(BotState.bot_id == bot_id, BotState.kind == "checkpoint"))
+        extra = cp.extra
+        session.add(BotState(
+            bot_id=bot_id, taken_at=now, kind="checkpoint", equity=Decimal(str(extra.get("equity", 0))),
+            peak_equity=Decimal(str(extra.get("peak_equity", 0))), drawdown_pct=float(extra.get("drawdown_pct", 0)),
+            halted=bool(extra.get("halted", False)), halt_reason=extra.get("halt_reason"),
+            open_positions=list(extra.get("open_positions", [])), trailing_stops=dict(extra.get("trailing_stops", {})),
+            counters=cp.as_json(),
+        ))
+
+    async def restore(self, bot_id: str) -> Restored:
+        async with self.sessions() as session:
+            state = await session.scalar(
+                select(BotState).where(BotState.bot_id == bot_id, BotState.kind == "checkpoint")
+                .order_by(BotState.taken_at.desc()).limit(1))
+            rows = (await session.scalars(
+                select(PhantomTrade).where(PhantomTrade.bot_id == bot_id, PhantomTrade.status == "active")
+                .order_by(PhantomTrade.opened_at, PhantomTrade.id))).all()
+        checkpoint = Checkpoint.from_json(state.counters) if state is not None else None
+        active = [phantom_of(r) for r in rows]
+        await self._compare_redis(bot_id, active)
+        return Restored(checkpoint, active)
+
+    async def closed_phantoms(self, bot_id: str) -> list[Phantom]:
+        cols = [c for c in PhantomTrade.__table__.columns if c.name != "features"]
+        async with self.sessions() as session:
+            rows = (await session.execute(
+                select(*cols).where(PhantomTrade.bot_id == bot_id, PhantomTrade.status == "closed"))).all()
+        return [phantom_of(r) for r in rows]
+
+    async def phantom_stats(self, bot_id: str) -> PhantomStats:
+        stats = PhantomStats()
+        for p in await self.closed_phantoms(bot_id):
+            stats.add(p)
+        return stats
+
+    async def counts(self, bot_id: str) -> dict[str, int]:
+        async with self.sessions() as session:
+            signals = await session.scalar(select(func.count()).select_from(SignalRow)
+                                           .where(SignalRow.bot_id == bot_id))
+            phantoms = dict((await session.execute(
+                select(PhantomTrade.status, func.count()).where(PhantomTrade.bot_id == bot_id)
+                .group_by(PhantomTrade.status))).all())
+        return {"signals": int(signals or 0), "phantoms_active": int(phantoms.get("active", 0)),
+                "phantoms_closed": int(phantoms.get("closed", 0))}
+
+    async def export_learning_data(self, bot_id: str, path: Path) -> int:
+        """Features + outcome of every closed phantom (gap exits left out) to Parquet; returns the row count."""
+        async with self.sessions() as session:
+            rows = (await session.scalars(
+                select(PhantomTrade).where(PhantomTrade.bot_id == bot_id, PhantomTrade.status == "closed",
+                                           PhantomTrade.exit_reason != "gap")
+                .order_by(PhantomTrade.opened_at, PhantomTrade.id))).all()
+        frame = pd.DataFrame([{
+            "id": r.id, "symbol": r.symbol, "interval": r.interval, "strategy": r.strategy, "side": r.side,
+            "opened_at": r.opened_at, "exit_time": r.exit_time, "action": r.action, "outcome": r.outcome,
+            "exit_reason": r.exit_reason, "realized_r": r.realized_r, "win": int((r.realized_r or 0) > 0),
+            "ml_score": r.ml_score, **{f"f_{k}": v for k, v in (r.features or {}).items()},
+        } for r in rows])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        return len(frame)
+
+    # --- Redis mirror (a cache and a second copy: failures are warnings) -----------------------------
+    def _key(self, bot_id: str, *parts: str) -> str:
+        return PREFIX + ":".join((bot_id, *parts))
+
+    async def _mirror(self, bot_id: str, batch: Batch) -> None:
+        if self.redis is None:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            active = {p.id: json.dumps(phantom_row(p, p.opened_at), default=str)
+                      for p in batch.phantoms.values() if p.status == "active"}
+            closed = [p.id for p in batch.phantoms.values() if p.status == "closed"]
+            if active:
+                pipe.hset(self._key(bot_id, "phantoms"), mapping=active)
+            if closed:
+                pipe.hdel(self._key(bot_id, "phantoms"), *closed)
+            if batch.checkpoint is not None:
+                self._mirror_checkpoint(pipe, bot_id, batch.checkpoint)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis mirror skipped (%s); the database holds everything", type(exc).__name__)
+
+    def _mirror_checkpoint(self, pipe: Any, bot_id: str, cp: Checkpoint) -> None:
+        for strategy, window in cp.win_windows.items():
+            key = self._key(bot_id, "winrate", strategy)
+            pipe.delete(key)
+            if window:
+                pipe.rpush(key, *window)
+        for day_strategy, count in cp.blocked.items():
+            day, strategy = day_strategy.split("|", 1)
+            key = self._key(bot_id, "blocked", day)
+            pipe.hset(key, strategy, count)
+            pipe.expire(key, BLOCKED_TTL_S)
+
+    async def rebuild_redis(self, bot_id: str) -> int:
+        """Redis came back empty (or was lost): rewrite the hot state from the database."""
+        if self.redis is None:
+            return 0
+        restored = await self.restore(bot_id)
+        batch = Batch(phantoms={p.id: p for p in restored.active}, checkpoint=restored.checkpoint)
+        await self.redis.delete(self._key(bot_id, "phantoms"))
+        await self._mirror(bot_id, batch)
+        return len(restored.active)
+
+    async def _compare_redis(self, bot_id: str, active: list[Phantom]) -> None:
+        if self.redis is None:
+            return
+        try:
+            cached = set(await self.redis.hkeys(self._key(bot_id, "phantoms")))
+        except (RedisError, OSError):
+            return
+        ids = {p.id.encode() for p in active}
+        if cached and cached != ids:
+            log.warning("Redis held %d active phantoms, the database %d: the database wins, Redis is rebuilt",
+                        len(cached), len(ids))
+
