@@ -211,6 +211,8 @@ class BybitFeed:
         # the open time of the last candle yielded (or known to the caller) per key: the dedupe/resume mark
         self._last: dict[Key, datetime] = {}
         for (symbol, interval), seen in (last_seen or {}).items():
+            if seen.tzinfo is None:
+                raise ValueError(f"last_seen[{symbol}, {interval}] must be timezone-aware (UTC)")
             key = (symbol.upper(), parse_interval(interval))
             if key in self._keys:
                 self._last[key] = seen

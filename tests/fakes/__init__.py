@@ -1,0 +1,1 @@
+"""In-process fakes of the outside services (Bybit, ...) that tests point real clients at."""
