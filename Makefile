@@ -29,3 +29,6 @@ lint: setup
 
 clean:
 	rm -rf var .pytest_cache
+
+bench: setup
+	$(PY) -m bench

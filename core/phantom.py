@@ -174,6 +174,7 @@ class PhantomBook:
             return [], []
         o, h, lo, c = candle.open, candle.high, candle.low, candle.close
         open_ms = candle.open_ms
+        close_time = candle.close_time
         timeout = self.timeout
         closed: list[Phantom] = []
         kept: list[Phantom] = []
@@ -195,11 +196,11 @@ class PhantomBook:
                 if fav > p.mfe_r:
                     p.mfe_r = fav
                     if fav >= 1.0 and p.tp1_time is None:
-                        p.tp1_time = candle.close_time
+                        p.tp1_time = close_time
                 if adv > p.mae_r:
                     p.mae_r = adv
                 if p.candles_seen >= timeout:
-                    self._close(p, c, candle.close_time, "timeout")
+                    self._close(p, c, close_time, "timeout")
                     closed.append(p)
                 else:
                     kept.append(p)
@@ -211,7 +212,7 @@ class PhantomBook:
                 reason, at_ms = self._resolve(p, candle, open_ms)
                 price, at = (p.sl if reason == "sl" else p.tp), ms_to_dt(at_ms)
             else:
-                reason, at = ("sl" if hit_sl else "tp"), candle.close_time
+                reason, at = ("sl" if hit_sl else "tp"), close_time
                 price = p.sl if hit_sl else p.tp
             self._close(p, price, at, reason)
             if reason == "tp":
