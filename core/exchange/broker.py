@@ -1,0 +1,128 @@
+"""The Broker protocol every execution venue implements (paper, Bybit), and its message types.
+
+Money crosses this boundary as `Decimal`, already on the instrument's tick and step grids. Every order
+carries a deterministic `order_link_id` derived from the signal id: after a timeout, a crash or an
+unknown result the desk looks the order up by that id before it would ever send it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+Side = Literal["long", "short"]
+OrderSide = Literal["Buy", "Sell"]
+Purpose = Literal["open", "close"]
+
+_PURPOSE_CODE = {"open": "o", "close": "c"}
+
+
+def order_link_id(signal_id: str, purpose: Purpose = "open") -> str:
+    """`pd-<signal id>-o|c`: ≤ 36 characters of [A-Za-z0-9_-] (Bybit's rule), the purpose encoded in it."""
+    link = f"pd-{signal_id}-{_PURPOSE_CODE[purpose]}"
+    if len(link) > 36:
+        raise ValueError(f"order link id {link!r} is longer than Bybit's 36 characters")
+    return link
+
+
+def entry_side(side: Side) -> OrderSide:
+    return "Buy" if side == "long" else "Sell"
+
+
+def exit_side(side: Side) -> OrderSide:
+    return "Sell" if side == "long" else "Buy"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A market entry with its protective levels (Bybit: tpslMode Full), or a reduce-only close."""
+
+    bot_id: str
+    signal_id: str
+    symbol: str
+    side: Side  # the position's side
+    qty: Decimal
+    leverage: Decimal
+    order_link_id: str
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    order_link_id: str
+    exchange_order_id: str | None
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    status: str  # New, PartiallyFilled, Filled, Cancelled, Rejected, ... (Bybit's words)
+    filled_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
+    fee: Decimal = Decimal(0)
+    reduce_only: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution. `exec_id` (and Bybit's `seq`) identify it: the same fill reported twice is one fill."""
+
+    exec_id: str
+    order_link_id: str | None
+    exchange_order_id: str | None
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    time: datetime
+    seq: int | None = None
+    reduce_only: bool = False
+    stop_order_type: str | None = None  # "TakeProfit" / "StopLoss" when a position's TP/SL filled
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: str
+    side: Side
+    qty: Decimal
+    entry_price: Decimal
+    leverage: Decimal
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    unrealized_pnl: Decimal = Decimal(0)
+    liquidation_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    equity: Decimal
+    available: Decimal
+    margin_used: Decimal = Decimal(0)
+    unrealized_pnl: Decimal = Decimal(0)
+
+
+class Broker(Protocol):
+    async def open(self, intent: OrderIntent) -> OrderState:
+        """Send a market entry with TP/SL (at most once per order_link_id)."""
+        ...
+
+    async def close(self, intent: OrderIntent) -> OrderState:
+        """Reduce-only market close of (part of) a position."""
+        ...
+
+    async def order(self, order_link_id: str) -> OrderState | None:
+        """Look an order up by its link id (None: the venue never saw it)."""
+        ...
+
+    async def positions(self) -> list[Position]: ...
+
+    async def open_orders(self) -> list[OrderState]: ...
+
+    async def balance(self) -> Balance: ...
+
+    async def executions(self, since: datetime) -> list[Fill]: ...
