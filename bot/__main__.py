@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=cmd_migrate)
+
+    from bot import cli_candles
+
+    cli_candles.register(sub, _settings)
+
+    from bot import cli_replay
+
+    cli_replay.register(sub, _settings)
     return parser
 
 

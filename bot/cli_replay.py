@@ -25,19 +25,24 @@ from sqlalchemy import delete, text
 from bot.settings import Settings, normalize_database_url
 from core.config import BotConfig
 from core.engine import Engine
+from core.exchange.paper import PaperBroker
+from core.instruments import Instruments
 from core.market.candle import Candle, dt_to_ms, parse_interval
 from core.market.replay import ReplayFeed, merge_order
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
-from core.report import operator_report, summary
+from core.report import operator_report, summary, trade_summary
 from core.runner import run
+from core.trader import Trader
 from storage import migrations
 from storage.bots import upsert_bot
 from storage.candle_files import BadCandleFile, candle_files, read_candle_dir
 from storage.db import create_engine, session_factory
 from storage.engine_store import SqlEngineStore
 from storage.hotstate import connect_redis
-from storage.models import BotState, PhantomTrade, Signal
+from storage.journal import Journal
+from storage.ledger import SqlLedger
+from storage.models import BotState, Order, PhantomTrade, Signal, Trade, TradeStatsCache
 
 log = logging.getLogger("phantomdesk.replay")
 WARMUP_CANDLES = 1000  # history before --from fed to the indicators
@@ -127,7 +132,7 @@ async def _prepare_database(url: str) -> None:
 
 async def _forget(engine: Any, bot_id: str) -> None:
     async with session_factory(engine).begin() as session:
-        for table in (PhantomTrade, Signal, BotState):
+        for table in (Order, Trade, PhantomTrade, Signal, BotState, TradeStatsCache):
             await session.execute(delete(table).where(table.bot_id == bot_id))
 
 
@@ -146,22 +151,35 @@ async def replay(args: argparse.Namespace, settings: Settings,
     redis = await connect_redis(settings.redis_url)
     try:
         store = SqlEngineStore(engine_db, redis)
+        # one journal per bot and database: records waiting for one database never land in another
+        journal = Journal(settings.data_dir / "journal" /
+                          f"ledger-{config.id}-{hashlib.sha256(url.encode()).hexdigest()[:8]}.jsonl")
         if args.fresh:
             await _forget(engine_db, config.id)
+            journal.path.unlink(missing_ok=True)
         async with session_factory(engine_db).begin() as session:
             await upsert_bot(session, config)
         restored = await store.restore(config.id)
         if restored.checkpoint is not None and restored.checkpoint.extra.get("run_id") != run_id:
             raise ReplayError(f"the database holds a different replay for bot {config.id!r}: "
                               "add --fresh to start over, or use another --bot")
-        engine = Engine(config)
+        instruments = Instruments()
+        trader = Trader(config, instruments, PaperBroker(
+            instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
+            watch_interval=config.fast_interval), mode="replay")
+        engine = Engine(config, instruments=instruments, trader=trader)
         engine.extra["run_id"] = run_id
+        ledger = SqlLedger(engine_db, journal, redis)
         feed = ReplayFeed(series, start_ms=start_ms, end_ms=end_ms)
         log.info("replay %s: %s, resuming: %s", run_id, feed.describe(), restored.checkpoint is not None)
-        report = await run(engine, feed.stream(), store, flush_every=args.flush_every,
+        report = await run(engine, feed.stream(), store, ledger=ledger, flush_every=args.flush_every,
                            history=_history(series, start_ms))
+        while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog
+            await asyncio.sleep(1)
         closed = await store.closed_phantoms(config.id)
         doc = summary(dict(engine.counters), closed, report.elapsed_s, report.processed)
+        trades = await ledger.closed_trades(config.id)
+        doc.update(trade_summary(trades, config.capital))
         doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None, warmed=report.warmed,
                    data_gaps=len(feed.gaps))
         stats = await store.phantom_stats(config.id)

@@ -71,6 +71,11 @@ class BotConfig(BaseModel):
     phantom_timeout_candles: int = Field(96, ge=1, le=10_000)
     drawdown_guard_pct: Decimal | None = Field(Decimal(20), gt=0, le=100)
     daily_loss_limit_pct: Decimal | None = Field(Decimal(5), gt=0, le=100)
+    win_rate_floor: float = Field(0.25, ge=0, le=1)  # breaker: a strategy's rolling win rate below this ...
+    breaker_min_outcomes: int = Field(50, ge=1, le=200)  # ... over at least this many outcomes blocks it
+    loss_cooldown_minutes: int = Field(60, ge=0, le=10_080)  # no new entry on a symbol after a loss there
+    slippage_bps: float = Field(2.0, ge=0, le=500)  # paper fills
+    taker_fee_pct: float = Field(0.055, ge=0, le=1)  # paper fills (Bybit's default taker fee)
     ml_threshold: float = Field(0.0, ge=-1, le=5)  # minimum EV in R to take a scored signal
     ml_min_p: float = Field(0.0, ge=0, le=1)
     mode: Literal["paper", "live"] = "paper"

@@ -24,6 +24,7 @@ from core.signal import Action, Signal, signal_id
 from core.strategies import Context, Strategy, build_strategies
 from core.strategies.features import compute_features
 from core.strategies.regime import regime_of
+from core.trader import Trader
 
 # A guard looks at a signal the filter would take and returns why it must not be (None: go ahead).
 Guard = Callable[[Signal, Score], str | None]
@@ -71,7 +72,7 @@ class Checkpoint:
 
 class Engine:
     def __init__(self, config: BotConfig, *, scorer: Scorer | None = None, guards: list[Guard] | None = None,
-                 instruments: Instruments | None = None, capacity: int = 1000) -> None:
+                 instruments: Instruments | None = None, capacity: int = 1000, trader: Trader | None = None) -> None:
         self.config = config
         self.market = MarketState(capacity)
         self.ctx = Context(self.market, config.slow_interval, config.fast_interval)
@@ -91,9 +92,18 @@ class Engine:
         self.after: tuple[int, int, str] | None = None
         self.latest_signals: dict[tuple[str, str], Decision] = {}  # (symbol, strategy) -> latest, for /analysis
         self.extra: dict[str, Any] = {}  # saved with the checkpoint (run id, equity, ...)
+        self.trader = trader
+        if trader is not None:
+            trader._win_rate = self.book.win_rate
+            self.guards.append(trader.guard)
 
     # --- state ----------------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
+        if self.trader is not None:
+            state = self.trader.state
+            self.extra.update(trader=self.trader.as_json(), equity=str(self.trader.equity()),
+                              peak_equity=str(state.peak_equity), drawdown_pct=float(state.drawdown_pct),
+                              halted=state.halted, halt_reason=state.halt_reason)
         return Checkpoint(self.after, dict(self.counters), dict(self.last_signal_ms),
                           {k: list(v) for k, v in self.book.win_windows.items()}, dict(self.blocked), dict(self.extra))
 
@@ -103,6 +113,8 @@ class Engine:
         self.last_signal_ms = dict(cp.last_signal_ms)
         self.blocked = Counter(cp.blocked)
         self.extra = dict(cp.extra)
+        if self.trader is not None and "trader" in self.extra:
+            self.trader.restore(self.extra["trader"])
         self.book.win_windows = {k: deque(v, maxlen=WIN_RATE_WINDOW) for k, v in cp.win_windows.items()}
         self.book.restore(active)
 
@@ -129,12 +141,16 @@ class Engine:
         for p in result.closed:
             self.counters["phantoms_closed"] += 1
             self.scorer.observe(p)
+        if self.trader is not None:  # fills and exits first: a position closed now frees its slot
+            self.trader.on_candle(candle)
         strategies = self.by_interval.get(candle.interval)
         if strategies and candle.symbol in self.symbols:
             for strategy in strategies:
                 decision = self._evaluate(strategy, update.series, candle)
                 if decision is not None:
                     result.decisions.append(decision)
+            if self.trader is not None and result.decisions:
+                self.trader.on_decisions(result.decisions)
         return result
 
     def _evaluate(self, strategy: Strategy, s: Any, candle: Candle) -> Decision | None:

@@ -14,6 +14,10 @@ from core.engine import CandleResult, Checkpoint, Decision
 from core.phantom import Phantom
 
 
+class StoreUnavailable(Exception):
+    """The store could not write (its database is down); the batch is kept and saved later."""
+
+
 @dataclass
 class Batch:
     decisions: list[Decision] = field(default_factory=list)
@@ -30,6 +34,13 @@ class Batch:
             self.phantoms[p.id] = p
         for p in result.touched:
             self.phantoms[p.id] = p
+
+    def merge(self, later: Batch) -> None:
+        """Fold a later batch into this one (a save failed: keep everything, in order)."""
+        self.decisions.extend(later.decisions)
+        self.phantoms.update(later.phantoms)
+        self.checkpoint = later.checkpoint or self.checkpoint
+        self.candles += later.candles
 
     def __bool__(self) -> bool:
         return bool(self.candles or self.decisions or self.phantoms)

@@ -3,10 +3,14 @@ counters and closed phantoms."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
+from core.ledger import TradeRecord, ledger_digest
 from core.phantom import Phantom, PhantomStats, phantom_digest
+from core.stats import TradeFacts, summarize
 
 
 def summary(counters: dict[str, int], closed: Sequence[Phantom], elapsed_s: float, processed: int) -> dict[str, Any]:
@@ -38,6 +42,24 @@ def summary(counters: dict[str, int], closed: Sequence[Phantom], elapsed_s: floa
     }
 
 
+def trade_summary(trades: Sequence[TradeRecord], capital: Decimal) -> dict[str, Any]:
+    """The replay's trading figures (closed trades of the ledger) and its digest."""
+    facts = [TradeFacts(t.id, t.symbol, t.strategy, t.entry_time, t.exit_time, t.net_pnl, t.fees, t.realized_r)
+             for t in trades if t.status == "closed" and t.exit_time is not None and t.net_pnl is not None]
+    s = summarize(facts, capital)
+    return {
+        "trades_closed": s["trades"], "win_rate": _round(s["win_rate"]), "profit_factor": _round(s["profit_factor"]),
+        "net_pnl": _round(s["net_pnl"], 2), "fees": _round(s["fees"], 2), "max_drawdown": _round(s["max_drawdown"], 2),
+        "max_drawdown_pct": _round(s["max_drawdown_pct"], 2), "expectancy_r": _round(s["expectancy_r"]),
+        "sharpe": _round(s["sharpe"], 3), "ledger_digest": ledger_digest(trades),
+        "exit_reasons": dict(sorted(Counter(t.exit_reason for t in trades if t.exit_reason).items())),
+    }
+
+
+def _round(x: float | None, places: int = 4) -> float | None:
+    return None if x is None else round(x, places)
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:.1f}%"
 
@@ -63,6 +85,11 @@ def operator_report(title: str, doc: dict[str, Any], stats: PhantomStats) -> lis
         parts = [f"{action.lower()} {g['total']} at {_pct(g['win_rate'])} {_r(g['avg_r'])}"
                  for action, g in groups.items() if action in ("EXECUTED", "REJECTED", "BLOCKED")]
         lines.append(f"  {strategy:<16}" + "; ".join(parts))
+    if "trades_closed" in doc:
+        lines += ["", f"trades closed {doc['trades_closed']:,}   win rate {_pct(doc['win_rate'])}   "
+                      f"profit factor {doc['profit_factor'] or 0:.2f}   net PnL {doc['net_pnl'] or 0:+,.2f} USDT "
+                      f"(fees {doc['fees'] or 0:,.2f})   max drawdown {doc['max_drawdown'] or 0:,.2f} USDT "
+                      f"({doc['max_drawdown_pct'] or 0:.1f}%)   exits {doc['exit_reasons']}"]
     lines += ["", f"throughput {doc['candles_per_s'] or 0:,.0f} candles/s   "
                   f"phantom digest {doc['phantom_digest'][:16]}…"]
     return lines

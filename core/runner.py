@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from core.engine import CandleResult, Engine
+from core.ledger import Ledger
 from core.market.candle import Candle
 from core.market.replay import sort_key
-from core.persistence import Batch, EngineStore
+from core.persistence import Batch, EngineStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +26,15 @@ class RunReport:
 
 
 async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore, *, flush_every: int = 5000,
-              history: list[Candle] | None = None, on_result: Callable[[CandleResult], None] | None = None,
-              timer: Callable[[], float] = time.perf_counter) -> RunReport:
+              ledger: Ledger | None = None, history: list[Candle] | None = None,
+              on_result: Callable[[CandleResult], None] | None = None,
+              timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
-    `flush_every` candles and at the end. Killing the process at any moment loses at most the work
-    since the last batch, which the next run redoes identically."""
+    `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
+    happen, before the checkpoint that follows them. Killing the process at any moment loses at most
+    the work since the last batch, which the next run redoes identically (ledger writes are upserts).
+    A store that is down keeps its batch for the next flush; the run ends only once everything is saved."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
@@ -48,14 +53,28 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
             continue
         result = engine.on_candle(candle)
         batch.add(result)
+        if ledger is not None and engine.trader is not None and engine.trader.events:
+            for event in engine.trader.events:
+                await ledger.record(event)
+            engine.trader.events.clear()
         if on_result is not None:
             on_result(result)
         report.processed += 1
         if batch.candles >= flush_every:
             batch.checkpoint = engine.checkpoint()
-            await store.save(bot_id, batch)
-            batch = Batch()
+            if await _save(store, bot_id, batch):
+                batch = Batch()
     batch.checkpoint = engine.checkpoint()
-    await store.save(bot_id, batch)
+    while not await _save(store, bot_id, batch):  # noqa: ASYNC110 - polling a database until it answers
+        await asyncio.sleep(retry_s)
     report.elapsed_s = timer() - started
     return report
+
+
+async def _save(store: EngineStore, bot_id: str, batch: Batch) -> bool:
+    try:
+        await store.save(bot_id, batch)
+    except StoreUnavailable as exc:
+        log.warning("store unavailable (%s): %d candles of work kept for the next save", exc, batch.candles)
+        return False
+    return True

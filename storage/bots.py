@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.config import BotConfig
 from storage.models import Bot
 
+# BotConfig fields without a column of their own live in bots.config (JSON)
+IN_CONFIG_JSON = ("win_rate_floor", "breaker_min_outcomes", "loss_cooldown_minutes", "slippage_bps", "taker_fee_pct",
+                  "extra")
+
 
 def _columns(config: BotConfig) -> dict[str, Any]:
     return {
@@ -21,7 +25,8 @@ def _columns(config: BotConfig) -> dict[str, Any]:
         "trailing_stop_pct": config.trailing_stop_pct, "breakeven_at_r": config.breakeven_at_r,
         "phantom_timeout_candles": config.phantom_timeout_candles, "drawdown_guard_pct": config.drawdown_guard_pct,
         "daily_loss_limit_pct": config.daily_loss_limit_pct, "ml_threshold": config.ml_threshold,
-        "ml_min_p": config.ml_min_p, "mode": config.mode, "config": {"extra": config.extra},
+        "ml_min_p": config.ml_min_p, "mode": config.mode,
+        "config": config.model_dump(mode="json", include=set(IN_CONFIG_JSON)),
     }
 
 
@@ -35,7 +40,7 @@ def config_of(row: Bot) -> BotConfig:
         breakeven_at_r=row.breakeven_at_r, phantom_timeout_candles=row.phantom_timeout_candles,
         drawdown_guard_pct=row.drawdown_guard_pct, daily_loss_limit_pct=row.daily_loss_limit_pct,
         ml_threshold=row.ml_threshold, ml_min_p=row.ml_min_p, mode=row.mode,  # type: ignore[arg-type]
-        extra=(row.config or {}).get("extra", {}),
+        **(row.config or {}),
     )
 
 

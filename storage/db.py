@@ -6,9 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
+
+# what "the database does not answer" looks like through SQLAlchemy, asyncpg and aiosqlite
+DB_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, ConnectionError, TimeoutError)
+
+
+def is_db_down(exc: BaseException) -> bool:
+    """A failure to reach the database (retry later), as opposed to a statement it refused (a bug)."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def is_sqlite(url: str) -> bool:
@@ -39,6 +51,11 @@ def create_engine(url: str, *, null_pool: bool = False, **options: Any) -> Async
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
     return create_async_engine(url, **options)
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The INSERT construct with ON CONFLICT support for the session's database."""
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

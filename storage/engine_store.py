@@ -15,14 +15,14 @@ import pandas as pd
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.engine import Checkpoint, Decision
+from core.ledger import trade_id
 from core.market.candle import INTERVAL_MS
-from core.persistence import Batch, Restored
+from core.persistence import Batch, Restored, StoreUnavailable
 from core.phantom import Phantom, PhantomStats
-from storage.db import session_factory
+from storage.db import DB_DOWN, dialect_insert, is_db_down, session_factory
 from storage.hotstate import PREFIX
 from storage.models import BotState, PhantomTrade
 from storage.models import Signal as SignalRow
@@ -45,7 +45,8 @@ def signal_row(d: Decision, now: datetime) -> dict[str, Any]:
         "id": s.id, "bot_id": s.bot_id, "symbol": s.symbol, "interval": s.interval, "strategy": s.strategy,
         "side": s.side, "time": s.time, "entry": s.entry, "stop_loss": s.stop_loss, "take_profit": s.take_profit,
         "features": s.features, "ml_score": d.score.p_win, "ml_ev": d.score.ev_r,
-        "model_version": d.score.model_version, "action": d.action, "reason": d.reason, "trade_id": None,
+        "model_version": d.score.model_version, "action": d.action, "reason": d.reason,
+        "trade_id": trade_id(s.id) if d.action == "EXECUTED" else None,
         "created_at": now,
     }
 
@@ -76,10 +77,6 @@ def phantom_of(row: Any) -> Phantom:
     return p
 
 
-def _insert(session: AsyncSession) -> Any:  # the dialect's insert construct (ON CONFLICT support)
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-
-
 def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
     if not rows:
         return
@@ -94,9 +91,18 @@ class SqlEngineStore:
         self.redis = redis
 
     async def save(self, bot_id: str, batch: Batch) -> None:
+        try:
+            await self._save(bot_id, batch)
+        except DB_DOWN as exc:
+            if not is_db_down(exc):
+                raise
+            raise StoreUnavailable(type(exc).__name__) from exc
+        await self._mirror(bot_id, batch)
+
+    async def _save(self, bot_id: str, batch: Batch) -> None:
         now = datetime.now(UTC)
         async with self.sessions.begin() as session:
-            insert = _insert(session)
+            insert = dialect_insert(session)
             signals = [signal_row(d, now) for d in batch.decisions]
             for chunk in _chunks(signals):
                 await session.execute(insert(SignalRow).values(chunk).on_conflict_do_nothing(index_elements=["id"]))
@@ -108,7 +114,6 @@ class SqlEngineStore:
                 await session.execute(stmt)
             if batch.checkpoint is not None:
                 await self._write_checkpoint(session, bot_id, batch.checkpoint, now)
-        await self._mirror(bot_id, batch)
 
     async def _write_checkpoint(self, session: AsyncSession, bot_id: str, cp: Checkpoint, now: datetime) -> None:
         await session.execute(delete(BotState).where(BotState.bot_id == bot_id, BotState.kind == "checkpoint"))

@@ -178,7 +178,7 @@ class Signal(Base):
     model_version: Mapped[int | None]
     action: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(Text)
-    trade_id: Mapped[str | None] = mapped_column(String(40))  # no FK: trades.signal_id points back
+    trade_id: Mapped[str | None] = mapped_column(String(40))  # deterministic (core.ledger.trade_id); no FK
     created_at: Mapped[datetime]
 
 
@@ -242,7 +242,8 @@ class Trade(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
-    signal_id: Mapped[str | None] = mapped_column(ForeignKey("signals.id", ondelete="SET NULL"), unique=True)
+    # no FK: the ledger records a trade the moment it fills, before the engine's batch stores its signal
+    signal_id: Mapped[str | None] = mapped_column(String(40), unique=True)
     symbol: Mapped[str] = mapped_column(String(32))
     strategy: Mapped[str | None] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(5))
@@ -284,7 +285,7 @@ class Order(Base):
     exchange_order_id: Mapped[str | None] = mapped_column(String(64))
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(4))
-    order_type: Mapped[str] = mapped_column(String(8))
+    order_type: Mapped[str] = mapped_column(String(16))  # Market, Limit, TakeProfit, StopLoss
     qty: Mapped[Decimal]
     price: Mapped[Decimal | None]
     status: Mapped[str] = mapped_column(String(24))

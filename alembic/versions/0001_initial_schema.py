@@ -334,7 +334,6 @@ def upgrade() -> None:
     sa.CheckConstraint("side IN ('long', 'short')", name=op.f('ck_trades_side')),
     sa.CheckConstraint("status IN ('open', 'closed', 'cancelled')", name=op.f('ck_trades_status')),
     sa.ForeignKeyConstraint(['bot_id'], ['bots.id'], name=op.f('fk_trades_bot_id_bots'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['signal_id'], ['signals.id'], name=op.f('fk_trades_signal_id_signals'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_trades')),
     sa.UniqueConstraint('signal_id', name=op.f('uq_trades_signal_id'))
     )
@@ -350,7 +349,7 @@ def upgrade() -> None:
     sa.Column('exchange_order_id', sa.String(length=64), nullable=True),
     sa.Column('symbol', sa.String(length=32), nullable=False),
     sa.Column('side', sa.String(length=4), nullable=False),
-    sa.Column('order_type', sa.String(length=8), nullable=False),
+    sa.Column('order_type', sa.String(length=16), nullable=False),
     sa.Column('qty', sa.Numeric(precision=28, scale=10), nullable=False),
     sa.Column('price', sa.Numeric(precision=28, scale=10), nullable=True),
     sa.Column('status', sa.String(length=24), nullable=False),

@@ -14,9 +14,10 @@ from typing import Literal, Protocol
 
 Side = Literal["long", "short"]
 OrderSide = Literal["Buy", "Sell"]
-Purpose = Literal["open", "close"]
+Purpose = Literal["open", "close", "tp", "sl"]
 
-_PURPOSE_CODE = {"open": "o", "close": "c"}
+# open / reduce-only close sent by the desk; tp / sl: the fills of a position's own TP/SL orders
+_PURPOSE_CODE = {"open": "o", "close": "c", "tp": "tp", "sl": "sl"}
 
 
 def order_link_id(signal_id: str, purpose: Purpose = "open") -> str:

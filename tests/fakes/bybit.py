@@ -3,11 +3,26 @@
 It runs an aiohttp app on 127.0.0.1 (a free port) in its own thread and event loop, because pybit's
 WebSocket client connects synchronously from its own threads and must not depend on the test's loop.
 
-Public market data today:
+Public market data:
 - WebSocket `/v5/public/linear`: subscribe/ping replies in the v5 format, kline pushes by the test,
   dropping connections (close frame or abort), going silent, refusing new connections, raw garbage.
 - REST `GET /v5/market/kline`: newest-first string rows from an in-memory series the test controls.
-Private endpoints (orders, positions, the private stream) are meant to be added next to these routes.
+- REST `GET /v5/market/instruments-info` (cursor pages) and `GET /v5/market/tickers` (the test sets prices).
+
+Private trading (a one-way-mode linear account; see `_Venue`), REST signed the way pybit signs (any signature is
+accepted, the X-BAPI-API-KEY header is required):
+- `POST /v5/order/create` (market orders fill at once at the symbol's price, TP/SL become the position's and
+  show as Untriggered conditional orders; duplicate orderLinkId -> 110072; an 11th create within 0.9 s ->
+  10006),
+  `POST /v5/position/set-leverage` (110043 when unchanged), `GET /v5/order/realtime` (open + recent closed),
+  `GET /v5/order/history`, `GET /v5/position/list`, `GET /v5/account/wallet-balance`,
+  `GET /v5/execution/list` (7-day window, cursor pages), `GET /v5/position/closed-pnl`.
+- Injectable faults per path (`fail_next`): a reply delayed past the client's timeout, HTTP 5xx, HTTP 403, a
+  dropped connection, each with or without the venue acting on the request first; lookups that lag behind an
+  accepted order (`lag_lookups`).
+- WebSocket `/v5/private`: auth op, subscribe to order / execution / position / wallet (all-in-one or `.linear`,
+  never mixed), automatic pushes of what the venue does, and test pushes (duplicates, garbage).
+- `close_position_by`: the venue closes a position by its TP or SL (e.g. while the desk is down).
 
 Every public method is called from the test's thread; it runs on the server's loop and waits for it.
 """
@@ -18,12 +33,14 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
@@ -76,6 +93,579 @@ class _Conn:
     request: web.Request
     topics: set[str] = field(default_factory=set)
     muted: bool = False
+    authed: bool = False  # private connections: after a successful auth op
+
+
+# -- the private side: a one-way-mode linear account ----------------------------------------------------------
+
+FEE_RATE = Decimal("0.00055")  # taker
+WEEK_MS = 7 * 86_400_000
+RECENT_CLOSED = 500  # get_open_orders also lists this many recently closed orders
+OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
+PRIVATE_TOPICS = frozenset({"order", "execution", "position", "wallet"})
+_LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+
+# (symbol, tickSize, qtyStep, minOrderQty, minNotionalValue), strings as Bybit writes them
+DEFAULT_INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("BTCUSDT", "0.10", "0.001", "0.001", "5"),
+    ("ETHUSDT", "0.01", "0.01", "0.01", "5"),
+    ("SOLUSDT", "0.010", "0.1", "0.1", "5"),
+    ("XRPUSDT", "0.0001", "1", "1", "5"),
+    ("DOGEUSDT", "0.00001", "1", "1", "5"),
+    ("BNBUSDT", "0.10", "0.01", "0.01", "5"),
+)
+
+Push = tuple[str, list[dict[str, Any]]]  # (private topic kind, REST-format rows)
+
+
+class VenueError(Exception):
+    """A v5 retCode answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def instrument_row(
+    symbol: str, tick: str, qty_step: str, min_qty: str, min_notional: str = "5", status: str = "Trading"
+) -> dict[str, Any]:
+    """A get_instruments_info row (linear perpetual)."""
+    return {
+        "symbol": symbol,
+        "contractType": "LinearPerpetual",
+        "status": status,
+        "baseCoin": symbol.removesuffix("USDT"),
+        "quoteCoin": "USDT",
+        "settleCoin": "USDT",
+        "launchTime": "1585526400000",
+        "deliveryTime": "0",
+        "deliveryFeeRate": "",
+        "priceScale": str(max(0, -Decimal(tick).as_tuple().exponent)),  # type: ignore[operator]
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+        "priceFilter": {"minPrice": tick, "maxPrice": "1999999.80", "tickSize": tick},
+        "lotSizeFilter": {
+            "maxOrderQty": "1000000",
+            "minOrderQty": min_qty,
+            "qtyStep": qty_step,
+            "postOnlyMaxOrderQty": "1000000",
+            "maxMktOrderQty": "1000000",
+            "minNotionalValue": min_notional,
+        },
+        "unifiedMarginTrade": True,
+        "fundingInterval": 480,
+        "copyTrading": "both",
+        "upperFundingRate": "0.00375",
+        "lowerFundingRate": "-0.00375",
+        "isPreListing": False,
+        "preListingInfo": None,
+    }
+
+
+def _s(value: Decimal) -> str:
+    return format(value, "f")
+
+
+@dataclass
+class _Pos:
+    symbol: str
+    side: str  # Buy / Sell
+    size: Decimal
+    avg: Decimal
+    leverage: Decimal
+    tp: Decimal | None
+    sl: Decimal | None
+    created_ms: int
+    updated_ms: int
+    seq: int
+    realised: Decimal = Decimal(0)
+
+
+@dataclass
+class CreateRecord:
+    """One POST /v5/order/create as the fake received it."""
+
+    body: dict[str, Any]
+    at: float  # the server loop's monotonic time of arrival
+    ret_code: int | None = None  # None: no v5 answer (a fault before the venue acted)
+    fault: str | None = None
+
+    @property
+    def link(self) -> str:
+        return str(self.body.get("orderLinkId", ""))
+
+
+@dataclass
+class Fault:
+    kind: str  # timeout | 5xx | 403 | drop
+    act: bool  # the venue handles the request before the fault hits (e.g. the order is placed anyway)
+    delay: float
+
+
+class _Venue:
+    """The account's state machine; synchronous, guarded by FakeBybit's lock. Rows are kept in REST format."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.instruments: dict[str, dict[str, Any]] = {row[0]: instrument_row(*row) for row in DEFAULT_INSTRUMENTS}
+        self.prices: dict[str, Decimal] = {}
+        self.leverage: dict[str, Decimal] = {}
+        self.orders: list[dict[str, Any]] = []  # oldest first
+        self.by_link: dict[str, dict[str, Any]] = {}
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self.conditional: dict[tuple[str, str], dict[str, Any]] = {}  # (symbol, TakeProfit|StopLoss) -> order
+        self.positions: dict[str, _Pos] = {}
+        self.executions: list[dict[str, Any]] = []  # oldest first
+        self.closed_pnl: list[dict[str, Any]] = []
+        self.wallet_balance = Decimal("10000")
+        self.fill_parts = 1  # a market fill split into this many executions sharing one seq
+        self._seq = itertools.count(4_688_002_127)
+        self._ids = itertools.count(1)
+
+    def now_ms(self) -> int:
+        return dt_to_ms(self.clock())
+
+    def _new_id(self) -> str:
+        n = next(self._ids)
+        return f"{n:08x}-fake-4c1e-9e11-{n:012x}"
+
+    # -- orders ---------------------------------------------------------------------------------------
+
+    def place(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if body.get("category") != "linear":
+            raise VenueError(10001, "params error: category only support linear")
+        symbol = body.get("symbol")
+        instrument = self.instruments.get(symbol) if isinstance(symbol, str) else None
+        if instrument is None or not isinstance(symbol, str):
+            raise VenueError(10001, "params error: symbol invalid")
+        side = body.get("side")
+        if side not in ("Buy", "Sell"):
+            raise VenueError(10001, "params error: side invalid")
+        if body.get("orderType") != "Market":
+            raise VenueError(10001, "fake: only Market orders are simulated")
+        if body.get("positionIdx", 0) != 0:
+            raise VenueError(10001, "position idx not match position mode")
+        link = body.get("orderLinkId") or ""
+        if not isinstance(link, str) or (link and not _LINK_ID.match(link)):
+            raise VenueError(10001, "params error: orderLinkId invalid")
+        if link and link in self.by_link:
+            raise VenueError(110072, "OrderLinkedID is duplicate")
+        lots = instrument["lotSizeFilter"]
+        qty = self._decimal(body.get("qty"), "qty")
+        if qty % Decimal(lots["qtyStep"]) != 0 or qty <= 0:
+            raise VenueError(10001, "Qty invalid: not a multiple of qtyStep")
+        if qty < Decimal(lots["minOrderQty"]):
+            raise VenueError(10001, "The number of contracts exceeds minimum limit allowed")
+        price = self.prices.get(symbol)
+        if price is None:
+            raise VenueError(10001, f"fake: no price for {symbol}; call set_price")
+        reduce_only = body.get("reduceOnly") is True
+        position = self.positions.get(symbol)
+        if reduce_only:
+            if position is None or position.side == side:
+                raise VenueError(110017, "current position is zero, cannot fix reduce-only order qty")
+            qty = min(qty, position.size)
+        else:
+            if position is not None and position.side != side:
+                raise VenueError(10001, "fake: reversing a position in one order is not simulated")
+            if qty * price < Decimal(lots["minNotionalValue"]):
+                raise VenueError(110094, f"Order does not meet minimum order value {lots['minNotionalValue']}USDT")
+        tick = Decimal(instrument["priceFilter"]["tickSize"])
+        tp = self._level(body, "takeProfit", tick)
+        sl = self._level(body, "stopLoss", tick)
+        if reduce_only and (tp is not None or sl is not None):
+            raise VenueError(10001, "fake: TP/SL on a reduce-only order is not simulated")
+        for name, level, above in (("TakeProfit", tp, side == "Buy"), ("StopLoss", sl, side == "Sell")):
+            if level is not None and (level <= price if above else level >= price):
+                where = "higher" if above else "lower"
+                raise VenueError(10001, f"{name}:{level} set for {side} position should be {where} than base_price")
+        now = self.now_ms()
+        order = {
+            "orderId": self._new_id(),
+            "orderLinkId": link,
+            "blockTradeId": "",
+            "symbol": symbol,
+            "price": _s(price),
+            "qty": _s(qty),
+            "side": side,
+            "isLeverage": "",
+            "positionIdx": 0,
+            "orderStatus": "New",
+            "createType": "CreateByUser",
+            "cancelType": "UNKNOWN",
+            "rejectReason": "EC_NoError",
+            "avgPrice": "",
+            "leavesQty": _s(qty),
+            "leavesValue": _s(qty * price),
+            "cumExecQty": "0",
+            "cumExecValue": "0",
+            "cumExecFee": "0",
+            "timeInForce": "IOC",
+            "orderType": "Market",
+            "stopOrderType": "",
+            "orderIv": "",
+            "triggerPrice": "",
+            "takeProfit": _s(tp) if tp is not None else "",
+            "stopLoss": _s(sl) if sl is not None else "",
+            "tpTriggerBy": "LastPrice" if tp is not None else "",
+            "slTriggerBy": "LastPrice" if sl is not None else "",
+            "triggerDirection": 0,
+            "triggerBy": "",
+            "lastPriceOnCreated": _s(price),
+            "reduceOnly": reduce_only,
+            "closeOnTrigger": False,
+            "smpType": "None",
+            "smpGroup": 0,
+            "smpOrderId": "",
+            "tpslMode": str(body.get("tpslMode", "")) if tp is not None or sl is not None else "",
+            "tpLimitPrice": "",
+            "slLimitPrice": "",
+            "placeType": "",
+            "createdTime": str(now),
+            "updatedTime": str(now),
+        }
+        self._store(order)
+        pushes = self._fill(order, qty, price, tp=tp, sl=sl)
+        return {"orderId": order["orderId"], "orderLinkId": link}, pushes
+
+    def _store(self, order: dict[str, Any]) -> None:
+        self.orders.append(order)
+        self.by_id[order["orderId"]] = order
+        if order["orderLinkId"]:
+            self.by_link[order["orderLinkId"]] = order
+
+    def _fill(
+        self, order: dict[str, Any], qty: Decimal, price: Decimal, *, tp: Decimal | None = None,
+        sl: Decimal | None = None, stop_type: str = "",
+    ) -> list[Push]:
+        """Fill `order` completely at `price`: executions (one seq), the position, TP/SL orders, closed P&L."""
+        symbol, side = order["symbol"], order["side"]
+        step = Decimal(self.instruments[symbol]["lotSizeFilter"]["qtyStep"])
+        now = self.now_ms()
+        seq = next(self._seq)
+        position = self.positions.get(symbol)
+        closing = qty if position is not None and position.side != side else Decimal(0)
+        parts = self._split(qty, step)
+        executions = []
+        for part in parts:
+            fee = part * price * FEE_RATE
+            execution = {
+                "symbol": symbol,
+                "orderId": order["orderId"],
+                "orderLinkId": order["orderLinkId"],
+                "side": side,
+                "orderPrice": order["price"],
+                "orderQty": order["qty"],
+                "leavesQty": "0",
+                "createType": order.get("createType", "CreateByUser"),
+                "orderType": "Market",
+                "stopOrderType": stop_type,
+                "execFee": _s(fee),
+                "execId": str(uuid.uuid4()),
+                "execPrice": _s(price),
+                "execQty": _s(part),
+                "execType": "Trade",
+                "execValue": _s(part * price),
+                "execTime": str(now),
+                "feeCurrency": "USDT",
+                "isMaker": False,
+                "feeRate": _s(FEE_RATE),
+                "tradeIv": "",
+                "markIv": "",
+                "markPrice": _s(price),
+                "indexPrice": "",
+                "underlyingPrice": "",
+                "blockTradeId": "",
+                "closedSize": _s(part) if closing else "0",
+                "execPnl": "",
+                "seq": seq,
+            }
+            self.executions.append(execution)
+            executions.append(execution)
+        fee_total = qty * price * FEE_RATE
+        order.update(
+            orderStatus="Filled",
+            avgPrice=_s(price),
+            cumExecQty=_s(qty),
+            cumExecValue=_s(qty * price),
+            cumExecFee=_s(fee_total),
+            leavesQty="0",
+            leavesValue="0",
+            updatedTime=str(now),
+        )
+        if position is None:
+            self.wallet_balance -= fee_total
+            position = self.positions[symbol] = _Pos(
+                symbol, side, qty, price, self.leverage.get(symbol, Decimal(10)), tp, sl, now, now, seq
+            )
+        elif not closing:
+            self.wallet_balance -= fee_total
+            position.avg = (position.avg * position.size + price * qty) / (position.size + qty)
+            position.size += qty
+            position.tp = tp if tp is not None else position.tp
+            position.sl = sl if sl is not None else position.sl
+        else:
+            direction = 1 if position.side == "Buy" else -1
+            gross = (price - position.avg) * qty * direction
+            entry_fee = qty * position.avg * FEE_RATE
+            self.wallet_balance += gross - fee_total
+            position.realised += gross - fee_total
+            self.closed_pnl.append(
+                {
+                    "symbol": symbol,
+                    "orderId": order["orderId"],
+                    "side": side,
+                    "qty": order["qty"],
+                    "orderPrice": order["price"],
+                    "orderType": "Market",
+                    "execType": "Trade",
+                    "closedSize": _s(qty),
+                    "cumEntryValue": _s(qty * position.avg),
+                    "avgEntryPrice": _s(position.avg),
+                    "cumExitValue": _s(qty * price),
+                    "avgExitPrice": _s(price),
+                    "closedPnl": _s(gross - fee_total - entry_fee),
+                    "fillCount": str(len(parts)),
+                    "leverage": _s(position.leverage),
+                    "createdTime": str(now),
+                    "updatedTime": str(now),
+                }
+            )
+            position.size -= qty
+        position.updated_ms = now
+        position.seq = seq
+        flat = position.size == 0
+        row = self.position_row(position)
+        if flat:
+            del self.positions[symbol]
+        changed = self._sync_tpsl(symbol)
+        return [("order", [dict(order)]), *([("order", changed)] if changed else []),
+                ("execution", [dict(e) for e in executions]), ("position", [row])]
+
+    def _split(self, qty: Decimal, step: Decimal) -> list[Decimal]:
+        units = int(qty / step)
+        parts = max(1, self.fill_parts)
+        if parts == 1 or units < parts:
+            return [qty]
+        piece = (units // parts) * step
+        return [piece] * (parts - 1) + [qty - piece * (parts - 1)]
+
+    def _sync_tpsl(self, symbol: str) -> list[dict[str, Any]]:
+        """Position TP/SL show as Untriggered conditional orders (qty 0, empty link id); deactivated when gone."""
+        position = self.positions.get(symbol)
+        changed = []
+        now = str(self.now_ms())
+        for kind in ("TakeProfit", "StopLoss"):
+            level = None if position is None else position.tp if kind == "TakeProfit" else position.sl
+            order = self.conditional.get((symbol, kind))
+            if level is None or position is None:
+                if order is not None:
+                    order.update(orderStatus="Deactivated", updatedTime=now)
+                    del self.conditional[(symbol, kind)]
+                    changed.append(dict(order))
+                continue
+            closing_side = "Sell" if position.side == "Buy" else "Buy"
+            if order is not None and order["triggerPrice"] == _s(level) and order["side"] == closing_side:
+                continue
+            if order is None:
+                order = {
+                    "orderId": self._new_id(), "orderLinkId": "", "blockTradeId": "", "symbol": symbol,
+                    "price": "0", "qty": "0", "side": closing_side, "isLeverage": "", "positionIdx": 0,
+                    "orderStatus": "Untriggered", "createType": f"CreateBy{kind}", "cancelType": "UNKNOWN",
+                    "rejectReason": "EC_NoError", "avgPrice": "", "leavesQty": "0", "leavesValue": "0",
+                    "cumExecQty": "0", "cumExecValue": "0", "cumExecFee": "0", "timeInForce": "IOC",
+                    "orderType": "Market", "stopOrderType": kind, "orderIv": "", "triggerPrice": _s(level),
+                    "takeProfit": "", "stopLoss": "", "tpTriggerBy": "", "slTriggerBy": "",
+                    "triggerDirection": 1 if (kind == "TakeProfit") == (position.side == "Buy") else 2,
+                    "triggerBy": "LastPrice", "lastPriceOnCreated": _s(self.prices.get(symbol, Decimal(0))),
+                    "reduceOnly": True, "closeOnTrigger": True, "smpType": "None", "smpGroup": 0, "smpOrderId": "",
+                    "tpslMode": "Full", "tpLimitPrice": "", "slLimitPrice": "", "placeType": "",
+                    "createdTime": now, "updatedTime": now,
+                }
+                self._store(order)
+                self.conditional[(symbol, kind)] = order
+            else:
+                order.update(triggerPrice=_s(level), side=closing_side, updatedTime=now)
+            changed.append(dict(order))
+        return changed
+
+    def close_by(self, symbol: str, kind: str, price: Decimal | None) -> tuple[dict[str, Any], list[Push]]:
+        """The position's TP or SL triggers: its conditional order fills the whole position at `price`
+        (default: the TP/SL level), the other one is deactivated, the position is gone."""
+        if kind not in ("TakeProfit", "StopLoss"):
+            raise ValueError("kind must be TakeProfit or StopLoss")
+        position = self.positions.get(symbol)
+        if position is None:
+            raise ValueError(f"no {symbol} position to close")
+        level = position.tp if kind == "TakeProfit" else position.sl
+        price = price if price is not None else level
+        if price is None:
+            raise ValueError(f"the {symbol} position has no {kind}")
+        order = self.conditional.pop((symbol, kind), None)
+        if order is None:
+            raise ValueError(f"no {kind} order for {symbol}")
+        self.prices[symbol] = price
+        order.update(qty=_s(position.size), orderStatus="Triggered")
+        pushes = self._fill(order, position.size, price, stop_type=kind)
+        return dict(self.executions[-1]), pushes
+
+    def set_leverage(self, body: dict[str, Any]) -> None:
+        symbol = body.get("symbol")
+        if body.get("category") != "linear" or not isinstance(symbol, str) or symbol not in self.instruments:
+            raise VenueError(10001, "params error: symbol invalid")
+        buy, sell = body.get("buyLeverage"), body.get("sellLeverage")
+        if buy != sell:
+            raise VenueError(10001, "buy leverage must be equal to sell leverage in one-way mode")
+        leverage = self._decimal(buy, "buyLeverage")
+        if not Decimal(1) <= leverage <= Decimal(100):
+            raise VenueError(10001, "leverage invalid")
+        if self.leverage.get(symbol, Decimal(10)) == leverage:
+            raise VenueError(110043, "Set leverage not modified")
+        self.leverage[symbol] = leverage
+        if symbol in self.positions:
+            self.positions[symbol].leverage = leverage
+
+    # -- rows -----------------------------------------------------------------------------------------
+
+    def position_row(self, position: _Pos) -> dict[str, Any]:
+        flat = position.size == 0
+        mark = self.prices.get(position.symbol, position.avg)
+        direction = 1 if position.side == "Buy" else -1
+        return {
+            "positionIdx": 0,
+            "riskId": 1,
+            "riskLimitValue": "2000000",
+            "symbol": position.symbol,
+            "side": "" if flat else position.side,
+            "size": _s(position.size),
+            "avgPrice": "0" if flat else _s(position.avg),
+            "positionValue": _s(position.size * position.avg),
+            "tradeMode": 0,
+            "autoAddMargin": 0,
+            "positionStatus": "Normal",
+            "leverage": _s(position.leverage),
+            "markPrice": _s(mark),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionIM": _s(position.size * position.avg / position.leverage),
+            "positionMM": "0",
+            "positionBalance": "0",
+            "takeProfit": "" if flat or position.tp is None else _s(position.tp),
+            "stopLoss": "" if flat or position.sl is None else _s(position.sl),
+            "trailingStop": "0",
+            "sessionAvgPrice": "",
+            "unrealisedPnl": _s((mark - position.avg) * position.size * direction),
+            "curRealisedPnl": _s(position.realised),
+            "cumRealisedPnl": _s(position.realised),
+            "adlRankIndicator": 2,
+            "createdTime": str(position.created_ms),
+            "updatedTime": str(position.updated_ms),
+            "seq": position.seq,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "tpslMode": "Full",
+        }
+
+    def wallet_row(self) -> dict[str, Any]:
+        upl = sum((Decimal(self.position_row(p)["unrealisedPnl"]) for p in self.positions.values()), Decimal(0))
+        margin = sum((p.size * p.avg / p.leverage for p in self.positions.values()), Decimal(0))
+        equity = self.wallet_balance + upl
+        return {
+            "accountType": "UNIFIED",
+            "accountIMRate": "0",
+            "accountMMRate": "0",
+            "accountLTV": "0",
+            "totalEquity": _s(equity),
+            "totalWalletBalance": _s(self.wallet_balance),
+            "totalMarginBalance": _s(equity),
+            "totalAvailableBalance": _s(equity - margin),
+            "totalPerpUPL": _s(upl),
+            "totalInitialMargin": _s(margin),
+            "totalMaintenanceMargin": "0",
+            "coin": [
+                {
+                    "coin": "USDT",
+                    "equity": _s(equity),
+                    "walletBalance": _s(self.wallet_balance),
+                    "unrealisedPnl": _s(upl),
+                    "totalPositionIM": _s(margin),
+                    "cumRealisedPnl": "0",
+                    "usdValue": _s(equity),
+                }
+            ],
+        }
+
+    @staticmethod
+    def _decimal(value: Any, name: str) -> Decimal:
+        try:
+            out = Decimal(str(value))
+        except ArithmeticError:
+            raise VenueError(10001, f"params error: {name} invalid") from None
+        if not out.is_finite():
+            raise VenueError(10001, f"params error: {name} invalid")
+        return out
+
+    def _level(self, body: dict[str, Any], name: str, tick: Decimal) -> Decimal | None:
+        raw = body.get(name)
+        if raw in (None, "", "0"):
+            return None
+        level = self._decimal(raw, name)
+        if level <= 0 or level % tick != 0:
+            raise VenueError(10001, f"params error: {name} {raw} is not on the tick size {tick}")
+        return level
+
+
+def _time_window(q: dict[str, str], now_ms: int) -> tuple[int, int]:
+    """Bybit's startTime/endTime rules: default the last 7 days; one end given, 7 days from it; both, <= 7 days."""
+    try:
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+    except ValueError:
+        raise VenueError(10001, "params error: startTime/endTime invalid") from None
+    if start is None and end is None:
+        return now_ms - WEEK_MS, now_ms
+    if start is None:
+        assert end is not None
+        return end - WEEK_MS, end
+    if end is None:
+        return start, start + WEEK_MS
+    if end < start or end - start > WEEK_MS:
+        raise VenueError(10001, "params error: The time range between startTime and endTime cannot exceed 7 days")
+    return start, end
+
+
+def _page(rows: list[dict[str, Any]], q: dict[str, str], *, default: int, maximum: int) -> tuple[list[Any], str]:
+    """One cursor page: (rows, nextPageCursor); the cursor is an opaque offset."""
+    try:
+        limit = int(q.get("limit", default))
+    except ValueError:
+        raise VenueError(10001, "params error: limit invalid") from None
+    if not 1 <= limit <= maximum:
+        raise VenueError(10001, f"params error: limit must be in [1, {maximum}]")
+    cursor = q.get("cursor", "")
+    if cursor and not (cursor.startswith("page") and cursor[4:].isdigit()):
+        raise VenueError(10001, "params error: cursor invalid")
+    offset = int(cursor[4:]) if cursor else 0
+    end = offset + limit
+    return rows[offset:end], f"page{end}" if end < len(rows) else ""
+
+
+def _matches(row: dict[str, Any], q: dict[str, str]) -> bool:
+    for name in ("symbol", "orderId", "orderLinkId"):
+        if name in q and row.get(name) != q[name]:
+            return False
+    if "settleCoin" in q and not str(row.get("symbol", "")).endswith(q["settleCoin"]):
+        return False
+    return "baseCoin" not in q or str(row.get("symbol", "")).startswith(q["baseCoin"])
+
+
+def _ws_entry(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A REST row as the private stream writes it (category added; a position says entryPrice)."""
+    entry = {**row, "category": "linear"}
+    if kind == "position":
+        entry["entryPrice"] = entry.pop("avgPrice", "0")
+    return entry
 
 
 class FakeBybit:
@@ -100,6 +690,27 @@ class FakeBybit:
         self.connection_topics: list[set[str]] = []  # per accepted connection, in order
         self.pings = 0
         self.kline_requests: list[dict[str, str]] = []
+        # private side: the account (guarded by _vlock), faults, the private connections
+        self.venue = _Venue(self._clock)
+        self._vlock = threading.RLock()
+        self._private_conns: set[_Conn] = set()
+        self._faults: dict[str, deque[Fault]] = {}
+        self._lagging: Counter[str] = Counter()
+        self._create_times: deque[float] = deque()
+        self.order_rate_limit: int | None = 10  # creates per window, as Bybit's default tier for linear
+        self.order_rate_window = 0.9  # a touch under a second: loopback jitter must not fail a compliant client
+        self.auth_refused = False
+        # what the private side saw, for assertions
+        self.create_requests: list[CreateRecord] = []
+        self.private_requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, params/body)
+        self.api_keys_seen: Counter[str] = Counter()
+        self.leverage_requests: list[dict[str, Any]] = []
+        self.instrument_requests: list[dict[str, str]] = []
+        self.rate_limited = 0
+        self.private_connections_seen = 0
+        self.private_refused = 0  # handshakes answered 503 while refuse_connections() was on
+        self.private_auth_keys: list[str] = []
+        self.private_subscribe_requests: list[list[str]] = []
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -151,6 +762,10 @@ class FakeBybit:
     def ws_url(self) -> str:
         """The public linear stream."""
         return f"ws://127.0.0.1:{self._port}/v5/public/linear"
+
+    @property
+    def private_ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/v5/private"
 
     # -- test controls: candles -------------------------------------------------------------------------
 
@@ -205,7 +820,7 @@ class FakeBybit:
             conn.muted = silent
 
     def refuse_connections(self, refuse: bool = True) -> None:
-        """Answer new WebSocket handshakes with HTTP 503 (an outage)."""
+        """Answer new WebSocket handshakes (public and private) with HTTP 503 (an outage)."""
         self.refusing = refuse
 
     def subscribers(self, topic: str) -> int:
@@ -215,6 +830,118 @@ class FakeBybit:
     @property
     def open_connections(self) -> int:
         return sum(1 for c in list(self._conns) if not c.ws.closed)
+
+    # -- test controls: the private side ----------------------------------------------------------------
+
+    def set_price(self, symbol: str, price: Decimal | str) -> None:
+        """The last (and mark) price: what market orders fill at and tickers report."""
+        with self._vlock:
+            self.venue.prices[symbol] = Decimal(str(price))
+
+    def set_instrument(
+        self, symbol: str, tick: str, qty_step: str, min_qty: str, min_notional: str = "5", status: str = "Trading"
+    ) -> None:
+        with self._vlock:
+            self.venue.instruments[symbol] = instrument_row(symbol, tick, qty_step, min_qty, min_notional, status)
+
+    def set_wallet_balance(self, balance: Decimal | str) -> None:
+        with self._vlock:
+            self.venue.wallet_balance = Decimal(str(balance))
+
+    def set_fill_parts(self, parts: int) -> None:
+        """Market fills come as `parts` executions sharing one seq (an order sweeping several makers)."""
+        with self._vlock:
+            self.venue.fill_parts = parts
+
+    def fail_next(
+        self, path: str, kind: str, *, act: bool | None = None, delay: float = 2.0, count: int = 1
+    ) -> None:
+        """The next `count` requests to `path` fail: "timeout" (the answer comes after `delay` seconds, past the
+        client's timeout), "5xx" (HTTP 502), "403" (Bybit's IP ban), "drop" (the connection is aborted).
+        act: whether the venue handles the request before the failure (default: only for "timeout", the
+        classic "timed out but the order went through")."""
+        if kind not in ("timeout", "5xx", "403", "drop"):
+            raise ValueError(f"unknown fault {kind!r}")
+        fault = Fault(kind, kind == "timeout" if act is None else act, delay)
+        with self._vlock:
+            self._faults.setdefault(path, deque()).extend([fault] * count)
+
+    def lag_lookups(self, order_link_id: str, requests: int = 2) -> None:
+        """The next `requests` order queries (realtime or history) filtering on this link id find nothing, as if
+        the query side lagged behind the matching engine. A broker's lookup is two requests."""
+        with self._vlock:
+            self._lagging[order_link_id] += requests
+
+    def place_directly(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Place an order as another process (or an earlier run) did: not recorded in create_requests."""
+        return self._call(self._place_directly({"category": "linear", "positionIdx": 0, **body}))
+
+    def close_position_by(
+        self, symbol: str, kind: str = "TakeProfit", price: Decimal | str | None = None, *, push: bool = True
+    ) -> dict[str, Any]:
+        """The venue closes the position by its TP ("TakeProfit") or SL ("StopLoss") at `price` (default: the
+        level): the conditional order fills, an execution with that stopOrderType and closedSize appears, a
+        closed-pnl row is written, the other conditional order is deactivated and the position is gone.
+        push=False (or no private connection): nobody hears of it, as while the desk is down.
+        Returns the execution row."""
+        level = Decimal(str(price)) if price is not None else None
+        return self._call(self._close_position_by(symbol, kind, level, push))
+
+    def creates(self, order_link_id: str | None = None) -> list[CreateRecord]:
+        """Every create request received (all outcomes), optionally for one link id."""
+        return [r for r in list(self.create_requests) if order_link_id is None or r.link == order_link_id]
+
+    def orders(self, order_link_id: str | None = None) -> list[dict[str, Any]]:
+        """Orders the venue holds (accepted creates and TP/SL orders), oldest first, as REST rows."""
+        with self._vlock:
+            return [dict(o) for o in self.venue.orders if order_link_id is None or o["orderLinkId"] == order_link_id]
+
+    def execution_rows(self, *, order_link_id: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]:
+        with self._vlock:
+            return [
+                dict(e)
+                for e in self.venue.executions
+                if (order_link_id is None or e["orderLinkId"] == order_link_id)
+                and (symbol is None or e["symbol"] == symbol)
+            ]
+
+    def position(self, symbol: str) -> dict[str, Any] | None:
+        with self._vlock:
+            found = self.venue.positions.get(symbol)
+            return self.venue.position_row(found) if found is not None else None
+
+    def leverage_of(self, symbol: str) -> Decimal:
+        with self._vlock:
+            return self.venue.leverage.get(symbol, Decimal(10))
+
+    def requests_to(self, path: str) -> int:
+        return sum(1 for _, p, _ in list(self.private_requests) if p == path)
+
+    def push_private(self, kind: str, rows: list[dict[str, Any]]) -> int:
+        """Push REST-format rows (e.g. from orders() or execution_rows()) on the private topic `kind`
+        (order, execution, position), as the stream writes them; returns the messages sent."""
+        return self._call(self._push_private([(kind, rows)]))
+
+    def push_private_message(self, topic: str, message: dict[str, Any] | str) -> int:
+        """Send a raw message to the private connections subscribed to `topic`."""
+        payload = message if isinstance(message, str) else json.dumps(message)
+        return self._call(self._send_private(payload, topic))
+
+    def push_private_raw(self, payload: str | dict[str, Any] | list[Any]) -> int:
+        """Send anything to every authenticated private connection."""
+        return self._call(self._send_private(payload if isinstance(payload, str) else json.dumps(payload), None))
+
+    def private_subscribers(self, topic: str) -> int:
+        return sum(
+            1 for c in list(self._private_conns) if c.authed and topic in c.topics and not c.ws.closed
+        )
+
+    @property
+    def open_private_connections(self) -> int:
+        return sum(1 for c in list(self._private_conns) if not c.ws.closed)
+
+    def drop_private_connections(self, *, abrupt: bool = False) -> int:
+        return self._call(self._drop(abrupt, conns=list(self._private_conns)))
 
     # -- server -----------------------------------------------------------------------------------------
 
@@ -226,6 +953,21 @@ class FakeBybit:
         app = web.Application()
         app.router.add_get("/v5/public/linear", self._ws_public)
         app.router.add_get("/v5/market/kline", self._kline)
+        app.router.add_get("/v5/market/instruments-info", self._instruments_info)
+        app.router.add_get("/v5/market/tickers", self._tickers)
+        app.router.add_get("/v5/private", self._ws_private)
+        private: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]]], ...] = (
+            ("POST", "/v5/order/create", self._create),
+            ("POST", "/v5/position/set-leverage", self._set_leverage),
+            ("GET", "/v5/order/realtime", self._realtime),
+            ("GET", "/v5/order/history", self._history),
+            ("GET", "/v5/position/list", self._position_list),
+            ("GET", "/v5/account/wallet-balance", self._wallet),
+            ("GET", "/v5/execution/list", self._execution_list),
+            ("GET", "/v5/position/closed-pnl", self._closed_pnl_list),
+        )
+        for method, path, handler in private:
+            app.router.add_route(method, path, self._private_route(handler))
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -234,6 +976,7 @@ class FakeBybit:
 
     async def _shutdown(self) -> None:
         await self._drop(abrupt=True)
+        await self._drop(abrupt=True, conns=list(self._private_conns))
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -297,8 +1040,8 @@ class FakeBybit:
                     sent += 1
         return sent
 
-    async def _drop(self, abrupt: bool) -> int:
-        conns = list(self._conns)
+    async def _drop(self, abrupt: bool, conns: list[_Conn] | None = None) -> int:
+        conns = list(self._conns) if conns is None else conns
         for conn in conns:
             if abrupt:
                 if conn.request.transport is not None:
@@ -344,7 +1087,307 @@ class FakeBybit:
             }
         )
 
-    def _error(self, code: int, message: str) -> web.Response:
+    def _error(self, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         return web.json_response(
-            {"retCode": code, "retMsg": message, "result": {}, "retExtInfo": {}, "time": dt_to_ms(self._clock())}
+            {"retCode": code, "retMsg": message, "result": {}, "retExtInfo": {}, "time": dt_to_ms(self._clock())},
+            headers=headers,
         )
+
+    def _ok(self, result: dict[str, Any]) -> web.Response:
+        return web.json_response(
+            {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": dt_to_ms(self._clock())}
+        )
+
+    # -- public instruments and tickers ---------------------------------------------------------------
+
+    async def _instruments_info(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        self.instrument_requests.append(q)
+        try:
+            if q.get("category") != "linear":
+                raise VenueError(10001, "params error: category only support linear")
+            with self._vlock:
+                rows = [
+                    dict(r) for sym, r in sorted(self.venue.instruments.items())
+                    if ("symbol" not in q or sym == q["symbol"]) and ("status" not in q or r["status"] == q["status"])
+                ]
+            page, cursor = _page(rows, q, default=500, maximum=1000)
+        except VenueError as exc:
+            return self._error(exc.code, exc.message)
+        return self._ok({"category": "linear", "list": page, "nextPageCursor": cursor})
+
+    async def _tickers(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        if q.get("category") != "linear":
+            return self._error(10001, "params error: category only support linear")
+        with self._vlock:
+            prices = dict(self.venue.prices)
+        if "symbol" in q and q["symbol"] not in prices:
+            return self._error(10001, "params error: symbol invalid")
+        rows = [
+            {
+                "symbol": sym, "lastPrice": _s(p), "markPrice": _s(p), "indexPrice": _s(p), "bid1Price": _s(p),
+                "ask1Price": _s(p), "bid1Size": "1", "ask1Size": "1", "prevPrice24h": _s(p), "price24hPcnt": "0",
+                "highPrice24h": _s(p), "lowPrice24h": _s(p), "volume24h": "0", "turnover24h": "0",
+                "openInterest": "0", "fundingRate": "0.0001", "nextFundingTime": "0",
+            }
+            for sym, p in sorted(prices.items())
+            if "symbol" not in q or sym == q["symbol"]
+        ]
+        return self._ok({"category": "linear", "list": rows})
+
+    # -- private REST ---------------------------------------------------------------------------------
+
+    def _private_route(
+        self, handler: Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]]
+    ) -> Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]:
+        async def route(request: web.Request) -> web.StreamResponse:
+            if request.method == "GET":
+                body: dict[str, Any] = dict(request.query)
+            else:
+                try:
+                    body = json.loads(await request.text() or "{}")
+                except ValueError:
+                    return self._error(10001, "params error: the body is not JSON")
+            self.private_requests.append((request.method, request.path, body))
+            record = None
+            if request.path == "/v5/order/create":
+                record = CreateRecord(body, asyncio.get_running_loop().time())
+                self.create_requests.append(record)
+            key = request.headers.get("X-BAPI-API-KEY")
+            if not key or not request.headers.get("X-BAPI-SIGN") or not request.headers.get("X-BAPI-TIMESTAMP"):
+                if record is not None:
+                    record.ret_code = 10003
+                return self._error(10003, "API key is invalid.")
+            self.api_keys_seen[key] += 1
+            with self._vlock:
+                queue = self._faults.get(request.path)
+                fault = queue.popleft() if queue else None
+            if fault is not None:
+                if record is not None:
+                    record.fault = fault.kind
+                if not fault.act:
+                    return await self._faulted(request, fault, None)
+            code, response, pushes = self._answer(handler, body)
+            if record is not None:
+                record.ret_code = code
+            if pushes:
+                await self._push_private(pushes)
+            if fault is not None:
+                return await self._faulted(request, fault, response)
+            return response
+
+        return route
+
+    def _answer(
+        self, handler: Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]], body: dict[str, Any]
+    ) -> tuple[int, web.Response, list[Push]]:
+        try:
+            with self._vlock:
+                result, pushes = handler(body)
+        except VenueError as exc:
+            headers = None
+            if exc.code == 10006:
+                reset = dt_to_ms(datetime.now(UTC)) + 1000
+                headers = {"X-Bapi-Limit": str(self.order_rate_limit), "X-Bapi-Limit-Status": "0",
+                           "X-Bapi-Limit-Reset-Timestamp": str(reset)}
+            return exc.code, self._error(exc.code, exc.message, headers), []
+        return 0, self._ok(result), pushes
+
+    async def _faulted(self, request: web.Request, fault: Fault, response: web.Response | None) -> web.StreamResponse:
+        if fault.kind == "timeout":
+            await asyncio.sleep(fault.delay)  # the client gave up long ago
+            return response if response is not None else web.Response(status=504, text="gateway timeout")
+        if fault.kind == "5xx":
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if fault.kind == "403":
+            return web.Response(status=403, text="")
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)
+
+    def _create(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if self.order_rate_limit is not None:
+            now = asyncio.get_running_loop().time()
+            while self._create_times and now - self._create_times[0] >= self.order_rate_window:
+                self._create_times.popleft()
+            if len(self._create_times) >= self.order_rate_limit:
+                self.rate_limited += 1
+                raise VenueError(10006, "Too many visits!")
+            self._create_times.append(now)
+        return self.venue.place(body)
+
+    def _set_leverage(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        self.leverage_requests.append(dict(body))
+        self.venue.set_leverage(body)
+        return {}, []
+
+    def _order_rows(self, q: dict[str, Any], *, recent_only: bool) -> list[dict[str, Any]]:
+        if q.get("category") != "linear":
+            raise VenueError(10001, "params error: category only support linear")
+        link = q.get("orderLinkId")
+        if link and self._lagging[link] > 0:
+            self._lagging[link] -= 1
+            return []
+        orders = self.venue.orders
+        if recent_only:  # the open ones and the latest closed ones
+            closed = [o for o in orders if o["orderStatus"] not in OPEN_ORDER_STATUSES][-RECENT_CLOSED:]
+            keep = {id(o) for o in closed}
+            orders = [o for o in orders if o["orderStatus"] in OPEN_ORDER_STATUSES or id(o) in keep]
+        return [dict(o) for o in reversed(orders) if _matches(o, q)]  # newest first
+
+    def _realtime(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        page, cursor = _page(self._order_rows(q, recent_only=True), q, default=20, maximum=50)
+        return {"category": "linear", "list": page, "nextPageCursor": cursor}, []
+
+    def _history(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        page, cursor = _page(self._order_rows(q, recent_only=False), q, default=20, maximum=50)
+        return {"category": "linear", "list": page, "nextPageCursor": cursor}, []
+
+    def _position_list(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if q.get("category") != "linear":
+            raise VenueError(10001, "params error: category only support linear")
+        venue = self.venue
+        if "symbol" in q:
+            found = venue.positions.get(q["symbol"])
+            if found is None:  # Bybit answers a named symbol with a flat row
+                lev = venue.leverage.get(q["symbol"], Decimal(10))
+                found = _Pos(q["symbol"], "", Decimal(0), Decimal(0), lev, None, None, 0, 0, 0)
+            rows = [venue.position_row(found)]
+        elif "settleCoin" in q:
+            rows = [venue.position_row(p) for s, p in sorted(venue.positions.items()) if s.endswith(q["settleCoin"])]
+        else:
+            raise VenueError(10001, "Missing some parameters that must be filled in, symbol or settleCoin")
+        page, cursor = _page(rows, q, default=20, maximum=200)
+        return {"category": "linear", "list": page, "nextPageCursor": cursor}, []
+
+    def _wallet(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if q.get("accountType") != "UNIFIED":
+            raise VenueError(10001, "accountType only support UNIFIED")
+        return {"list": [self.venue.wallet_row()]}, []
+
+    def _execution_list(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if q.get("category") != "linear":
+            raise VenueError(10001, "params error: category only support linear")
+        start, end = _time_window(q, self.venue.now_ms())
+        rows = [
+            dict(e) for e in reversed(self.venue.executions)
+            if start <= int(e["execTime"]) <= end and _matches(e, q)
+            and ("execType" not in q or e["execType"] == q["execType"])
+        ]
+        page, cursor = _page(rows, q, default=50, maximum=100)
+        return {"category": "linear", "list": page, "nextPageCursor": cursor}, []
+
+    def _closed_pnl_list(self, q: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        if q.get("category") != "linear":
+            raise VenueError(10001, "params error: category only support linear")
+        start, end = _time_window(q, self.venue.now_ms())
+        rows = [
+            dict(r) for r in reversed(self.venue.closed_pnl)
+            if start <= int(r["updatedTime"]) <= end and ("symbol" not in q or r["symbol"] == q["symbol"])
+        ]
+        page, cursor = _page(rows, q, default=50, maximum=100)
+        return {"category": "linear", "list": page, "nextPageCursor": cursor}, []
+
+    async def _place_directly(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._vlock:
+            result, pushes = self.venue.place(body)
+        await self._push_private(pushes)
+        return result
+
+    async def _close_position_by(self, symbol: str, kind: str, price: Decimal | None, push: bool) -> dict[str, Any]:
+        with self._vlock:
+            execution, pushes = self.venue.close_by(symbol, kind, price)
+        if push:
+            await self._push_private(pushes)
+        return execution
+
+    # -- the private stream ---------------------------------------------------------------------------
+
+    async def _ws_private(self, request: web.Request) -> web.StreamResponse:
+        if self.refusing:
+            self.private_refused += 1
+            return web.Response(status=503, text="service unavailable")
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        conn = _Conn(id=uuid.uuid4().hex[:16], ws=ws, request=request)
+        self._private_conns.add(conn)
+        self.private_connections_seen += 1
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await self._private_command(conn, msg.data)
+        finally:
+            self._private_conns.discard(conn)
+        return ws
+
+    async def _private_command(self, conn: _Conn, text: str) -> None:
+        try:
+            request = json.loads(text)
+            op, req_id = request.get("op"), request.get("req_id", "")
+        except (ValueError, AttributeError):
+            await self._reply(conn, {"success": False, "ret_msg": "error:invalid json", "conn_id": conn.id})
+            return
+        if op == "auth":
+            args = request.get("args")
+            ok = (
+                not self.auth_refused
+                and isinstance(args, list)
+                and len(args) == 3
+                and isinstance(args[0], str) and bool(args[0])
+                and isinstance(args[1], int)
+                and isinstance(args[2], str) and bool(args[2])
+            )
+            if ok:
+                conn.authed = True
+                self.private_auth_keys.append(args[0])
+            reply = {"success": ok, "ret_msg": "" if ok else "error:sign invalid", "op": "auth", "conn_id": conn.id}
+            if req_id:
+                reply["req_id"] = req_id
+        elif op == "subscribe":
+            args = [str(a) for a in request.get("args") or []]
+            self.private_subscribe_requests.append(args)
+            bases = {a.split(".", 1)[0] for a in args}
+            known = all(a.split(".", 1)[0] in PRIVATE_TOPICS and a.count(".") <= 1 for a in args)
+            mixed = any(b in args and any(a.startswith(b + ".") for a in args) for b in bases)
+            if not conn.authed:
+                ok, message = False, "Request not authorized"
+            elif not known or not args:
+                ok, message = False, f"error:handler not found,topic:{','.join(args)}"
+            elif mixed:
+                ok, message = False, "error:All-In-One topic and Categorised topic cannot be in the same request"
+            else:
+                ok, message = True, ""
+                conn.topics.update(args)
+            reply = {"success": ok, "ret_msg": message, "conn_id": conn.id, "req_id": req_id, "op": "subscribe"}
+        elif op == "ping":
+            reply = {"req_id": req_id, "op": "pong", "args": [str(dt_to_ms(datetime.now(UTC)))], "conn_id": conn.id}
+        else:
+            reply = {"success": False, "ret_msg": f"error:handler not found,topic:{op}", "conn_id": conn.id}
+        await self._reply(conn, reply)
+
+    async def _push_private(self, pushes: list[Push]) -> int:
+        sent = 0
+        for kind, rows in pushes:
+            entries = [_ws_entry(kind, row) for row in rows]
+            for conn in list(self._private_conns):
+                topic = kind if kind in conn.topics else f"{kind}.linear" if f"{kind}.linear" in conn.topics else None
+                if topic is None or not conn.authed or conn.muted or conn.ws.closed:
+                    continue
+                body = {"id": uuid.uuid4().hex, "topic": topic, "creationTime": self.venue.now_ms(), "data": entries}
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.ws.send_str(json.dumps(body))
+                    sent += 1
+        return sent
+
+    async def _send_private(self, payload: str, topic: str | None) -> int:
+        sent = 0
+        for conn in list(self._private_conns):
+            if not conn.authed or conn.ws.closed or (topic is not None and topic not in conn.topics):
+                continue
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.send_str(payload)
+                sent += 1
+        return sent

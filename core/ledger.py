@@ -1,0 +1,121 @@
+"""The ledger's records: a trade's open and close, with their orders, and the digest that proves two
+ledgers equal. Storage writes each event in one transaction (storage/ledger.py); replaying an event
+is an upsert by the trade's deterministic id, so a record written twice is still one trade."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+EventKind = Literal["open", "close"]
+
+
+def trade_id(signal_id: str) -> str:
+    return f"t-{signal_id}"
+
+
+@dataclass
+class TradeRecord:
+    id: str
+    bot_id: str
+    signal_id: str | None
+    symbol: str
+    strategy: str | None
+    side: str
+    status: str  # open / closed / cancelled
+    mode: str  # paper / live / replay
+    qty: Decimal
+    leverage: Decimal
+    entry_price: Decimal
+    entry_time: datetime
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    exit_price: Decimal | None = None
+    exit_time: datetime | None = None
+    exit_reason: str | None = None
+    fees: Decimal = Decimal(0)
+    gross_pnl: Decimal | None = None
+    net_pnl: Decimal | None = None
+    pnl_pct: float | None = None
+    realized_r: float | None = None
+
+
+@dataclass
+class OrderRecord:
+    order_link_id: str
+    bot_id: str
+    trade_id: str | None
+    symbol: str
+    side: str  # Buy / Sell
+    order_type: str  # Market, TakeProfit, StopLoss
+    qty: Decimal
+    status: str
+    created_at: datetime
+    exchange_order_id: str | None = None
+    price: Decimal | None = None
+    reduce_only: bool = False
+    filled_at: datetime | None = None
+    filled_qty: Decimal | None = None
+    avg_price: Decimal | None = None
+    fee: Decimal | None = None
+
+
+@dataclass
+class LedgerEvent:
+    kind: EventKind
+    trade: TradeRecord
+    orders: list[OrderRecord] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "trade": _jsonable(asdict(self.trade)),
+                "orders": [_jsonable(asdict(o)) for o in self.orders]}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LedgerEvent:
+        return cls(doc["kind"], _typed(TradeRecord, doc["trade"]), [_typed(OrderRecord, o) for o in doc["orders"]])
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in d.items()}
+
+
+def _typed(cls: type, doc: dict[str, Any]) -> Any:
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        v = doc.get(f.name)
+        kind = str(f.type)
+        if v is not None and "Decimal" in kind:
+            v = Decimal(v)
+        elif v is not None and "datetime" in kind:
+            v = datetime.fromisoformat(v)
+        out[f.name] = v
+    return cls(**out)
+
+
+class Ledger(Protocol):
+    async def record(self, event: LedgerEvent) -> str:
+        """Write one open/close durably; returns where it landed ("db" or "journal")."""
+        ...
+
+
+def _dec(d: Decimal | None) -> str | None:
+    return None if d is None else format(d.quantize(Decimal("1e-10")).normalize(), "f")
+
+
+def canonical(t: TradeRecord) -> dict[str, Any]:
+    return {"id": t.id, "symbol": t.symbol, "side": t.side, "qty": _dec(t.qty), "entry": _dec(t.entry_price),
+            "entry_time": t.entry_time.isoformat(), "exit": _dec(t.exit_price),
+            "exit_time": t.exit_time.isoformat() if t.exit_time else None, "reason": t.exit_reason,
+            "fees": _dec(t.fees), "net": _dec(t.net_pnl)}
+
+
+def ledger_digest(trades: Iterable[TradeRecord]) -> str:
+    """sha256 over the canonical list of closed trades, ordered by id."""
+    rows = sorted((canonical(t) for t in trades if t.status == "closed"), key=lambda r: r["id"])
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,160 @@
+"""Trading statistics: pure functions shared by /stats, the replay report, snapshots and the guards.
+
+Definitions
+- A trade is a closed trade; a win has net PnL > 0, a loss net PnL <= 0 (fees included).
+- win rate = wins / trades. profit factor = gross profit / |gross loss| (None without losses).
+- expectancy (USD) = mean net PnL; expectancy (R) = mean realized R of trades that have one.
+- max drawdown: the largest fall of the equity curve (starting capital + cumulative net PnL, in exit
+  order) from its running peak, in USD and as % of that peak.
+- daily returns: net PnL per UTC day of exit / equity at the start of that day, over every calendar
+  day from the first to the last exit (days without trades count as 0).
+- Sharpe = mean(daily returns) / std(daily returns) × √365; Sortino uses the downside deviation
+  (root mean square of the negative daily returns) instead of the std. None with fewer than 2 days.
+- average holding time: mean of exit − entry, in hours.
+- daily average = net PnL / calendar days from the first entry to the last exit (at least 1).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TradeFacts:
+    """What the statistics need of a closed trade."""
+
+    id: str
+    symbol: str
+    strategy: str | None
+    entry_time: datetime
+    exit_time: datetime
+    net_pnl: Decimal
+    fees: Decimal = Decimal(0)
+    realized_r: float | None = None
+
+
+def _f(x: Decimal) -> float:
+    return float(x)
+
+
+def equity_curve(trades: Sequence[TradeFacts], capital: Decimal) -> list[tuple[datetime, float]]:
+    equity = _f(capital)
+    curve = []
+    for t in sorted(trades, key=lambda t: (t.exit_time, t.id)):
+        equity += _f(t.net_pnl)
+        curve.append((t.exit_time, equity))
+    return curve
+
+
+def max_drawdown(curve: Iterable[float], start: float) -> tuple[float, float]:
+    """(largest fall in USD, the same as % of its peak)."""
+    peak, worst, worst_pct = start, 0.0, 0.0
+    for equity in curve:
+        peak = max(peak, equity)
+        fall = peak - equity
+        if fall > worst:
+            worst = fall
+        if peak > 0 and fall / peak * 100 > worst_pct:
+            worst_pct = fall / peak * 100
+    return worst, worst_pct
+
+
+def daily_pnl(trades: Sequence[TradeFacts]) -> dict[date, float]:
+    by_day: dict[date, float] = defaultdict(float)
+    for t in trades:
+        by_day[t.exit_time.date()] += _f(t.net_pnl)
+    return dict(sorted(by_day.items()))
+
+
+def daily_returns(trades: Sequence[TradeFacts], capital: Decimal) -> list[float]:
+    pnl = daily_pnl(trades)
+    if not pnl:
+        return []
+    first, last = min(pnl), max(pnl)
+    equity, out = _f(capital), []
+    day = first
+    while day <= last:
+        p = pnl.get(day, 0.0)
+        out.append(p / equity if equity > 0 else 0.0)
+        equity += p
+        day += timedelta(days=1)
+    return out
+
+
+def sharpe(returns: Sequence[float]) -> float | None:
+    if len(returns) < 2:
+        return None
+    sd = statistics.pstdev(returns)
+    return statistics.fmean(returns) / sd * math.sqrt(365) if sd > 0 else None
+
+
+def sortino(returns: Sequence[float]) -> float | None:
+    if len(returns) < 2:
+        return None
+    downside = math.sqrt(sum(r * r for r in returns if r < 0) / len(returns))
+    return statistics.fmean(returns) / downside * math.sqrt(365) if downside > 0 else None
+
+
+def summarize(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
+    """The headline figures of a set of closed trades."""
+    n = len(trades)
+    pnls = [_f(t.net_pnl) for t in trades]
+    wins = [p for p in pnls if p > 0]
+    losses = [p for p in pnls if p <= 0]
+    gross_profit, gross_loss = sum(wins), sum(losses)
+    rs = [t.realized_r for t in trades if t.realized_r is not None]
+    curve = [e for _, e in equity_curve(trades, capital)]
+    dd, dd_pct = max_drawdown(curve, _f(capital))
+    returns = daily_returns(trades, capital)
+    span_days = 1.0
+    if trades:
+        span = max(t.exit_time for t in trades) - min(t.entry_time for t in trades)
+        span_days = max(1.0, span.total_seconds() / 86_400)
+    best = max(trades, key=lambda t: (t.net_pnl, t.id), default=None)
+    worst = min(trades, key=lambda t: (t.net_pnl, t.id), default=None)
+    return {
+        "trades": n,
+        "wins": len(wins),
+        "losses": len(losses),
+        "win_rate": len(wins) / n if n else None,
+        "profit_factor": gross_profit / -gross_loss if gross_loss < 0 else None,
+        "net_pnl": sum(pnls),
+        "gross_profit": gross_profit,
+        "gross_loss": gross_loss,
+        "fees": sum(_f(t.fees) for t in trades),
+        "avg_pnl": statistics.fmean(pnls) if pnls else None,
+        "median_pnl": statistics.median(pnls) if pnls else None,
+        "expectancy_usd": statistics.fmean(pnls) if pnls else None,
+        "expectancy_r": statistics.fmean(rs) if rs else None,
+        "best_trade": {"id": best.id, "net_pnl": _f(best.net_pnl)} if best else None,
+        "worst_trade": {"id": worst.id, "net_pnl": _f(worst.net_pnl)} if worst else None,
+        "max_drawdown": dd,
+        "max_drawdown_pct": dd_pct,
+        "sharpe": sharpe(returns),
+        "sortino": sortino(returns),
+        "avg_holding_h": statistics.fmean((t.exit_time - t.entry_time).total_seconds() / 3600 for t in trades)
+        if trades else None,
+        "daily_avg": sum(pnls) / span_days if trades else None,
+    }
+
+
+def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[str, dict[str, Any]]:
+    """summarize() per symbol or per strategy."""
+    groups: dict[str, list[TradeFacts]] = defaultdict(list)
+    for t in trades:
+        groups[str(getattr(t, key) or "-")].append(t)
+    return {k: summarize(v, capital) for k, v in sorted(groups.items())}
+
+
+def full_report(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
+    doc = summarize(trades, capital)
+    doc["by_symbol"] = breakdown(trades, capital, "symbol")
+    doc["by_strategy"] = breakdown(trades, capital, "strategy")
+    return doc

@@ -1,0 +1,191 @@
+"""Trader: one bot's positions. Sizes and guards signals (RiskGate), turns taken signals into orders,
+applies fills, manages open positions (trailing stop, move to breakeven at 1R) and emits ledger events.
+
+It is driven by the engine (on_candle before strategies, guard during, on_decisions after) and by
+fills (from the paper venue on each candle, or the exchange's private stream in live mode). Exit
+reasons: tp, sl, trailing (a stop the desk moved), manual, reconciled, liquidation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from core.config import BotConfig
+from core.exchange.broker import Fill, OrderIntent, order_link_id
+from core.exchange.paper import PaperBroker
+from core.instruments import Instruments
+from core.ledger import LedgerEvent, OrderRecord, TradeRecord, trade_id
+from core.market.candle import Candle
+from core.ml.scorer import Score
+from core.risk import OpenExposure, RiskGate, RiskState, Sizing
+from core.signal import Signal
+
+STOP_KIND_REASON = {"TakeProfit": "tp", "StopLoss": "sl"}
+
+
+@dataclass
+class OpenTrade:
+    record: TradeRecord
+    initial_stop: Decimal
+    status: str = "pending"  # pending (order sent) -> open (filled)
+    stop_moved: bool = False
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.record.side == "long" else -1
+
+
+@dataclass
+class Notice:
+    """Something the operator must hear about (halts, breaker trips); storage turns some into recovery items."""
+
+    kind: str
+    bot_id: str
+    text: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Trader:
+    def __init__(self, config: BotConfig, instruments: Instruments, broker: PaperBroker, mode: str = "replay") -> None:
+        self.config = config
+        self.instruments = instruments
+        self.broker = broker
+        self.mode = mode
+        self.risk = RiskGate(config, instruments)
+        self.state = RiskState(config.capital, config.capital)
+        self.trades: dict[str, OpenTrade] = {}  # trade id -> pending or open
+        self.events: list[LedgerEvent] = []  # drained by the runner, written one transaction each
+        self.notices: list[Notice] = []
+        self._sizing: dict[str, Sizing] = {}
+        self._win_rate: Any = None  # set by the engine: strategy -> (rate, outcomes)
+
+    # --- engine hooks ------------------------------------------------------------------------------
+    def guard(self, signal: Signal, score: Score) -> str | None:
+        exposure = [OpenExposure(t.record.symbol, t.record.qty * t.record.entry_price) for t in self.trades.values()]
+        was_halted = self.state.halted
+        rate = self._win_rate(signal.strategy) if self._win_rate else (float("nan"), 0)
+        reason = self.risk.check(signal, self.state, exposure, rate)
+        if self.state.halted and not was_halted:
+            self.notices.append(Notice("drawdown_halt", self.config.id, f"{self.config.id}: {self.state.halt_reason}",
+                                       {"equity": str(self.state.equity), "peak": str(self.state.peak_equity)}))
+        if reason is not None:
+            if reason.startswith("win-rate breaker"):
+                self.notices.append(Notice("breaker", self.config.id, reason, {"strategy": signal.strategy}))
+            return reason
+        sizing = self.risk.size(signal, self.state.equity, sum((e.notional for e in exposure), Decimal(0)))
+        if isinstance(sizing, str):
+            return sizing
+        self._sizing[signal.id] = sizing
+        return None
+
+    def on_decisions(self, decisions: list[Any]) -> None:
+        for d in decisions:
+            sizing = self._sizing.pop(d.signal.id, None)
+            if d.action != "EXECUTED" or sizing is None:
+                continue
+            s: Signal = d.signal
+            tid = trade_id(s.id)
+            record = TradeRecord(tid, s.bot_id, s.id, s.symbol, s.strategy, s.side, "open", self.mode, sizing.qty,
+                                 sizing.leverage, s.entry, s.time, s.stop_loss, s.take_profit)
+            self.trades[tid] = OpenTrade(record, s.stop_loss)
+            self.broker.submit(OrderIntent(s.bot_id, s.id, s.symbol, s.side, sizing.qty, sizing.leverage,
+                                           order_link_id(s.id, "open"), s.stop_loss, s.take_profit))
+
+    def on_candle(self, candle: Candle) -> None:
+        for fill in self.broker.on_candle(candle):
+            self.on_fill(fill)
+        if candle.interval == self.broker.watch_interval:
+            self._manage_stops(candle)
+
+    # --- fills ---------------------------------------------------------------------------------------
+    def _by_signal(self, fill: Fill) -> OpenTrade | None:
+        link = fill.order_link_id or ""
+        signal_id = link[3:].rsplit("-", 1)[0] if link.startswith("pd-") else ""
+        return self.trades.get(trade_id(signal_id))
+
+    def on_fill(self, fill: Fill) -> None:
+        trade = self._by_signal(fill)
+        if trade is None:
+            return  # not ours (reconciliation looks at those)
+        r = trade.record
+        order = OrderRecord(fill.order_link_id or fill.exec_id, r.bot_id, r.id, fill.symbol, fill.side,
+                            fill.stop_order_type or "Market", fill.qty, "Filled", fill.time, fill.exchange_order_id,
+                            None, fill.reduce_only, fill.time, fill.qty, fill.price, fill.fee)
+        if not fill.reduce_only and trade.status == "pending":
+            trade.status = "open"
+            r.entry_price, r.entry_time, r.fees = fill.price, fill.time, fill.fee
+            self.events.append(LedgerEvent("open", _copy(r), [order]))
+            return
+        if fill.reduce_only and trade.status == "open":
+            reason = STOP_KIND_REASON.get(fill.stop_order_type or "", "manual")
+            if reason == "sl" and trade.stop_moved:
+                reason = "trailing"
+            self._close(trade, fill.price, fill.time, fill.fee, reason, order)
+
+    def _close(self, trade: OpenTrade, price: Decimal, at: datetime, fee: Decimal, reason: str,
+               order: OrderRecord | None) -> None:
+        r = trade.record
+        direction = trade.direction
+        r.status, r.exit_price, r.exit_time, r.exit_reason = "closed", price, at, reason
+        r.fees += fee
+        r.gross_pnl = (price - r.entry_price) * r.qty * direction
+        r.net_pnl = r.gross_pnl - r.fees
+        r.pnl_pct = float((price - r.entry_price) / r.entry_price * direction * 100)
+        risk_per_unit = abs(r.entry_price - trade.initial_stop)
+        r.realized_r = float((price - r.entry_price) * direction / risk_per_unit) if risk_per_unit else None
+        del self.trades[r.id]
+        self.state.realize(r.net_pnl, at)
+        if r.net_pnl <= 0:
+            self.risk.on_loss(self.state, r.symbol, int(at.timestamp() * 1000))
+        self.events.append(LedgerEvent("close", _copy(r), [order] if order else []))
+
+    # --- position management ----------------------------------------------------------------------------
+    def _manage_stops(self, candle: Candle) -> None:
+        """Trailing stop and move-to-breakeven, from this candle's extremes: effective from the next candle."""
+        c = self.config
+        if c.trailing_stop_pct is None and c.breakeven_at_r is None:
+            return
+        for trade in self.trades.values():
+            r = trade.record
+            if trade.status != "open" or r.symbol != candle.symbol or r.stop_loss is None:
+                continue
+            d = trade.direction
+            inst = self.instruments.get(r.symbol, candle.close)
+            risk = abs(r.entry_price - trade.initial_stop)
+            best = Decimal(repr(candle.high if d == 1 else candle.low))
+            stop = r.stop_loss
+            if c.breakeven_at_r is not None and (best - r.entry_price) * d >= c.breakeven_at_r * risk:
+                stop = max(stop, r.entry_price) if d == 1 else min(stop, r.entry_price)
+            if c.trailing_stop_pct is not None and (best - r.entry_price) * d >= risk:  # trail once 1R is banked
+                trail = best * (1 - d * c.trailing_stop_pct / 100)
+                trail = inst.price(trail, ROUND_FLOOR if d == 1 else ROUND_CEILING)
+                stop = max(stop, trail) if d == 1 else min(stop, trail)
+            if stop != r.stop_loss:
+                r.stop_loss = stop
+                trade.stop_moved = True
+                self.broker.set_stop(r.symbol, stop)
+
+    # --- state --------------------------------------------------------------------------------------------
+    def equity(self) -> Decimal:
+        return self.broker.equity()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"risk": self.state.as_json(), "broker": self.broker.as_json(),
+                "trades": [{"record": LedgerEvent("open", t.record).as_json()["trade"],
+                            "initial_stop": str(t.initial_stop), "status": t.status, "stop_moved": t.stop_moved}
+                           for t in self.trades.values()]}
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        self.state = RiskState.from_json(doc["risk"])
+        self.broker.restore(doc["broker"])
+        self.trades = {}
+        for t in doc["trades"]:
+            record = LedgerEvent.from_json({"kind": "open", "trade": t["record"], "orders": []}).trade
+            self.trades[record.id] = OpenTrade(record, Decimal(t["initial_stop"]), t["status"], t["stop_moved"])
+
+
+def _copy(r: TradeRecord) -> TradeRecord:
+    return TradeRecord(**r.__dict__)
