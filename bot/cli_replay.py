@@ -31,18 +31,22 @@ from core.market.candle import Candle, dt_to_ms, parse_interval
 from core.market.replay import ReplayFeed, merge_order
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
+from core.ml.filter import FilterSettings, MLScorer
+from core.ml.report import replay_fields
+from core.ml.store import ScorerStore
 from core.report import operator_report, summary, trade_summary
 from core.runner import run
 from core.trader import Trader
 from storage import migrations
 from storage.bots import upsert_bot
 from storage.candle_files import BadCandleFile, candle_files, read_candle_dir
-from storage.db import create_engine, session_factory
+from storage.db import create_engine, session_factory, when_available
 from storage.engine_store import SqlEngineStore
 from storage.hotstate import connect_redis
 from storage.journal import Journal
 from storage.ledger import SqlLedger
-from storage.models import BotState, Order, PhantomTrade, Signal, Trade, TradeStatsCache
+from storage.ml_registry import SqlModelRegistry, learning_phantoms
+from storage.models import BotState, MLModel, Order, PhantomTrade, Signal, Trade, TradeStatsCache
 
 log = logging.getLogger("phantomdesk.replay")
 WARMUP_CANDLES = 1000  # history before --from fed to the indicators
@@ -64,6 +68,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--fresh", action="store_true", help="forget an earlier replay of this bot and start over")
     rp.add_argument("--flush-every", type=int, default=5000, help="candles per database batch")
     rp.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
+    rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
     rp.set_defaults(func=lambda args: _main(args, settings, _files_market))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
@@ -71,6 +76,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--db", help="database URL (default: DATABASE_URL)")
     demo.add_argument("--json", action="store_true")
+    demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
     demo.set_defaults(func=lambda args: _main(args, settings, _synthetic_market), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5")
 
@@ -132,7 +138,7 @@ async def _prepare_database(url: str) -> None:
 
 async def _forget(engine: Any, bot_id: str) -> None:
     async with session_factory(engine).begin() as session:
-        for table in (Order, Trade, PhantomTrade, Signal, BotState, TradeStatsCache):
+        for table in (Order, Trade, PhantomTrade, Signal, BotState, TradeStatsCache, MLModel):
             await session.execute(delete(table).where(table.bot_id == bot_id))
 
 
@@ -144,6 +150,7 @@ async def replay(args: argparse.Namespace, settings: Settings,
     slow, fast = _intervals(args)
     symbols = sorted({s.symbol for s in series})
     config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast)
+    run_key += "" if args.ml else "|no-ml"
     run_id = hashlib.sha256((run_key + config.model_dump_json()).encode()).hexdigest()[:16]
 
     await _prepare_database(url)
@@ -167,27 +174,36 @@ async def replay(args: argparse.Namespace, settings: Settings,
         trader = Trader(config, instruments, PaperBroker(
             instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
             watch_interval=config.fast_interval), mode="replay")
-        engine = Engine(config, instruments=instruments, trader=trader)
+        # the ML filter trains inline at deterministic points; its models go to the signed registry
+        scorer = MLScorer(config.id, FilterSettings.for_bot(config)) if args.ml else None
+        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer)
+        run_store = store if scorer is None else ScorerStore(
+            store, scorer, SqlModelRegistry(engine_db, settings.signing_key(), redis),
+            outcomes=lambda bot_id: learning_phantoms(engine_db, bot_id))
         engine.extra["run_id"] = run_id
         ledger = SqlLedger(engine_db, journal, redis)
         feed = ReplayFeed(series, start_ms=start_ms, end_ms=end_ms)
         log.info("replay %s: %s, resuming: %s", run_id, feed.describe(), restored.checkpoint is not None)
-        report = await run(engine, feed.stream(), store, ledger=ledger, flush_every=args.flush_every,
+        report = await run(engine, feed.stream(), run_store, ledger=ledger, flush_every=args.flush_every,
                            history=_history(series, start_ms))
         while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog
             await asyncio.sleep(1)
-        closed = await store.closed_phantoms(config.id)
-        doc = summary(dict(engine.counters), closed, report.elapsed_s, report.processed)
-        trades = await ledger.closed_trades(config.id)
-        doc.update(trade_summary(trades, config.capital))
-        doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None, warmed=report.warmed,
-                   data_gaps=len(feed.gaps))
-        stats = await store.phantom_stats(config.id)
-        doc["_report"] = operator_report(f"phantomdesk replay — bot {config.id}", doc, stats)
-        async with engine_db.connect() as conn:  # the database agrees with the engine's own count
-            doc["signals_in_db"] = (await conn.execute(
-                text("SELECT count(*) FROM signals WHERE bot_id = :b"), {"b": config.id})).scalar()
-        return doc
+
+        async def final_report() -> dict[str, Any]:
+            closed = await store.closed_phantoms(config.id)
+            doc = summary(dict(engine.counters), closed, report.elapsed_s, report.processed)
+            doc.update(trade_summary(await ledger.closed_trades(config.id), config.capital))
+            doc.update(replay_fields(engine.counters, closed, scorer))
+            doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None,
+                       warmed=report.warmed, data_gaps=len(feed.gaps))
+            stats = await store.phantom_stats(config.id)
+            doc["_report"] = operator_report(f"phantomdesk replay — bot {config.id}", doc, stats)
+            async with engine_db.connect() as conn:  # the database agrees with the engine's own count
+                doc["signals_in_db"] = (await conn.execute(
+                    text("SELECT count(*) FROM signals WHERE bot_id = :b"), {"b": config.id})).scalar()
+            return doc
+
+        return await when_available(final_report)
     finally:
         if redis is not None:
             await redis.aclose()

@@ -45,6 +45,7 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         engine.warm(candle)
         report.warmed += 1
     batch = Batch()
+    next_flush = flush_every
     started = timer()
     async for candle in candles:
         if resume is not None and sort_key(candle) <= resume:
@@ -60,10 +61,13 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         if on_result is not None:
             on_result(result)
         report.processed += 1
-        if batch.candles >= flush_every:
+        if batch.candles >= next_flush:
             batch.checkpoint = engine.checkpoint()
             if await _save(store, bot_id, batch):
                 batch = Batch()
+                next_flush = flush_every
+            else:  # keep working; try again after another flush_every candles
+                next_flush = batch.candles + flush_every
     batch.checkpoint = engine.checkpoint()
     while not await _save(store, bot_id, batch):  # noqa: ASYNC110 - polling a database until it answers
         await asyncio.sleep(retry_s)

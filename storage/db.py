@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -11,16 +12,36 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+
+T = TypeVar("T")
 
 # what "the database does not answer" looks like through SQLAlchemy, asyncpg and aiosqlite
 DB_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, ConnectionError, TimeoutError)
+
+
+# SQLSTATE classes of a server that cannot serve now: connection exceptions (08), insufficient
+# resources (53), operator intervention (57: shutting down, starting up, crash recovery)
+UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 
 
 def is_db_down(exc: BaseException) -> bool:
     """A failure to reach the database (retry later), as opposed to a statement it refused (a bug)."""
     if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError | TimeoutError):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return bool(exc.connection_invalidated) or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+
+
+async def when_available(fn: Callable[[], Awaitable[T]], *, retry_s: float = 1.0, give_up_s: float = 900.0) -> T:
+    """Run `fn`, retrying while the database does not answer (a restart, a failover)."""
+    async for attempt in AsyncRetrying(retry=retry_if_exception(is_db_down), wait=wait_fixed(retry_s),
+                                       stop=stop_after_delay(give_up_s), reraise=True):
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable")
 
 
 def is_sqlite(url: str) -> bool:
@@ -45,6 +66,7 @@ def create_engine(url: str, *, null_pool: bool = False, **options: Any) -> Async
             cursor.close()
 
         return engine
+    options.setdefault("connect_args", {"timeout": 10})  # a dead server must not hang a connect for a minute
     if null_pool:
         return create_async_engine(url, poolclass=NullPool, **options)
     options.setdefault("pool_pre_ping", True)

@@ -56,7 +56,7 @@ class SqlLedger:
 
     async def record(self, event: LedgerEvent) -> str:
         if self.journal.backlog():
-            await self.flush_journal()
+            await self.flush_journal()  # the backlog goes first: records keep their order
         if not self.journal.backlog():
             try:
                 await self._write(event)
