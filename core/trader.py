@@ -11,19 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from core.config import BotConfig
 from core.exchange.broker import Fill, OrderIntent, order_link_id
-from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord, trade_id
 from core.market.candle import Candle
 from core.ml.scorer import Score
+from core.reconcile import Reconciliation
 from core.risk import OpenExposure, RiskGate, RiskState, Sizing
 from core.signal import Signal
 
 STOP_KIND_REASON = {"TakeProfit": "tp", "StopLoss": "sl"}
+
+
+class Venue(Protocol):
+    """Where the Trader's orders go: the paper venue, or live.LiveVenue in front of an exchange."""
+
+    watch_interval: str
+
+    def submit(self, intent: OrderIntent) -> Any: ...
+
+    def set_stop(self, symbol: str, stop_loss: Decimal) -> None: ...
+
+    def on_candle(self, candle: Candle) -> list[Fill]: ...
+
+    def equity(self) -> Decimal: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+    def restore(self, doc: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -49,7 +67,7 @@ class Notice:
 
 
 class Trader:
-    def __init__(self, config: BotConfig, instruments: Instruments, broker: PaperBroker, mode: str = "replay") -> None:
+    def __init__(self, config: BotConfig, instruments: Instruments, broker: Venue, mode: str = "replay") -> None:
         self.config = config
         self.instruments = instruments
         self.broker = broker
@@ -141,6 +159,34 @@ class Trader:
         if r.net_pnl <= 0:
             self.risk.on_loss(self.state, r.symbol, int(at.timestamp() * 1000))
         self.events.append(LedgerEvent("close", _copy(r), [order] if order else []))
+
+    # --- after a restart (live): the ledger's open trades, then the exchange's word on them ---------------------
+    def load_open(self, trades: list[TradeRecord]) -> None:
+        for r in trades:
+            if r.status == "open" and r.id not in self.trades:
+                self.trades[r.id] = OpenTrade(r, r.stop_loss if r.stop_loss is not None else r.entry_price, "open")
+
+    def pending_entries(self) -> dict[str, str]:
+        """symbol -> signal id of entries sent but not seen filled."""
+        return {t.record.symbol: t.record.signal_id or "" for t in self.trades.values() if t.status == "pending"}
+
+    def apply_reconciliation(self, rec: Reconciliation) -> None:
+        for fill in rec.entries:
+            self.on_fill(fill)
+        for close in rec.closes:
+            trade = self.trades.get(close.trade_id)
+            if trade is None or trade.status != "open":
+                continue
+            last = close.fills[-1]
+            purpose = {"tp": "tp", "sl": "sl"}.get(close.reason, "close")
+            link = order_link_id(trade.record.signal_id, purpose) if trade.record.signal_id else last.exec_id
+            order = OrderRecord(link, trade.record.bot_id, trade.record.id, last.symbol, last.side,
+                                last.stop_order_type or "Market", sum((f.qty for f in close.fills), Decimal(0)),
+                                "Filled", last.time, last.exchange_order_id, None, True, last.time,
+                                sum((f.qty for f in close.fills), Decimal(0)), close.price, close.fee)
+            self._close(trade, close.price, last.time, close.fee, close.reason, order)
+        if rec.critical:
+            self.state.critical_pending = True
 
     # --- position management ----------------------------------------------------------------------------
     def _manage_stops(self, candle: Candle) -> None:
