@@ -30,8 +30,19 @@ async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def health(request: web.Request) -> web.Response:
-    host = request.app[HOST_KEY]
+    body = await health_document(request.app[HOST_KEY])
+    return web.json_response(body, status=200 if body["database"] == "ok" else 503)
+
+
+async def health_document(host: Host) -> dict[str, Any]:
     database, bots = await _database(host)
+    runtime = host.runtime
+    for b in bots:
+        running = runtime.bots.get(b["id"]) if runtime else None
+        b["running_here"] = running is not None
+        if running is not None:
+            b["error"] = running.error
+            b["candles"] = running.processed
     newest = host.newest_candle
     body = {
         "status": "ok" if database == "ok" else "error",
@@ -44,7 +55,7 @@ async def health(request: web.Request) -> web.Response:
         "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
         "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),
     }
-    return web.json_response(body, status=200 if database == "ok" else 503)
+    return body
 
 
 def health_routes(app: web.Application, host: Host) -> None:

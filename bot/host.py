@@ -15,6 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiohttp import web
@@ -25,9 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import __version__
 from bot.health import health_routes
+from bot.runtime import Runtime
 from bot.sentry import setup_sentry
 from bot.settings import Settings
+from core.desk import Desk
+from core.trader import Notice
 from storage.db import create_engine
+from storage.desk_store import SqlDeskStore
 from storage.hotstate import connect_redis
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
@@ -53,9 +58,54 @@ class Host:
     redis: Redis | None = None
     scheduler: AsyncIOScheduler | None = None
     telegram_mode: str = "off"
-    newest_candle: datetime | None = None
-    # coroutines run first at shutdown, newest first (engines register their state snapshot here)
+    newest_stored: datetime | None = None
+    runtime: Runtime | None = None
+    desk: Desk | None = None
+    notifier: Any = None
+    # coroutines run first at shutdown, newest first
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def newest_candle(self) -> datetime | None:
+        live = self.runtime.newest_candle if self.runtime else None
+        return live or self.newest_stored
+
+    @newest_candle.setter
+    def newest_candle(self, value: datetime | None) -> None:
+        self.newest_stored = value
+
+    def notify(self, notice: Notice) -> None:
+        """Every notice is logged; with Telegram on, the notifier sends it to the admins (never blocking)."""
+        log.info("notice %s %s: %s", notice.kind, notice.bot_id, notice.text)
+        if self.notifier is not None:
+            self.notifier.notify(notice)
+
+    def attach_telegram(self, tg_bot: Bot) -> None:
+        try:
+            from bot.telegram.notifier import Notifier
+        except ImportError:  # the notifier module is not there yet: notices are logged only
+            return
+        self.notifier = Notifier(tg_bot, sorted(self.settings.admin_ids))
+        self.notifier.start()
+
+    async def detach_telegram(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
+
+    async def resume_after_halt(self, done: Any, actor: Any) -> str:
+        """The "resume" button of a drawdown halt: running again, the drawdown measured from now."""
+        if done.decision != "resume" or done.bot_id is None:
+            return "kept halted"
+        assert self.desk is not None
+        await self.desk.store.set_status(done.bot_id, "running", None, actor.label)
+        if self.runtime is not None:
+            self.runtime.set_paused(done.bot_id, False)
+        return "resumed"
+
+    async def health_doc(self) -> dict[str, Any]:
+        from bot.health import health_document
+
+        return await health_document(self)
 
 
 async def _newest_candle(engine: AsyncEngine) -> datetime | None:
@@ -70,7 +120,7 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 async def serve(settings: Settings, *, check_only: bool = False) -> int:
-    """Run the desk until SIGTERM/SIGINT. With check_only, exit 0 once /health answers 200."""
+    """Run the desk until SIGTERM/SIGINT. With check_only, exit 0 once /health answers 200 (no trading)."""
     setup_sentry(settings, __version__)
     stop = asyncio.Event()
     _install_signal_handlers(stop)
@@ -91,6 +141,10 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host = Host(settings=settings, engine=engine)
     host.newest_candle = await _newest_candle(engine)
     host.redis = await connect_redis(settings.redis_url)
+    host.runtime = Runtime(settings, engine, host.redis, host.notify)
+    desk_store = SqlDeskStore(engine)
+    desk_store.on_decision["drawdown_halt"] = host.resume_after_halt
+    host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc)
 
     app = web.Application()
     health_routes(app, host)
@@ -100,7 +154,8 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     if settings.telegram_bot_token is not None:
         from bot.telegram import build_bot, build_dispatcher, mount_webhook
 
-        tg_bot, dp = build_bot(settings), build_dispatcher()
+        tg_bot, dp = build_bot(settings), build_dispatcher(host.desk, settings)
+        host.attach_telegram(tg_bot)
         if settings.telegram_webhook_url:
             mount_webhook(app, dp, tg_bot, settings)
             host.telegram_mode = "webhook"
@@ -117,6 +172,10 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     host.scheduler.start()
+    if not check_only:
+        await host.runtime.start()
+        bots = ", ".join(host.runtime.bots) or "no bots"
+        host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}"))
 
     polling: asyncio.Task[None] | None = None
     if tg_bot is not None and dp is not None:
@@ -141,11 +200,13 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
         async with asyncio.timeout(SHUTDOWN_BUDGET_S):
             for hook in reversed(host.shutdown_hooks):
                 await hook()
+            await host.runtime.stop()  # each bot saves its last batch: the state snapshot
             if dp is not None and polling is not None:
                 with contextlib.suppress(RuntimeError):
                     await dp.stop_polling()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await polling
+            await host.detach_telegram()
             host.scheduler.shutdown(wait=False)
             await runner.cleanup()
             if tg_bot is not None:

@@ -22,6 +22,7 @@ WEBHOOK_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 SECRET_KEY_FILE = "secret_key"
 
 IdList = Annotated[tuple[int, ...], NoDecode]
+SymbolList = Annotated[tuple[str, ...], NoDecode]
 
 
 class SettingsError(Exception):
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     trading_mode: Literal["paper", "live"] = "paper"
     live_trading_confirm: str | None = None
 
+    market_feed: Literal["bybit", "replay", "synthetic"] = "bybit"  # where the host's candles come from
+    feed_data: Path | None = None  # MARKET_FEED=replay: folder of candle files
+    feed_speed: float = Field(default=0.0, ge=0)  # replay/synthetic candles per second (0: as fast as possible)
+    default_symbols: SymbolList = ("BTCUSDT", "ETHUSDT")  # the bot created on a first start
+
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     port: int = Field(default=8080, ge=1, le=65535)
@@ -108,6 +114,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL with a host")
         return value.rstrip("/")
 
+    @field_validator("default_symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = tuple(v.upper() for v in re.split(r"[,\s]+", value.strip()) if v)
+            if bad := [v for v in items if not re.fullmatch(r"[A-Z0-9]+USDT", v)]:
+                raise ValueError(f"must be comma-separated USDT symbols like BTCUSDT, not {bad[0]!r}")
+            return items
+        return value
+
     @field_validator("telegram_admin_ids", "telegram_viewer_ids", mode="before")
     @classmethod
     def _id_list(cls, value: Any) -> Any:
@@ -123,7 +139,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", "bybit_env", "trading_mode", mode="before")
+    @field_validator("log_format", "bybit_env", "trading_mode", "market_feed", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -171,6 +187,8 @@ class Settings(BaseSettings):
                 raise SettingsError("TRADING_MODE: live needs BYBIT_API_KEY and BYBIT_API_SECRET")
             if (self.live_trading_confirm or "").strip().lower() != "yes":
                 raise SettingsError("LIVE_TRADING_CONFIRM: set it to 'yes' to trade real money in live mode")
+        if self.market_feed == "replay" and (self.feed_data is None or not self.feed_data.exists()):
+            raise SettingsError("FEED_DATA: MARKET_FEED=replay needs an existing folder of candle files")
         if self.secret_key is None and not self.embedded:
             raise SettingsError("SECRET_KEY: required when DATABASE_URL is not SQLite (it signs model artifacts)")
         return self

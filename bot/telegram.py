@@ -28,7 +28,7 @@ def build_bot(settings: Settings) -> Bot:
                default=DefaultBotProperties(parse_mode=ParseMode.HTML))
 
 
-def build_dispatcher() -> Dispatcher:
+def build_dispatcher(desk: object = None, settings: Settings | None = None) -> Dispatcher:
     dp = Dispatcher()
     router = Router(name="core")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.config import BotConfig
 from core.instruments import Instruments
+from core.ledger import LedgerEvent
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.market.replay import sort_key
 from core.market.state import MarketState
@@ -24,7 +25,7 @@ from core.signal import Action, Signal, signal_id
 from core.strategies import Context, Strategy, build_strategies
 from core.strategies.features import compute_features
 from core.strategies.regime import regime_of
-from core.trader import Trader
+from core.trader import Notice, Trader
 
 # A guard looks at a signal the filter would take and returns why it must not be (None: go ahead).
 Guard = Callable[[Signal, Score], str | None]
@@ -44,6 +45,8 @@ class CandleResult:
     decisions: list[Decision] = field(default_factory=list)
     closed: list[Phantom] = field(default_factory=list)
     touched: list[Phantom] = field(default_factory=list)
+    ledger: list[LedgerEvent] = field(default_factory=list)  # trade opens/closes to write, in order
+    notices: list[Notice] = field(default_factory=list)  # for the operator
 
 
 @dataclass
@@ -151,6 +154,9 @@ class Engine:
                     result.decisions.append(decision)
             if self.trader is not None and result.decisions:
                 self.trader.on_decisions(result.decisions)
+        if self.trader is not None:
+            result.ledger, self.trader.events = self.trader.events, []
+            result.notices, self.trader.notices = self.trader.notices, []
         return result
 
     def _evaluate(self, strategy: Strategy, s: Any, candle: Candle) -> Decision | None:

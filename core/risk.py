@@ -20,6 +20,11 @@ from core.signal import Signal
 HUNDRED = Decimal(100)
 
 
+def _plain(d: Decimal) -> str:
+    """20.0000000000 (as the database returns it) -> 20."""
+    return format(d.normalize(), "f")
+
+
 @dataclass
 class RiskState:
     """The money side of a bot, saved in its state snapshots (JSON-able through as_json/from_json)."""
@@ -119,13 +124,13 @@ class RiskGate:
         if c.drawdown_guard_pct is not None and state.drawdown_pct >= c.drawdown_guard_pct:
             state.halted = True
             state.halt_reason = (f"drawdown {state.drawdown_pct:.1f}% from the peak {state.peak_equity:.2f} "
-                                 f"reached the {c.drawdown_guard_pct}% guard")
+                                 f"reached the {_plain(c.drawdown_guard_pct)}% guard")
             return f"bot halted: {state.halt_reason}"
         state.roll_day(signal.time)
         if c.daily_loss_limit_pct is not None and state.day_start_equity > 0:
             loss_pct = -state.day_pnl / state.day_start_equity * HUNDRED
             if loss_pct >= c.daily_loss_limit_pct:
-                return f"daily loss limit: {loss_pct:.2f}% lost today (limit {c.daily_loss_limit_pct}%)"
+                return f"daily loss limit: {loss_pct:.2f}% lost today (limit {_plain(c.daily_loss_limit_pct)}%)"
         if len(open_positions) >= c.max_positions:
             return f"max open positions ({c.max_positions}) reached"
         if any(p.symbol == signal.symbol for p in open_positions):

@@ -28,13 +28,15 @@ class RunReport:
 async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore, *, flush_every: int = 5000,
               ledger: Ledger | None = None, history: list[Candle] | None = None,
               on_result: Callable[[CandleResult], None] | None = None,
-              timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0) -> RunReport:
+              timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0,
+              idle: Callable[[], bool] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
     happen, before the checkpoint that follows them. Killing the process at any moment loses at most
     the work since the last batch, which the next run redoes identically (ledger writes are upserts).
-    A store that is down keeps its batch for the next flush; the run ends only once everything is saved."""
+    A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
+    `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
@@ -54,14 +56,13 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
             continue
         result = engine.on_candle(candle)
         batch.add(result)
-        if ledger is not None and engine.trader is not None and engine.trader.events:
-            for event in engine.trader.events:
+        if ledger is not None:
+            for event in result.ledger:
                 await ledger.record(event)
-            engine.trader.events.clear()
         if on_result is not None:
             on_result(result)
         report.processed += 1
-        if batch.candles >= next_flush:
+        if batch.candles >= next_flush or (idle is not None and idle()):
             batch.checkpoint = engine.checkpoint()
             if await _save(store, bot_id, batch):
                 batch = Batch()

@@ -118,6 +118,18 @@ class Trader:
         if candle.interval == self.broker.watch_interval:
             self._manage_stops(candle)
 
+    def close_at_market(self, symbol: str | None = None) -> list[str]:
+        """Manual exits: a reduce-only market close per open position (exit reason "manual")."""
+        closing = []
+        for t in self.trades.values():
+            r = t.record
+            if t.status != "open" or (symbol is not None and r.symbol != symbol) or r.signal_id is None:
+                continue
+            self.broker.submit(OrderIntent(r.bot_id, r.signal_id, r.symbol, r.side, r.qty, r.leverage,  # type: ignore[arg-type]
+                                           order_link_id(r.signal_id, "close"), reduce_only=True))
+            closing.append(r.id)
+        return closing
+
     # --- fills ---------------------------------------------------------------------------------------
     def _by_signal(self, fill: Fill) -> OpenTrade | None:
         link = fill.order_link_id or ""

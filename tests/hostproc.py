@@ -18,12 +18,13 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 # variables a developer's shell might carry that would change the desk under test
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "BYBIT_", "TRADING_MODE", "LIVE_TRADING_CONFIRM", "SENTRY_",
-            "PORT", "LOG_", "SECRET_KEY", "DATA_DIR")
+            "PORT", "LOG_", "SECRET_KEY", "DATA_DIR", "MARKET_FEED", "FEED_", "DEFAULT_SYMBOLS")
 
 
 def desk_env(**values: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
-    return {**base, "PYTHONPATH": str(ROOT), **values}
+    # no internet here: the host's market is the synthetic one unless a test says otherwise
+    return {**base, "PYTHONPATH": str(ROOT), "MARKET_FEED": "synthetic", "FEED_SPEED": "500", **values}
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

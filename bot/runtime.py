@@ -1,0 +1,281 @@
+"""The host's trading side: one market feed fanned out to every bot, each bot its own engine, trader,
+venue and stores. One bot's failure is logged, reported and contained; the others carry on.
+
+Per bot: Engine (+ Trader + PaperBroker, or LiveVenue in front of BybitBroker) → core.runner.run over
+its own candle queue, saving a batch whenever the queue runs dry, writing each trade to the ledger as it
+happens. Pause/resume go to the database and to the running trader at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.settings import Settings
+from core.config import BotConfig
+from core.engine import CandleResult, Engine
+from core.exchange.paper import PaperBroker
+from core.instruments import Instruments
+from core.market.candle import Candle
+from core.market.replay import ReplayFeed, sort_key
+from core.market.synthetic import SyntheticFeed
+from core.ml.filter import FilterSettings, MLScorer
+from core.ml.store import ScorerStore
+from core.runner import run
+from core.trader import Notice, Trader
+from storage.bots import config_of, list_bots, set_status, upsert_bot
+from storage.candle_files import read_candle_dir
+from storage.candle_store import CandleStore
+from storage.db import session_factory
+from storage.engine_store import SqlEngineStore
+from storage.journal import Journal
+from storage.ledger import SqlLedger
+from storage.ml_registry import SqlModelRegistry, learning_phantoms
+from storage.models import Bot
+from storage.recovery import RecoveryBook
+
+log = logging.getLogger("phantomdesk.runtime")
+
+Notify = Callable[[Notice], None]  # enqueues for the notifier: never blocks trading
+WARMUP = 300  # candles per series from the store before going live
+STORE_BATCH = 2000  # candles per candle-store transaction at most
+
+
+@dataclass
+class BotRuntime:
+    config: BotConfig
+    engine: Engine
+    trader: Trader
+    store: Any
+    ledger: SqlLedger
+    scorer: MLScorer
+    queue: asyncio.Queue[Candle | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[Any] | None = None
+    error: str | None = None
+    processed: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    async def candles(self) -> AsyncIterator[Candle]:
+        while (candle := await self.queue.get()) is not None:
+            yield candle
+
+
+class Runtime:
+    """Every bot of this process, the feed they share, and what the desk needs to steer them."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis | None, notify: Notify) -> None:
+        self.settings = settings
+        self.db = engine
+        self.redis = redis
+        self.notify = notify
+        self.bots: dict[str, BotRuntime] = {}
+        self.candles = CandleStore(engine)
+        self.newest_candle: datetime | None = None
+        self.feed_task: asyncio.Task[Any] | None = None
+        self.feed_done = asyncio.Event()
+        self.pool: ProcessPoolExecutor | None = None
+        self.on_result: list[Callable[[str, CandleResult], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- start -----------------------------------------------------------------------------------------
+    async def load_bots(self) -> list[BotConfig]:
+        async with session_factory(self.db).begin() as session:
+            rows = await list_bots(session)
+            if not rows:  # a first start: one paper bot on the default symbols
+                config = BotConfig(id="main", name="main", symbols=list(self.settings.default_symbols))
+                await upsert_bot(session, config)
+                log.info("no bots yet: created bot 'main' (paper) on %s", ", ".join(config.symbols))
+                rows = await list_bots(session)
+            return [config_of(r) for r in rows if r.mode == "paper" or self.settings.trading_mode == "live"]
+
+    async def start(self) -> None:
+        for config in await self.load_bots():
+            try:
+                self.bots[config.id] = await self._build(config)
+            except Exception as exc:  # one bad bot does not keep the others from trading
+                log.exception("bot %s could not start", config.id)
+                self.notify(Notice("bot_failed", config.id, f"bot {config.id} could not start: {exc}"))
+        for bot in self.bots.values():
+            bot.task = asyncio.create_task(self._run_bot(bot), name=f"bot-{bot.id}")
+        self.feed_task = asyncio.create_task(self._feed(), name="market-feed")
+
+    async def _build(self, config: BotConfig) -> BotRuntime:
+        instruments = Instruments()
+        venue = PaperBroker(instruments, config.capital, slippage_bps=config.slippage_bps,
+                            taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval)
+        trader = Trader(config, instruments, venue, mode="paper")
+        scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
+        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer)
+        inner = SqlEngineStore(self.db, self.redis)
+        registry = SqlModelRegistry(self.db, self.settings.signing_key(), self.redis)
+        store = ScorerStore(inner, scorer, registry, outcomes=lambda bot_id: learning_phantoms(self.db, bot_id),
+                            notify_refusals=True)
+        digest = hashlib.sha256(self.settings.database_url.encode()).hexdigest()[:8]
+        journal = Journal(self.settings.data_dir / "journal" / f"ledger-{config.id}-{digest}.jsonl")
+        ledger = SqlLedger(self.db, journal, self.redis)
+        await ledger.flush_journal()  # before trading resumes: what the last run could not write
+        async with session_factory(self.db)() as session:
+            row = await session.get(Bot, config.id)
+            trader.state.paused = row is not None and row.status == "paused"
+            if row is not None and row.status == "halted":
+                trader.state.halted, trader.state.halt_reason = True, row.status_reason
+        return BotRuntime(config, engine, trader, store, ledger, scorer)
+
+    async def _history(self, bot: BotRuntime) -> list[Candle]:
+        out: list[Candle] = []
+        for symbol in bot.config.symbols:
+            for interval in bot.config.intervals:
+                out.extend(await self.candles.history(symbol, interval, WARMUP))
+        return sorted(out, key=sort_key)
+
+    async def _run_bot(self, bot: BotRuntime) -> None:
+        try:
+            await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
+                      history=await self._history(bot), idle=bot.queue.empty,
+                      on_result=lambda r: self._after(bot, r))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bot.error = f"{type(exc).__name__}: {exc}"
+            log.exception("bot %s stopped", bot.id)
+            self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
+
+    def _after(self, bot: BotRuntime, result: CandleResult) -> None:
+        bot.processed += 1
+        for notice in result.notices:
+            if notice.kind == "drawdown_halt":  # stored, and resuming becomes an operator decision
+                self._background(self._persist_halt(bot, notice))
+            self.notify(notice)
+        for event in result.ledger:  # written by the runner already; the operator hears of them
+            self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+        for listener in self.on_result:
+            listener(bot.id, result)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _persist_halt(self, bot: BotRuntime, notice: Notice) -> None:
+        try:
+            async with session_factory(self.db).begin() as session:
+                await set_status(session, bot.id, "halted", bot.trader.state.halt_reason)
+            await RecoveryBook(self.db).raise_item(
+                bot.id, "drawdown_halt", dedupe_key=f"drawdown_halt:{bot.id}", details=notice.details | {
+                    "reason": bot.trader.state.halt_reason}, options=["resume", "keep_halted"], critical=False,
+                ttl=timedelta(days=30))
+        except Exception:
+            log.exception("could not store the halt of bot %s", bot.id)
+
+    # --- the feed ----------------------------------------------------------------------------------------
+    def _feed_source(self) -> Any:
+        s = self.settings
+        symbols = sorted({sym for b in self.bots.values() for sym in b.config.symbols})
+        intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
+        if s.market_feed == "replay":
+            assert s.feed_data is not None
+            return ReplayFeed(read_candle_dir(s.feed_data, symbols or None, intervals or None))
+        if s.market_feed == "synthetic":
+            return SyntheticFeed(start=datetime(2026, 1, 1, tzinfo=UTC), intervals=intervals or ("15", "5"))
+        from core.market.bybit_feed import BybitFeed
+
+        return BybitFeed(symbols, intervals)
+
+    async def _feed(self) -> None:
+        source = self._feed_source()
+        delay = 1 / self.settings.feed_speed if self.settings.feed_speed > 0 else 0.0
+        pending: list[Candle] = []
+        last_store = asyncio.get_running_loop().time()
+        try:
+            async for candle in source.stream():
+                pending.append(candle)  # stored in batches: one transaction per burst, not per candle
+                now = asyncio.get_running_loop().time()
+                if len(pending) >= STORE_BATCH or now - last_store >= 1.0:
+                    await self.candles.upsert(pending)
+                    pending, last_store = [], now
+                if self.newest_candle is None or candle.open_time > self.newest_candle:
+                    self.newest_candle = candle.open_time
+                for bot in self.bots.values():
+                    if bot.error is None:
+                        bot.queue.put_nowait(candle)
+                if delay:
+                    await asyncio.sleep(delay)
+            if pending:
+                await self.candles.upsert(pending)
+        finally:
+            self.feed_done.set()
+            with contextlib.suppress(Exception):
+                close = getattr(source, "close", None)
+                if close is not None:
+                    await close()
+
+    # --- operator actions ---------------------------------------------------------------------------------
+    def set_paused(self, bot_id: str, paused: bool) -> bool:
+        bot = self.bots.get(bot_id)
+        if bot is None:
+            return False
+        state = bot.trader.state
+        state.paused = paused
+        if not paused and state.halted:  # the operator accepted the drawdown: measure from here on
+            state.halted, state.halt_reason, state.peak_equity = False, None, state.equity
+        return True
+
+    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
+        bot = self.bots[bot_id]
+        names = bot.scorer.request_retrain(strategy)
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(max_workers=1)
+        await bot.scorer.retrain_pending(self.pool, bot.store.registry)
+        return names
+
+    def engine(self, bot_id: str) -> Engine | None:
+        bot = self.bots.get(bot_id)
+        return bot.engine if bot else None
+
+    def trader(self, bot_id: str) -> Trader | None:
+        bot = self.bots.get(bot_id)
+        return bot.trader if bot else None
+
+    async def close_positions(self, bot_id: str, symbol: str | None, actor: str) -> list[str]:
+        """Reduce-only market closes (manual exits) for one symbol or all of a bot's open positions."""
+        bot = self.bots.get(bot_id)
+        if bot is None:
+            return []
+        return bot.trader.close_at_market(symbol)
+
+    # --- stop ------------------------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop the feed, let every bot save its last batch (the state snapshot), stop the pool."""
+        if self.feed_task is not None:
+            self.feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.feed_task
+        for bot in self.bots.values():
+            bot.queue.put_nowait(None)  # the runner ends its stream and saves the checkpoint
+        tasks = [b.task for b in self.bots.values() if b.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
+            task.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _trade_text(event: Any) -> str:
+    t = event.trade
+    if event.kind == "open":
+        return f"opened {t.side} {t.symbol} {t.qty} @ {t.entry_price} (SL {t.stop_loss}, TP {t.take_profit})"
+    return f"closed {t.side} {t.symbol} @ {t.exit_price} ({t.exit_reason}): net {t.net_pnl:+.2f} USDT"

@@ -1,0 +1,405 @@
+"""The operator API: every command of the desk as one async method returning plain data.
+
+Telegram, the console and the jobs call this and nothing else (a transport parses, authorizes, calls
+the desk, renders). Mutating methods re-check the actor's role here too: a transport that forgets to
+authorize still cannot pause a bot for a viewer. Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Protocol
+
+from core.config import BotConfig
+from core.engine import Engine
+from core.phantom import PhantomStats
+from core.stats import TradeFacts, breakdown, daily_pnl, equity_curve, summarize
+from core.strategies.regime import regime_of
+from core.trader import Trader
+
+Role = Literal["admin", "viewer", "system"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: int | None
+    name: str
+    role: Role
+
+    @property
+    def label(self) -> str:
+        return f"tg:{self.id}" if self.id is not None else self.name
+
+    @property
+    def admin(self) -> bool:
+        return self.role in ("admin", "system")
+
+
+SYSTEM = Actor(None, "system", "system")
+
+
+class NotAllowed(PermissionError):
+    pass
+
+
+class BadArgument(ValueError):
+    """A command argument that is wrong; the message says what and how to write it."""
+
+
+# /risk set KEY VALUE: what may be changed, its range, and from where on it needs a confirmation
+@dataclass(frozen=True)
+class RiskKey:
+    low: Decimal
+    high: Decimal
+    danger: Decimal | None  # at or above this, a confirmation button is needed
+    integer: bool = False
+
+
+RISK_KEYS: dict[str, RiskKey] = {
+    "risk_pct": RiskKey(Decimal("0.05"), Decimal(10), Decimal(3)),
+    "max_leverage": RiskKey(Decimal(1), Decimal(50), Decimal(20)),
+    "max_positions": RiskKey(Decimal(1), Decimal(50), Decimal(20), integer=True),
+    "drawdown_guard_pct": RiskKey(Decimal(1), Decimal(80), Decimal(40)),
+    "daily_loss_limit_pct": RiskKey(Decimal("0.5"), Decimal(50), Decimal(15)),
+    "ml_threshold": RiskKey(Decimal(-1), Decimal(3), None),
+    "trailing_stop_pct": RiskKey(Decimal("0.1"), Decimal(20), None),
+    "breakeven_at_r": RiskKey(Decimal("0.2"), Decimal(5), None),
+}
+
+
+@dataclass
+class RiskChange:
+    bot_id: str
+    key: str
+    old: Any
+    new: Decimal
+    needs_confirmation: bool
+    applied: bool = False
+
+
+class DeskStore(Protocol):
+    """The reads and writes the desk needs from storage (storage/desk_store.py implements it)."""
+
+    async def bots(self) -> list[dict[str, Any]]: ...
+
+    async def bot_config(self, bot_id: str) -> BotConfig | None: ...
+
+    async def set_status(self, bot_id: str, status: str, reason: str | None, actor: str) -> bool: ...
+
+    async def save_config(self, config: BotConfig, actor: str, change: dict[str, Any]) -> None: ...
+
+    async def facts(self, bot_id: str | None, since: datetime | None) -> list[TradeFacts]: ...
+
+    async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]: ...
+
+    async def recent_trades(self, bot_id: str | None, n: int) -> list[dict[str, Any]]: ...
+
+    async def phantom_stats(self, bot_id: str | None) -> PhantomStats: ...
+
+    async def phantom_outcomes(self, bot_id: str | None,
+                               since: datetime | None) -> list[tuple[datetime, str, bool]]: ...
+
+    async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]: ...
+
+    async def db_stats(self) -> dict[str, Any]: ...
+
+    async def job_runs(self) -> list[dict[str, Any]]: ...
+
+    async def ml_stats(self, bot_id: str | None) -> dict[str, Any]: ...
+
+    async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None: ...
+
+
+class RuntimeView(Protocol):
+    """What the desk may see and steer of the running bots (bot/runtime.py)."""
+
+    def engine(self, bot_id: str) -> Engine | None: ...
+
+    def trader(self, bot_id: str) -> Trader | None: ...
+
+    def set_paused(self, bot_id: str, paused: bool) -> bool: ...
+
+    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]: ...
+
+    async def close_positions(self, bot_id: str, symbol: str | None, actor: str) -> list[str]: ...
+
+
+@dataclass
+class Desk:
+    store: DeskStore
+    runtime: RuntimeView | None
+    clock: Callable[[], datetime]
+    health_fn: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    jobs_fn: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    _bot_ids: list[str] = field(default_factory=list)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    @staticmethod
+    def _admin(actor: Actor) -> None:
+        if not actor.admin:
+            raise NotAllowed(f"{actor.label} may read but not change the desk")
+
+    async def _bot(self, bot_id: str | None) -> str | None:
+        """None = every bot; otherwise an existing id (BadArgument naming the known ones)."""
+        if bot_id is None or bot_id == "all":
+            return None
+        ids = [b["id"] for b in await self.store.bots()]
+        if bot_id not in ids:
+            raise BadArgument(f"no bot {bot_id!r} (bots: {', '.join(ids) or 'none'})")
+        return bot_id
+
+    async def _targets(self, bot_id: str | None) -> list[str]:
+        chosen = await self._bot(bot_id)
+        return [chosen] if chosen else [b["id"] for b in await self.store.bots()]
+
+    # --- reading ------------------------------------------------------------------------------------------
+    async def bots(self) -> list[dict[str, Any]]:
+        out = []
+        for b in await self.store.bots():
+            trader = self.runtime.trader(b["id"]) if self.runtime else None
+            running = trader is not None
+            out.append({**b, "running_here": running,
+                        "equity": str(trader.equity()) if trader else b.get("equity"),
+                        "open_positions": len([t for t in trader.trades.values() if t.status == "open"])
+                        if trader else b.get("open_trades", 0)})
+        return out
+
+    async def status(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+        """Open positions with unrealized PnL at the last close the engine saw."""
+        out = []
+        for bid in await self._targets(bot_id):
+            trader = self.runtime.trader(bid) if self.runtime else None
+            engine = self.runtime.engine(bid) if self.runtime else None
+            positions = []
+            for t in (trader.trades.values() if trader else []):
+                r = t.record
+                last = _last_close(engine, r.symbol)
+                upnl = None
+                if t.status == "open" and last is not None:
+                    upnl = (last - r.entry_price) * r.qty * t.direction
+                positions.append({"trade_id": r.id, "symbol": r.symbol, "side": r.side, "qty": r.qty,
+                                  "entry": r.entry_price, "stop_loss": r.stop_loss, "take_profit": r.take_profit,
+                                  "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy})
+            out.append({"bot_id": bid, "positions": positions,
+                        "equity": trader.equity() if trader else None,
+                        "paused": trader.state.paused if trader else None,
+                        "halted": trader.state.halt_reason if trader and trader.state.halted else None})
+        return out
+
+    async def balance(self) -> list[dict[str, Any]]:
+        out = []
+        for b in await self.store.bots():
+            trader = self.runtime.trader(b["id"]) if self.runtime else None
+            if trader is None:
+                out.append({"bot_id": b["id"], "equity": b.get("equity"), "realized": None, "peak": None,
+                            "drawdown_pct": None})
+                continue
+            s = trader.state
+            out.append({"bot_id": b["id"], "equity": trader.equity(), "realized": s.equity, "peak": s.peak_equity,
+                        "drawdown_pct": s.drawdown_pct, "day_pnl": s.day_pnl})
+        return out
+
+    async def stats(self, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
+        if days is not None and not 1 <= days <= 3650:
+            raise BadArgument("days must be between 1 and 3650")
+        bid = await self._bot(bot_id)
+        since = self.clock() - timedelta(days=days) if days else None
+        facts = await self.store.facts(bid, since)
+        capital = await self._capital(bid)
+        doc = summarize(facts, capital)
+        doc.update(bot_id=bid or "all", days=days, capital=capital)
+        return doc
+
+    async def _capital(self, bot_id: str | None) -> Decimal:
+        configs = [await self.store.bot_config(b) for b in await self._targets(bot_id)]
+        return sum((c.capital for c in configs if c is not None), Decimal(0)) or Decimal(1)
+
+    async def daily(self, n: int = 7, bot_id: str | None = None) -> list[tuple[date, float]]:
+        if not 1 <= n <= 366:
+            raise BadArgument("n must be between 1 and 366")
+        since = self.clock() - timedelta(days=n)
+        pnl = daily_pnl(await self.store.facts(await self._bot(bot_id), since))
+        today = self.clock().date()
+        return [(d, pnl.get(d, 0.0)) for d in (today - timedelta(days=k) for k in range(n - 1, -1, -1))]
+
+    async def recent(self, n: int = 10, bot_id: str | None = None) -> list[dict[str, Any]]:
+        if not 1 <= n <= 100:
+            raise BadArgument("n must be between 1 and 100")
+        return await self.store.recent_trades(await self._bot(bot_id), n)
+
+    async def performance(self, bot_id: str | None = None) -> dict[str, Any]:
+        bid = await self._bot(bot_id)
+        facts = await self.store.facts(bid, None)
+        capital = await self._capital(bid)
+        return {"by_symbol": breakdown(facts, capital, "symbol"), "by_strategy": breakdown(facts, capital, "strategy")}
+
+    async def phantom_stats(self, symbol: str | None = None, bot_id: str | None = None) -> dict[str, Any]:
+        stats = await self.store.phantom_stats(await self._bot(bot_id))
+        if symbol is not None and symbol.upper() not in stats.symbols():
+            raise BadArgument(f"no phantoms for {symbol.upper()} (symbols: {', '.join(stats.symbols()) or 'none'})")
+        sym = symbol.upper() if symbol else None
+        return {"symbol": sym, "all": stats.by(symbol=sym),
+                "by_strategy": {s: stats.by(strategy=s, symbol=sym) for s in stats.strategies()}}
+
+    async def analysis(self, symbol: str, bot_id: str | None = None) -> dict[str, Any]:
+        symbol = symbol.upper()
+        for bid in await self._targets(bot_id):
+            engine = self.runtime.engine(bid) if self.runtime else None
+            if engine is None or symbol not in engine.config.symbols:
+                continue
+            out: dict[str, Any] = {"bot_id": bid, "symbol": symbol, "intervals": {}}
+            btc = engine.market.get(engine.ctx.btc_symbol, engine.config.slow_interval)
+            for interval in engine.config.intervals:
+                s = engine.market.get(symbol, interval)
+                if s is None or s.last_candle is None:
+                    continue
+                params = next(iter(engine.config.strategies.values()))
+                regime = regime_of(s, engine.market.get(engine.ctx.btc_symbol, interval) or btc, params)
+                out["intervals"][interval] = {
+                    "close": s.last_candle.close, "time": s.last_candle.close_time, "candles": s.ind.n,
+                    "regime": {"trend": regime.trend, "ranging": regime.ranging, "volatile": regime.volatile,
+                               "atr_percentile": regime.atr_percentile, "btc_trend": regime.btc_trend},
+                    "indicators": s.ind.snapshot()}
+            out["latest_signals"] = {
+                strategy: {"side": d.signal.side, "time": d.signal.time, "entry": d.signal.entry,
+                           "stop_loss": d.signal.stop_loss, "take_profit": d.signal.take_profit,
+                           "action": d.action, "reason": d.reason}
+                for (sym, strategy), d in engine.latest_signals.items() if sym == symbol}
+            return out
+        raise BadArgument(f"{symbol} is not traded by {'bot ' + bot_id if bot_id else 'any running bot'}")
+
+    async def recovery(self) -> list[dict[str, Any]]:
+        return await self.store.recovery_pending()
+
+    async def db_stats(self) -> dict[str, Any]:
+        return await self.store.db_stats()
+
+    async def health(self) -> dict[str, Any]:
+        return await self.health_fn() if self.health_fn else {}
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return await self.jobs_fn() if self.jobs_fn else await self.store.job_runs()
+
+    async def ml_stats(self, bot_id: str | None = None) -> dict[str, Any]:
+        return await self.store.ml_stats(await self._bot(bot_id))
+
+    async def risk(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for bid in await self._targets(bot_id):
+            config = await self.store.bot_config(bid)
+            if config is not None:
+                out.append({"bot_id": bid, **{k: getattr(config, k) for k in RISK_KEYS},
+                            "risk_usd": config.risk_usd, "max_position_notional": config.max_position_notional})
+        return out
+
+    async def chart_data(self, kind: str, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
+        """The data of /chart equity|daily|winrate|phantoms; symbol charts come from `candles_for`."""
+        bid = await self._bot(bot_id)
+        since = self.clock() - timedelta(days=days) if days else None
+        if kind in ("equity", "daily"):
+            facts = await self.store.facts(bid, since)
+            capital = await self._capital(bid)
+            return {"points": equity_curve(facts, capital), "capital": capital, "daily": daily_pnl(facts)}
+        if kind == "winrate":
+            return {"outcomes": await self.store.phantom_outcomes(bid, since)}
+        if kind == "phantoms":
+            stats = await self.store.phantom_stats(bid)
+            return {"groups": {s: stats.by(strategy=s) for s in stats.strategies()}}
+        if kind == "calibration":
+            return await self.store.ml_stats(bid)
+        raise BadArgument(f"unknown chart {kind!r}")
+
+    # --- acting -----------------------------------------------------------------------------------------------
+    async def pause(self, target: str | None, reason: str | None, actor: Actor) -> list[str]:
+        self._admin(actor)
+        done = []
+        for bid in await self._targets(target):
+            if await self.store.set_status(bid, "paused", reason or f"paused by {actor.label}", actor.label):
+                if self.runtime:
+                    self.runtime.set_paused(bid, True)
+                done.append(bid)
+        return done
+
+    async def resume(self, target: str | None, actor: Actor) -> list[str]:
+        self._admin(actor)
+        done = []
+        for bid in await self._targets(target):
+            if await self.store.set_status(bid, "running", None, actor.label):
+                if self.runtime:
+                    self.runtime.set_paused(bid, False)
+                done.append(bid)
+        return done
+
+    async def close(self, target: str, actor: Actor, bot_id: str | None = None) -> list[str]:
+        """Close one symbol's position (or every position with "all") at market — after the transport's
+        confirmation button."""
+        self._admin(actor)
+        if self.runtime is None:
+            raise BadArgument("no bot is running in this process")
+        symbol = None if target.lower() == "all" else target.upper()
+        closed = []
+        for bid in await self._targets(bot_id):
+            closed += await self.runtime.close_positions(bid, symbol, actor.label)
+        await self.store.audit(actor.label, "close", bot_id, {"target": target, "closed": closed})
+        return closed
+
+    async def retrain(self, strategy: str | None, actor: Actor, bot_id: str | None = None) -> dict[str, list[str]]:
+        self._admin(actor)
+        if self.runtime is None:
+            raise BadArgument("no bot is running in this process")
+        out = {}
+        for bid in await self._targets(bot_id):
+            out[bid] = await self.runtime.retrain(bid, strategy)
+        await self.store.audit(actor.label, "retrain", bot_id, {"strategy": strategy, "queued": out})
+        return out
+
+    async def risk_set(self, key: str, value: str, actor: Actor, bot_id: str | None = None,
+                       confirmed: bool = False) -> list[RiskChange]:
+        """Validate and (when safe or confirmed) apply a risk setting to one bot or all."""
+        self._admin(actor)
+        spec = RISK_KEYS.get(key)
+        if spec is None:
+            raise BadArgument(f"unknown key {key!r} (keys: {', '.join(RISK_KEYS)})")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise BadArgument(f"{key} must be a number, not {value!r}") from None
+        if not number.is_finite() or not spec.low <= number <= spec.high:
+            raise BadArgument(f"{key} must be between {spec.low} and {spec.high}")
+        if spec.integer and number != number.to_integral_value():
+            raise BadArgument(f"{key} must be a whole number")
+        changes = []
+        for bid in await self._targets(bot_id):
+            config = await self.store.bot_config(bid)
+            if config is None:
+                continue
+            danger = spec.danger is not None and number >= spec.danger
+            change = RiskChange(bid, key, getattr(config, key), number, danger)
+            if not danger or confirmed:
+                new = config.model_copy(update={key: int(number) if spec.integer else
+                                                (float(number) if key == "ml_threshold" else number)})
+                BotConfig.model_validate(new.model_dump())  # the same rules as a config file
+                await self.store.save_config(new, actor.label, {"key": key, "old": str(change.old),
+                                                                "new": str(number)})
+                change.applied = True
+            changes.append(change)
+        return changes
+
+    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]:
+        """A recovery item (or a "promote anyway") decided by an admin; re-checked against its state."""
+        self._admin(actor)
+        return await self.store.decide(item_id, decision, actor)
+
+
+def _last_close(engine: Engine | None, symbol: str) -> Decimal | None:
+    if engine is None:
+        return None
+    s = engine.market.get(symbol, engine.config.fast_interval) or engine.market.get(symbol, engine.config.slow_interval)
+    if s is None or s.last_candle is None:
+        return None
+    return Decimal(repr(s.last_candle.close))

@@ -1,0 +1,166 @@
+"""The desk's reads and writes on the database (core.desk.DeskStore)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import desc, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.config import BotConfig
+from core.desk import Actor
+from core.phantom import PhantomStats
+from core.stats import TradeFacts
+from storage.bots import config_of, set_status, upsert_bot
+from storage.candle_store import CandleStore
+from storage.db import session_factory
+from storage.engine_store import SqlEngineStore
+from storage.models import Bot, JobRun, MLModel, PhantomTrade, RecoveryItem, Trade, TradeStatsCache
+from storage.recovery import RecoveryBook, audit
+
+
+class SqlDeskStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.db = engine
+        self.sessions = session_factory(engine)
+        self.recovery_book = RecoveryBook(engine)
+        self.phantoms = SqlEngineStore(engine)
+        self.candles = CandleStore(engine)
+        # decisions with consequences beyond the item (adopt a position, promote a model): kind -> handler
+        self.on_decision: dict[str, Any] = {}
+
+    async def bots(self) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT bot_id, name, mode, status, status_reason, open_trades, pending_recovery, equity "
+                "FROM bot_status_view ORDER BY bot_id"))).all()
+        return [{"id": r.bot_id, "name": r.name, "mode": r.mode, "status": r.status, "reason": r.status_reason,
+                 "open_trades": r.open_trades, "pending_recovery": r.pending_recovery,
+                 "equity": None if r.equity is None else str(r.equity)} for r in rows]
+
+    async def bot_config(self, bot_id: str) -> BotConfig | None:
+        async with self.sessions() as session:
+            row = await session.get(Bot, bot_id)
+            return None if row is None else config_of(row)
+
+    async def set_status(self, bot_id: str, status: str, reason: str | None, actor: str) -> bool:
+        async with self.sessions.begin() as session:
+            changed = await set_status(session, bot_id, status, reason)
+            if changed:
+                audit(session, actor, status if status != "running" else "resume", bot_id, {"reason": reason})
+            return changed
+
+    async def save_config(self, config: BotConfig, actor: str, change: dict[str, Any]) -> None:
+        async with self.sessions.begin() as session:
+            await upsert_bot(session, config)
+            audit(session, actor, "risk_set", config.id, change)
+
+    async def facts(self, bot_id: str | None, since: datetime | None) -> list[TradeFacts]:
+        query = select(Trade.id, Trade.symbol, Trade.strategy, Trade.entry_time, Trade.exit_time, Trade.net_pnl,
+                       Trade.fees, Trade.realized_r).where(Trade.status == "closed")
+        if bot_id is not None:
+            query = query.where(Trade.bot_id == bot_id)
+        if since is not None:
+            query = query.where(Trade.exit_time >= since)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query.order_by(Trade.exit_time, Trade.id))).all()
+        return [TradeFacts(*r) for r in rows]
+
+    async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            query = select(TradeStatsCache)
+            if bot_id is not None:
+                query = query.where(TradeStatsCache.bot_id == bot_id)
+            rows = (await session.scalars(query)).all()
+        return [{"bot_id": r.bot_id, "period": r.period, "trades": r.trades, "wins": r.wins,
+                 "win_rate": r.win_rate, "net_pnl": r.net_pnl, "profit_factor": r.profit_factor} for r in rows]
+
+    async def recent_trades(self, bot_id: str | None, n: int) -> list[dict[str, Any]]:
+        query = select(Trade).where(Trade.status == "closed").order_by(desc(Trade.exit_time), desc(Trade.id)).limit(n)
+        if bot_id is not None:
+            query = query.where(Trade.bot_id == bot_id)
+        async with self.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return [{"id": t.id, "bot_id": t.bot_id, "symbol": t.symbol, "strategy": t.strategy, "side": t.side,
+                 "entry": t.entry_price, "exit": t.exit_price, "qty": t.qty, "exit_reason": t.exit_reason,
+                 "net_pnl": t.net_pnl, "realized_r": t.realized_r, "entry_time": t.entry_time,
+                 "exit_time": t.exit_time} for t in rows]
+
+    async def phantom_stats(self, bot_id: str | None) -> PhantomStats:
+        stats = PhantomStats()
+        for bid in ([bot_id] if bot_id else [b["id"] for b in await self.bots()]):
+            for p in await self.phantoms.closed_phantoms(bid):
+                stats.add(p)
+        return stats
+
+    async def phantom_outcomes(self, bot_id: str | None, since: datetime | None) -> list[tuple[datetime, str, bool]]:
+        query = select(PhantomTrade.exit_time, PhantomTrade.strategy, PhantomTrade.realized_r).where(
+            PhantomTrade.status == "closed", PhantomTrade.exit_reason != "gap")
+        if bot_id is not None:
+            query = query.where(PhantomTrade.bot_id == bot_id)
+        if since is not None:
+            query = query.where(PhantomTrade.exit_time >= since)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query.order_by(PhantomTrade.exit_time, PhantomTrade.id))).all()
+        return [(r.exit_time, r.strategy, (r.realized_r or 0) > 0) for r in rows]
+
+    async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+        return [{"id": i.id, "bot_id": i.bot_id, "kind": i.kind, "critical": i.critical, "details": i.details,
+                 "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at}
+                for i in await self.recovery_book.pending(bot_id)]
+
+    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]:
+        done = await self.recovery_book.decide(item_id, decision, actor.label, actor.id)
+        result = {"ok": done.ok, "item_id": item_id, "status": done.status, "decision": done.decision,
+                  "kind": done.kind, "bot_id": done.bot_id}
+        handler = self.on_decision.get(done.kind or "") if done.ok else None
+        if handler is not None:
+            result["effect"] = await handler(done, actor)
+        return result
+
+    async def db_stats(self) -> dict[str, Any]:
+        stats = await self.candles.stats()
+        async with self.db.connect() as conn:
+            counts = {}
+            for table in ("signals", "phantom_trades", "trades", "orders", "recovery_items", "audit_log", "job_runs"):
+                counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()
+        return {"candles": asdict(stats), "rows": counts}
+
+    async def job_runs(self) -> list[dict[str, Any]]:
+        async with self.sessions() as session:
+            latest = select(JobRun.job_id, func.max(JobRun.id).label("id")).group_by(JobRun.job_id).subquery()
+            rows = (await session.scalars(select(JobRun).join(latest, JobRun.id == latest.c.id)
+                                          .order_by(JobRun.job_id))).all()
+        return [{"job_id": r.job_id, "last_status": r.status, "started": r.started_at, "finished": r.finished_at,
+                 "error": r.error} for r in rows]
+
+    async def ml_stats(self, bot_id: str | None) -> dict[str, Any]:
+        query = select(MLModel).where(MLModel.is_champion.is_(True)).order_by(MLModel.bot_id, MLModel.strategy)
+        if bot_id is not None:
+            query = query.where(MLModel.bot_id == bot_id)
+        async with self.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return {"models": [{"bot_id": r.bot_id, "strategy": r.strategy, "version": r.version,
+                            "trained_at": r.trained_at, "samples": r.n_samples, "metrics": r.metrics} for r in rows]}
+
+    async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None:
+        async with self.sessions.begin() as session:
+            audit(session, actor, action, bot_id, _jsonable(details))
+
+    async def pending_items(self) -> int:
+        async with self.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(RecoveryItem)
+                                            .where(RecoveryItem.status == "pending")) or 0)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal | datetime):
+        return str(value)
+    return value
