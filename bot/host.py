@@ -31,6 +31,8 @@ from bot.sentry import setup_sentry
 from bot.settings import Settings
 from core.desk import Desk
 from core.trader import Notice
+from jobs.desk_jobs import DeskJobs
+from jobs.scheduler import JobRecorder, install, listing
 from storage.db import create_engine
 from storage.desk_store import SqlDeskStore
 from storage.hotstate import connect_redis
@@ -62,6 +64,8 @@ class Host:
     runtime: Runtime | None = None
     desk: Desk | None = None
     notifier: Any = None
+    leases: Any = None
+    jobs: JobRecorder | None = None
     # coroutines run first at shutdown, newest first
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -101,6 +105,11 @@ class Host:
         if self.runtime is not None:
             self.runtime.set_paused(done.bot_id, False)
         return "resumed"
+
+    async def job_listing(self) -> list[dict[str, Any]]:
+        if self.scheduler is None or self.jobs is None:
+            return []
+        return listing(self.scheduler, self.jobs)
 
     async def health_doc(self) -> dict[str, Any]:
         from bot.health import health_document
@@ -144,7 +153,8 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.runtime = Runtime(settings, engine, host.redis, host.notify)
     desk_store = SqlDeskStore(engine)
     desk_store.on_decision["drawdown_halt"] = host.resume_after_halt
-    host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc)
+    host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc,
+                     jobs_fn=host.job_listing)
 
     app = web.Application()
     health_routes(app, host)
@@ -172,6 +182,8 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     host.scheduler.start()
+    host.jobs = JobRecorder(engine, host.notify)
+    install(host.scheduler, DeskJobs(host).specs(), host.jobs)
     if not check_only:
         await host.runtime.start()
         bots = ", ".join(host.runtime.bots) or "no bots"

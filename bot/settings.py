@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     feed_speed: float = Field(default=0.0, ge=0)  # replay/synthetic candles per second (0: as fast as possible)
     default_symbols: SymbolList = ("BTCUSDT", "ETHUSDT")  # the bot created on a first start
 
+    daily_report_utc: Annotated[tuple[int, int], NoDecode] = (20, 0)  # DAILY_REPORT_UTC=HH:MM
+
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     port: int = Field(default=8080, ge=1, le=65535)
@@ -113,6 +115,16 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("must be an http(s):// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("daily_report_utc", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+            if not m or int(m[1]) > 23 or int(m[2]) > 59:
+                raise ValueError("must be a UTC time like 20:00")
+            return int(m[1]), int(m[2])
+        return value
 
     @field_validator("default_symbols", mode="before")
     @classmethod

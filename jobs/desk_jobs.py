@@ -1,0 +1,140 @@
+"""The desk's scheduled jobs (fixed ids, re-added at every start). Each is thin: it calls the runtime,
+the stores or the desk. `build(host)` returns them for jobs.scheduler.install."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from redis.exceptions import RedisError
+from sqlalchemy import update
+
+from core.trader import Notice
+from jobs.scheduler import JobSpec
+from storage.candle_store import DEFAULT_RETENTION
+from storage.db import session_factory
+from storage.engine_store import SqlEngineStore
+from storage.models import Bot
+from storage.recovery import RecoveryBook
+from storage.snapshots import Snapshots
+
+if TYPE_CHECKING:
+    from bot.host import Host
+
+log = logging.getLogger("phantomdesk.jobs")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeskJobs:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.snapshots = Snapshots(host.engine)
+        self.redis_was_up: bool | None = None
+
+    @property
+    def bots(self) -> dict[str, Any]:
+        return self.host.runtime.bots if self.host.runtime else {}
+
+    async def heartbeat(self) -> None:
+        """Proof of life for every bot this process trades (and, with leases, their renewal)."""
+        now = _now()
+        async with session_factory(self.host.engine).begin() as session:
+            for bot_id in self.bots:
+                await session.execute(update(Bot).where(Bot.id == bot_id).values(
+                    last_heartbeat=now, owner_instance=self.host.instance))
+        if self.host.leases is not None:
+            await self.host.leases.renew()
+
+    async def state_snapshots(self) -> None:
+        now = _now()
+        for bot_id, bot in self.bots.items():
+            await self.snapshots.state(bot_id, bot.trader, dict(bot.engine.counters), now)
+
+    async def equity_snapshots(self) -> None:
+        now = _now()
+        for bot_id, bot in self.bots.items():
+            equity = bot.trader.equity()
+            await self.snapshots.equity(bot_id, "scheduled", equity, bot.trader.state.equity,
+                                        equity - bot.trader.state.equity, now)
+
+    async def performance_snapshots(self) -> None:
+        """00:05 UTC: yesterday's row for every bot."""
+        now = _now()
+        day = (now - timedelta(days=1)).date()
+        assert self.host.desk is not None
+        for bot_id, bot in self.bots.items():
+            facts = await self.host.desk.store.facts(bot_id, None)
+            await self.snapshots.performance(bot_id, day, facts, bot.config.capital, bot.trader.equity(), now)
+
+    async def retention(self) -> None:
+        now = _now()
+        assert self.host.runtime is not None
+        deleted = await self.host.runtime.candles.apply_retention(now, DEFAULT_RETENTION)
+        pruned = await self.snapshots.prune(now)
+        log.info("retention: candles %s, metrics %s", deleted, pruned)
+
+    async def journal_flush(self) -> None:
+        for bot in self.bots.values():
+            report = await bot.ledger.flush_journal()
+            if report.corrupt:
+                self.host.notify(Notice("journal_corrupt", bot.id, f"{report.corrupt} corrupt journal line(s) of "
+                                        f"bot {bot.id} were set aside: see the .corrupt file"))
+
+    async def ml_retrain_check(self) -> None:
+        assert self.host.runtime is not None
+        for bot_id, bot in self.bots.items():
+            if bot.scorer.due():
+                await self.host.runtime.retrain(bot_id, None)
+
+    async def expire_recovery(self) -> None:
+        expired = await RecoveryBook(self.host.engine).expire()
+        if expired:
+            log.info("%d recovery item(s) expired undecided", expired)
+
+    async def redis_watch(self) -> None:
+        """Redis came back after being away: rebuild its hot state from the database."""
+        redis = self.host.redis
+        if redis is None:
+            return
+        try:
+            await redis.ping()
+            up = True
+        except (RedisError, OSError):
+            up = False
+        if up and self.redis_was_up is False:
+            store = SqlEngineStore(self.host.engine, redis)
+            rebuilt = {bot_id: await store.rebuild_redis(bot_id) for bot_id in self.bots}
+            log.info("Redis is back: hot state rebuilt from the database %s", rebuilt)
+            self.host.notify(Notice("redis_back", "", f"Redis is back; rebuilt from the database: {rebuilt}"))
+        self.redis_was_up = up
+
+    async def daily_report(self) -> None:
+        assert self.host.desk is not None
+        stats = await self.host.desk.stats(days=1)
+        text = (f"daily report: {stats['trades']} trades, net {stats['net_pnl']:+.2f} USDT, "
+                f"win rate {(stats['win_rate'] or 0) * 100:.0f}%")
+        self.host.notify(Notice("daily_report", "", text, {"stats": {k: str(v) for k, v in stats.items()}}))
+
+    def specs(self) -> list[JobSpec]:
+        every = IntervalTrigger
+        report_hour, report_minute = self.host.settings.daily_report_utc
+        return [
+            JobSpec("heartbeat", self.heartbeat, every(seconds=30), misfire_grace_s=15),
+            JobSpec("journal_flush", self.journal_flush, every(seconds=30), misfire_grace_s=30),
+            JobSpec("redis_watch", self.redis_watch, every(seconds=30), misfire_grace_s=30),
+            JobSpec("state_snapshot", self.state_snapshots, every(minutes=5), misfire_grace_s=120),
+            JobSpec("equity_snapshot", self.equity_snapshots, every(hours=1), misfire_grace_s=600),
+            JobSpec("ml_retrain_check", self.ml_retrain_check, every(hours=1), misfire_grace_s=900),
+            JobSpec("expire_recovery", self.expire_recovery, every(hours=1), misfire_grace_s=900),
+            JobSpec("performance_snapshot", self.performance_snapshots,
+                    CronTrigger(hour=0, minute=5, timezone=UTC), misfire_grace_s=3600),
+            JobSpec("retention", self.retention, CronTrigger(hour=0, minute=20, timezone=UTC), misfire_grace_s=3600),
+            JobSpec("daily_report", self.daily_report,
+                    CronTrigger(hour=report_hour, minute=report_minute, timezone=UTC), misfire_grace_s=3600),
+        ]
