@@ -36,6 +36,7 @@ from jobs.scheduler import JobRecorder, install, listing
 from storage.db import create_engine
 from storage.desk_store import SqlDeskStore
 from storage.hotstate import connect_redis
+from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
 
@@ -64,7 +65,7 @@ class Host:
     runtime: Runtime | None = None
     desk: Desk | None = None
     notifier: Any = None
-    leases: Any = None
+    leases: Leases | None = None
     jobs: JobRecorder | None = None
     # coroutines run first at shutdown, newest first
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -150,7 +151,8 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host = Host(settings=settings, engine=engine)
     host.newest_candle = await _newest_candle(engine)
     host.redis = await connect_redis(settings.redis_url)
-    host.runtime = Runtime(settings, engine, host.redis, host.notify)
+    host.leases = Leases(engine, host.instance, settings.data_dir / "leases", host.redis, settings.lease_ttl_s)
+    host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases)
     desk_store = SqlDeskStore(engine)
     desk_store.on_decision["drawdown_halt"] = host.resume_after_halt
     host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
@@ -39,6 +40,7 @@ from storage.candle_store import CandleStore
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
 from storage.journal import Journal
+from storage.leases import Leases
 from storage.ledger import SqlLedger
 from storage.ml_registry import SqlModelRegistry, learning_phantoms
 from storage.models import Bot
@@ -76,8 +78,11 @@ class BotRuntime:
 class Runtime:
     """Every bot of this process, the feed they share, and what the desk needs to steer them."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis | None, notify: Notify) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis | None, notify: Notify,
+                 leases: Leases | None = None) -> None:
         self.settings = settings
+        self.leases = leases
+        self.standby: dict[str, BotConfig] = {}  # bots another process holds: taken over when it stops
         self.db = engine
         self.redis = redis
         self.notify = notify
@@ -85,6 +90,7 @@ class Runtime:
         self.candles = CandleStore(engine)
         self.newest_candle: datetime | None = None
         self.feed_task: asyncio.Task[Any] | None = None
+        self.lease_task: asyncio.Task[Any] | None = None
         self.feed_done = asyncio.Event()
         self.pool: ProcessPoolExecutor | None = None
         self.on_result: list[Callable[[str, CandleResult], None]] = []
@@ -92,25 +98,58 @@ class Runtime:
 
     # --- start -----------------------------------------------------------------------------------------
     async def load_bots(self) -> list[BotConfig]:
-        async with session_factory(self.db).begin() as session:
+        async with session_factory(self.db)() as session:
             rows = await list_bots(session)
-            if not rows:  # a first start: one paper bot on the default symbols
-                config = BotConfig(id="main", name="main", symbols=list(self.settings.default_symbols))
-                await upsert_bot(session, config)
+        if not rows:  # a first start: one paper bot on the default symbols
+            config = BotConfig(id="main", name="main", symbols=list(self.settings.default_symbols))
+            try:
+                async with session_factory(self.db).begin() as session:
+                    await upsert_bot(session, config)
                 log.info("no bots yet: created bot 'main' (paper) on %s", ", ".join(config.symbols))
+            except IntegrityError:  # another process starting at the same moment created it
+                pass
+            async with session_factory(self.db)() as session:
                 rows = await list_bots(session)
-            return [config_of(r) for r in rows if r.mode == "paper" or self.settings.trading_mode == "live"]
+        return [config_of(r) for r in rows if r.mode == "paper" or self.settings.trading_mode == "live"]
 
     async def start(self) -> None:
-        for config in await self.load_bots():
+        self.standby = {c.id: c for c in await self.load_bots()}
+        await self._take_leases()
+        if self.leases is not None:
+            self.lease_task = asyncio.create_task(self._lease_heartbeat(), name="lease-heartbeat")
+
+    async def _take_leases(self) -> None:
+        """Start every standby bot whose lease this process can take now."""
+        for bot_id, config in list(self.standby.items()):
+            if self.leases is not None and not await self.leases.acquire(bot_id):
+                continue
+            del self.standby[bot_id]
             try:
-                self.bots[config.id] = await self._build(config)
+                bot = self.bots[bot_id] = await self._build(config)
             except Exception as exc:  # one bad bot does not keep the others from trading
-                log.exception("bot %s could not start", config.id)
-                self.notify(Notice("bot_failed", config.id, f"bot {config.id} could not start: {exc}"))
-        for bot in self.bots.values():
-            bot.task = asyncio.create_task(self._run_bot(bot), name=f"bot-{bot.id}")
-        self.feed_task = asyncio.create_task(self._feed(), name="market-feed")
+                log.exception("bot %s could not start", bot_id)
+                self.notify(Notice("bot_failed", bot_id, f"bot {bot_id} could not start: {exc}"))
+                continue
+            bot.task = asyncio.create_task(self._run_bot(bot), name=f"bot-{bot_id}")
+        # a replayed market starts once a bot is held: a standby process must not consume it unheard
+        if self.bots and self.feed_task is None:
+            self.feed_task = asyncio.create_task(self._feed(), name="market-feed")
+
+    async def _lease_heartbeat(self) -> None:
+        assert self.leases is not None
+        interval = max(1.0, self.leases.ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for bot_id in await self.leases.renew():  # lost: stop at once, save nothing (not ours now)
+                    bot = self.bots.pop(bot_id, None)
+                    if bot is not None and bot.task is not None:
+                        bot.task.cancel()
+                    self.notify(Notice("lease_lost", bot_id, f"bot {bot_id}: lease lost, no longer traded here"))
+                if self.standby:
+                    await self._take_leases()
+            except Exception:
+                log.exception("lease heartbeat failed")
 
     async def _build(self, config: BotConfig) -> BotRuntime:
         instruments = Instruments()
@@ -135,6 +174,10 @@ class Runtime:
         return BotRuntime(config, engine, trader, store, ledger, scorer)
 
     async def _history(self, bot: BotRuntime) -> list[Candle]:
+        """Live data: the stored candles warm the indicators. A replayed market starts from its first
+        candle and a resumed bot warms on the replay itself up to its checkpoint, so no history."""
+        if self.settings.market_feed != "bybit":
+            return []
         out: list[Candle] = []
         for symbol in bot.config.symbols:
             for interval in bot.config.intervals:
@@ -196,13 +239,15 @@ class Runtime:
 
     async def _feed(self) -> None:
         source = self._feed_source()
-        delay = 1 / self.settings.feed_speed if self.settings.feed_speed > 0 else 0.0
+        speed = self.settings.feed_speed
         pending: list[Candle] = []
-        last_store = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = last_store = loop.time()
+        sent = 0
         try:
             async for candle in source.stream():
                 pending.append(candle)  # stored in batches: one transaction per burst, not per candle
-                now = asyncio.get_running_loop().time()
+                now = loop.time()
                 if len(pending) >= STORE_BATCH or now - last_store >= 1.0:
                     await self.candles.upsert(pending)
                     pending, last_store = [], now
@@ -211,8 +256,9 @@ class Runtime:
                 for bot in self.bots.values():
                     if bot.error is None:
                         bot.queue.put_nowait(candle)
-                if delay:
-                    await asyncio.sleep(delay)
+                sent += 1
+                if speed and (ahead := sent / speed - (loop.time() - started)) > 0.01:
+                    await asyncio.sleep(ahead)  # paced in small batches: a sleep per candle is too coarse
             if pending:
                 await self.candles.upsert(pending)
         finally:
@@ -259,6 +305,8 @@ class Runtime:
     # --- stop ------------------------------------------------------------------------------------------------
     async def stop(self) -> None:
         """Stop the feed, let every bot save its last batch (the state snapshot), stop the pool."""
+        if self.lease_task is not None:
+            self.lease_task.cancel()
         if self.feed_task is not None:
             self.feed_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -272,6 +320,8 @@ class Runtime:
             task.cancel()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.leases is not None:
+            await self.leases.release_all()
 
 
 def _trade_text(event: Any) -> str:

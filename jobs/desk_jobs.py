@@ -42,14 +42,12 @@ class DeskJobs:
         return self.host.runtime.bots if self.host.runtime else {}
 
     async def heartbeat(self) -> None:
-        """Proof of life for every bot this process trades (and, with leases, their renewal)."""
+        """Proof of life for every bot this process trades (its leases renew on their own, faster)."""
         now = _now()
         async with session_factory(self.host.engine).begin() as session:
             for bot_id in self.bots:
                 await session.execute(update(Bot).where(Bot.id == bot_id).values(
                     last_heartbeat=now, owner_instance=self.host.instance))
-        if self.host.leases is not None:
-            await self.host.leases.renew()
 
     async def state_snapshots(self) -> None:
         now = _now()
