@@ -25,13 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings
 from core.config import BotConfig
 from core.engine import CandleResult, Engine
+from core.exchange.broker import Fill
+from core.exchange.bybit_broker import BybitBroker
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
+from core.live import LiveVenue, reconcile_once, run_orders
 from core.market.candle import Candle
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.store import ScorerStore
+from core.reconcile import RecoveryDraft
 from core.runner import run
 from core.trader import Notice, Trader
 from storage.bots import config_of, list_bots, set_status, upsert_bot
@@ -63,6 +67,8 @@ class BotRuntime:
     scorer: MLScorer
     queue: asyncio.Queue[Candle | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[Any] | None = None
+    venue: LiveVenue | None = None  # live bots: orders and fills go through the exchange
+    side_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     error: str | None = None
     processed: int = 0
 
@@ -91,6 +97,7 @@ class Runtime:
         self.newest_candle: datetime | None = None
         self.feed_task: asyncio.Task[Any] | None = None
         self.lease_task: asyncio.Task[Any] | None = None
+        self.broker: BybitBroker | None = None
         self.feed_done = asyncio.Event()
         self.pool: ProcessPoolExecutor | None = None
         self.on_result: list[Callable[[str, CandleResult], None]] = []
@@ -151,11 +158,31 @@ class Runtime:
             except Exception:
                 log.exception("lease heartbeat failed")
 
+    async def _exchange(self) -> BybitBroker:
+        """One BybitBroker per account, shared by the live bots (each reconciles its own symbols)."""
+        if self.broker is None:
+            s = self.settings
+            assert s.bybit_api_key is not None and s.bybit_api_secret is not None  # settings enforce it in live mode
+            broker = BybitBroker(s.bybit_api_key.get_secret_value(), s.bybit_api_secret.get_secret_value(),
+                                 testnet=s.bybit_env == "testnet", demo=s.bybit_env == "demo",
+                                 rest_url=s.bybit_rest_url, ws_url=s.bybit_private_ws_url)
+            await broker.load_instruments()
+            await broker.start_stream()
+            self.broker = broker
+        return self.broker
+
     async def _build(self, config: BotConfig) -> BotRuntime:
-        instruments = Instruments()
-        venue = PaperBroker(instruments, config.capital, slippage_bps=config.slippage_bps,
-                            taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval)
-        trader = Trader(config, instruments, venue, mode="paper")
+        live = config.mode == "live" and self.settings.trading_mode == "live"
+        venue: Any
+        if live:
+            broker = await self._exchange()
+            instruments = broker.instruments
+            venue = LiveVenue(broker, config.fast_interval, (await broker.balance()).equity)
+        else:
+            instruments = Instruments()
+            venue = PaperBroker(instruments, config.capital, slippage_bps=config.slippage_bps,
+                                taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval)
+        trader = Trader(config, instruments, venue, mode="live" if live else "paper")
         scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
         engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer)
         inner = SqlEngineStore(self.db, self.redis)
@@ -171,7 +198,7 @@ class Runtime:
             trader.state.paused = row is not None and row.status == "paused"
             if row is not None and row.status == "halted":
                 trader.state.halted, trader.state.halt_reason = True, row.status_reason
-        return BotRuntime(config, engine, trader, store, ledger, scorer)
+        return BotRuntime(config, engine, trader, store, ledger, scorer, venue=venue if live else None)
 
     async def _history(self, bot: BotRuntime) -> list[Candle]:
         """Live data: the stored candles warm the indicators. A replayed market starts from its first
@@ -188,13 +215,68 @@ class Runtime:
         try:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
-                      on_result=lambda r: self._after(bot, r))
+                      on_result=lambda r: self._after(bot, r),
+                      after_restore=(lambda: self._go_live(bot)) if bot.venue is not None else None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             bot.error = f"{type(exc).__name__}: {exc}"
             log.exception("bot %s stopped", bot.id)
             self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
+
+    # --- live bots ---------------------------------------------------------------------------------------
+    async def _go_live(self, bot: BotRuntime) -> None:
+        """Restored from the database: the ledger's open trades, the exchange's word on them, then the
+        order sender and the fill pump."""
+        assert bot.venue is not None
+        bot.trader.load_open(await bot.ledger.open_trades(bot.id))
+        await self.reconcile(bot.id)
+        bot.side_tasks = [
+            asyncio.create_task(run_orders(bot.venue, self._notify_async, bot.id), name=f"orders-{bot.id}"),
+            asyncio.create_task(self._pump(bot), name=f"fills-{bot.id}"),
+        ]
+
+    async def _notify_async(self, notice: Notice) -> None:
+        self.notify(notice)
+
+    async def _pump(self, bot: BotRuntime) -> None:
+        """Fills from the private stream, written to the ledger as they arrive."""
+        assert bot.venue is not None
+        async for event in bot.venue.broker.events():  # type: ignore[attr-defined]
+            if isinstance(event, Fill):
+                bot.trader.on_fill(event)
+                await self._write_events(bot)
+
+    async def _write_events(self, bot: BotRuntime) -> None:
+        events, bot.trader.events = bot.trader.events, []
+        for event in events:
+            await bot.ledger.record(event)
+            self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+
+    async def reconcile(self, bot_id: str) -> list[str]:
+        """Exchange positions and executions vs the bot's open trades (at start and every 5 minutes)."""
+        bot = self.bots.get(bot_id)
+        if bot is None or bot.venue is None:
+            return []
+        now = datetime.now(UTC)
+        since = datetime.fromisoformat(bot.engine.extra.get("reconciled_at") or (now - timedelta(days=7)).isoformat())
+        book = RecoveryBook(self.db)
+
+        async def raise_item(draft: RecoveryDraft) -> None:
+            _, created = await book.raise_item(bot_id, draft.kind, dedupe_key=draft.dedupe_key, details=draft.details,
+                                               options=draft.options, critical=draft.critical)
+            if created:
+                self.notify(Notice("recovery", bot_id, draft.text, {"kind": draft.kind}))
+
+        notes = await reconcile_once(bot.trader, bot.venue.broker, since=since - timedelta(minutes=5), now=now,
+                                     raise_item=raise_item)
+        await self._write_events(bot)
+        bot.engine.extra["reconciled_at"] = now.isoformat()
+        await bot.venue.refresh_equity()
+        bot.trader.state.critical_pending = await book.critical_pending(bot_id) > 0
+        for note in notes:
+            self.notify(Notice("reconciled", bot_id, note))
+        return notes
 
     def _after(self, bot: BotRuntime, result: CandleResult) -> None:
         bot.processed += 1
@@ -313,6 +395,9 @@ class Runtime:
                 await self.feed_task
         for bot in self.bots.values():
             bot.queue.put_nowait(None)  # the runner ends its stream and saves the checkpoint
+        for b in self.bots.values():
+            for side in b.side_tasks:
+                side.cancel()
         tasks = [b.task for b in self.bots.values() if b.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
@@ -322,6 +407,8 @@ class Runtime:
             self.pool.shutdown(wait=False, cancel_futures=True)
         if self.leases is not None:
             await self.leases.release_all()
+        if self.broker is not None:
+            await self.broker.aclose()
 
 
 def _trade_text(event: Any) -> str:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     bybit_api_key: SecretStr | None = None
     bybit_api_secret: SecretStr | None = None
     bybit_env: Literal["mainnet", "testnet", "demo"] = "mainnet"
+    bybit_rest_url: str | None = None  # a relay in front of Bybit's REST API (tests: the fake exchange)
+    bybit_private_ws_url: str | None = None  # the same for the private stream
     trading_mode: Literal["paper", "live"] = "paper"
     live_trading_confirm: str | None = None
 
@@ -106,6 +108,12 @@ class Settings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("telegram_api_server", "telegram_webhook_url", "bybit_rest_url", "bybit_private_ws_url",
+                     mode="before")
+    @classmethod
+    def _blank_url(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("telegram_api_server", "telegram_webhook_url")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from core.engine import CandleResult, Engine
@@ -29,19 +29,23 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               ledger: Ledger | None = None, history: list[Candle] | None = None,
               on_result: Callable[[CandleResult], None] | None = None,
               timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0,
-              idle: Callable[[], bool] | None = None) -> RunReport:
+              idle: Callable[[], bool] | None = None,
+              after_restore: Callable[[], Awaitable[None]] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
     happen, before the checkpoint that follows them. Killing the process at any moment loses at most
     the work since the last batch, which the next run redoes identically (ledger writes are upserts).
     A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
-    `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind."""
+    `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind.
+    `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange)."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
         engine.restore(restored.checkpoint, restored.active)
     resume = restored.checkpoint.after if restored.checkpoint else None
+    if after_restore is not None:
+        await after_restore()
     report = RunReport(resumed_from=resume)
     for candle in history or ():
         engine.warm(candle)

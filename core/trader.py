@@ -14,7 +14,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
 from core.config import BotConfig
-from core.exchange.broker import Fill, OrderIntent, order_link_id
+from core.exchange.broker import Fill, OrderIntent, entry_side, exit_side, order_link_id
 from core.instruments import Instruments
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord, trade_id
 from core.market.candle import Candle
@@ -50,6 +50,8 @@ class OpenTrade:
     initial_stop: Decimal
     status: str = "pending"  # pending (order sent) -> open (filled)
     stop_moved: bool = False
+    fills: list[Fill] = field(default_factory=list)  # parts of the entry (or exit) filled so far
+    seen: set[str] = field(default_factory=set)  # exec ids applied
 
     @property
     def direction(self) -> int:
@@ -131,29 +133,47 @@ class Trader:
         return closing
 
     # --- fills ---------------------------------------------------------------------------------------
-    def _by_signal(self, fill: Fill) -> OpenTrade | None:
+    def _trade_of(self, fill: Fill) -> OpenTrade | None:
+        """By the order's link id; else (a position's own TP/SL order has none) the open trade on that
+        symbol whose exit side the fill is."""
         link = fill.order_link_id or ""
         signal_id = link[3:].rsplit("-", 1)[0] if link.startswith("pd-") else ""
-        return self.trades.get(trade_id(signal_id))
+        trade = self.trades.get(trade_id(signal_id)) if signal_id else None
+        if trade is not None:
+            return trade
+        return next((t for t in self.trades.values() if t.status == "open" and t.record.symbol == fill.symbol
+                     and exit_side(t.record.side) == fill.side), None)  # type: ignore[arg-type]
 
     def on_fill(self, fill: Fill) -> None:
-        trade = self._by_signal(fill)
-        if trade is None:
-            return  # not ours (reconciliation looks at those)
+        """Entry and exit fills, possibly in several parts: a trade opens (closes) once its quantity is filled,
+        at the volume-weighted price. A fill seen twice (stream and reconciliation) counts once."""
+        trade = self._trade_of(fill)
+        if trade is None or fill.exec_id in trade.seen:
+            return  # not ours (reconciliation looks at those), or already applied
+        trade.seen.add(fill.exec_id)
         r = trade.record
-        order = OrderRecord(fill.order_link_id or fill.exec_id, r.bot_id, r.id, fill.symbol, fill.side,
-                            fill.stop_order_type or "Market", fill.qty, "Filled", fill.time, fill.exchange_order_id,
-                            None, fill.reduce_only, fill.time, fill.qty, fill.price, fill.fee)
-        if not fill.reduce_only and trade.status == "pending":
+        exiting = trade.status == "open" and fill.side == exit_side(r.side)  # type: ignore[arg-type]
+        if trade.status == "pending" and fill.side == entry_side(r.side):  # type: ignore[arg-type]
+            trade.fills.append(fill)
+            if sum(f.qty for f in trade.fills) < r.qty:
+                return
+            fills, trade.fills = trade.fills, []
             trade.status = "open"
-            r.entry_price, r.entry_time, r.fees = fill.price, fill.time, fill.fee
-            self.events.append(LedgerEvent("open", _copy(r), [order]))
-            return
-        if fill.reduce_only and trade.status == "open":
-            reason = STOP_KIND_REASON.get(fill.stop_order_type or "", "manual")
+            r.entry_price, r.entry_time, r.fees = _vwap(fills), fills[-1].time, sum(f.fee for f in fills)
+            self.events.append(LedgerEvent("open", _copy(r), [_order(r, fills, fills[-1].order_link_id)]))
+        elif exiting:
+            trade.fills.append(fill)
+            if sum(f.qty for f in trade.fills) < r.qty:
+                return
+            fills, trade.fills = trade.fills, []
+            kinds = {STOP_KIND_REASON.get(f.stop_order_type or "", "manual") for f in fills}
+            reason = kinds.pop() if len(kinds) == 1 else "manual"
             if reason == "sl" and trade.stop_moved:
                 reason = "trailing"
-            self._close(trade, fill.price, fill.time, fill.fee, reason, order)
+            link = fills[-1].order_link_id or (order_link_id(r.signal_id, reason if reason in ("tp", "sl") else "close")
+                                               if r.signal_id else fills[-1].exec_id)
+            self._close(trade, _vwap(fills), fills[-1].time, sum((f.fee for f in fills), Decimal(0)), reason,
+                        _order(r, fills, link))
 
     def _close(self, trade: OpenTrade, price: Decimal, at: datetime, fee: Decimal, reason: str,
                order: OrderRecord | None) -> None:
@@ -247,3 +267,16 @@ class Trader:
 
 def _copy(r: TradeRecord) -> TradeRecord:
     return TradeRecord(**r.__dict__)
+
+
+def _vwap(fills: list[Fill]) -> Decimal:
+    qty = sum((f.qty for f in fills), Decimal(0))
+    return sum((f.price * f.qty for f in fills), Decimal(0)) / qty
+
+
+def _order(r: TradeRecord, fills: list[Fill], link: str | None) -> OrderRecord:
+    last = fills[-1]
+    qty = sum((f.qty for f in fills), Decimal(0))
+    return OrderRecord(link or last.exec_id, r.bot_id, r.id, last.symbol, last.side, last.stop_order_type or "Market",
+                       qty, "Filled", fills[0].time, last.exchange_order_id, None, last.reduce_only, last.time, qty,
+                       _vwap(fills), sum((f.fee for f in fills), Decimal(0)))

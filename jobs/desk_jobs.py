@@ -90,6 +90,13 @@ class DeskJobs:
             if bot.scorer.due():
                 await self.host.runtime.retrain(bot_id, None)
 
+    async def reconciliation(self) -> None:
+        """Live bots: positions, orders and executions vs the ledger (unambiguous fixes, recovery items)."""
+        assert self.host.runtime is not None
+        for bot_id, bot in self.bots.items():
+            if bot.venue is not None:
+                await self.host.runtime.reconcile(bot_id)
+
     async def expire_recovery(self) -> None:
         expired = await RecoveryBook(self.host.engine).expire()
         if expired:
@@ -127,6 +134,7 @@ class DeskJobs:
             JobSpec("journal_flush", self.journal_flush, every(seconds=30), misfire_grace_s=30),
             JobSpec("redis_watch", self.redis_watch, every(seconds=30), misfire_grace_s=30),
             JobSpec("state_snapshot", self.state_snapshots, every(minutes=5), misfire_grace_s=120),
+            JobSpec("reconciliation", self.reconciliation, every(minutes=5), misfire_grace_s=120),
             JobSpec("equity_snapshot", self.equity_snapshots, every(hours=1), misfire_grace_s=600),
             JobSpec("ml_retrain_check", self.ml_retrain_check, every(hours=1), misfire_grace_s=900),
             JobSpec("expire_recovery", self.expire_recovery, every(hours=1), misfire_grace_s=900),
