@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sentry_sdk
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -221,6 +222,9 @@ class Runtime:
             raise
         except Exception as exc:
             bot.error = f"{type(exc).__name__}: {exc}"
+            with sentry_sdk.new_scope() as scope:  # one bot's failure, tagged, does not stop the others
+                scope.set_tag("bot_id", bot.id)
+                sentry_sdk.capture_exception(exc)
             log.exception("bot %s stopped", bot.id)
             self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
 
