@@ -24,6 +24,10 @@ run: setup
 test: setup
 	$(PY) -m tests.servers run -- $(PY) -m pytest $(PYTEST_ARGS)
 
+# The long mode of the proof suites: 20 SIGKILLs per database, a 30 s PostgreSQL outage.
+test-long: setup
+	PD_CRASH_KILLS=20 PD_OUTAGE_S=30 $(PY) -m tests.servers run -- $(PY) -m pytest $(PYTEST_ARGS) tests/e2e/test_crash.py tests/e2e/test_outage.py
+
 lint: setup
 	$(PY) -m ruff check .
 

@@ -4,6 +4,7 @@ and the final ledger and phantoms equal an uninterrupted run's."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from tests.servers import Postgres, ServerUnavailable
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
 WINDOW = ["--from", "2021-02-01", "--to", "2021-04-20"]
+OUTAGE_S = float(os.environ.get("PD_OUTAGE_S", "8"))  # `make test-long`: 30
 
 
 def _args(db: str) -> list[str]:
@@ -57,7 +59,7 @@ def test_postgres_outage_mid_replay(tmp_path: Path, own_postgres: Postgres) -> N
         time.sleep(1.5)  # mid-replay
         assert proc.poll() is None, "the replay ended before the outage"
         own_postgres.stop("immediate")  # a crash of the server
-        time.sleep(8.0)
+        time.sleep(OUTAGE_S)
         own_postgres.start()
         try:
             out, _ = proc.communicate(timeout=300)

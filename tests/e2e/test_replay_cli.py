@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import CANDLES
 from tests.hostproc import desk_env, run
@@ -41,35 +34,6 @@ def test_replay_json_and_determinism(tmp_path: Path) -> None:
     again = _replay(tmp_path, f"sqlite:///{tmp_path}/a.db")  # already complete: nothing left to do
     assert again["resumed"] and again["phantom_digest"] == first["phantom_digest"]
     assert again["candles"] == first["candles"]
-
-
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_killed_replay_resumes_to_the_same_digest(tmp_path: Path, database: str,
-                                                  request: pytest.FixtureRequest) -> None:
-    if database == "sqlite":
-        reference_db, db = f"sqlite:///{tmp_path}/ref.db", f"sqlite:///{tmp_path}/kill.db"
-    else:
-        reference_db, db = f"sqlite:///{tmp_path}/ref.db", request.getfixturevalue("pg_url")
-    want = _replay(tmp_path, reference_db)["phantom_digest"]
-    args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", db, "--json",
-            "--flush-every", "1500"]
-    kills = 0
-    for delay in (2.5, 3.0, 3.5):
-        proc = subprocess.Popen(args, cwd=tmp_path, env=desk_env(SECRET_KEY="k" * 40), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills >= 2, "the replay finished before it could be killed: use a longer window"
-    done = subprocess.run(args, cwd=tmp_path, env=desk_env(SECRET_KEY="k" * 40), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    final = _summary(done.stdout)
-    assert final["resumed"]
-    assert final["phantom_digest"] == want
-    assert final["signals_in_db"] == final["signals"]
 
 
 def test_different_replay_needs_fresh(tmp_path: Path) -> None:
