@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     feed_speed: float = Field(default=0.0, ge=0)  # replay/synthetic candles per second (0: as fast as possible)
     default_symbols: SymbolList = ("BTCUSDT", "ETHUSDT")  # the bot created on a first start
 
+    redis_watch_s: float = Field(default=30.0, ge=1, le=3600)  # how often to look whether Redis came back
     lease_ttl_s: float = Field(default=60.0, ge=3, le=3600)  # a dead holder's bots are taken over within this
     daily_report_utc: Annotated[tuple[int, int], NoDecode] = (20, 0)  # DAILY_REPORT_UTC=HH:MM
 

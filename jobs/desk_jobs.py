@@ -132,7 +132,8 @@ class DeskJobs:
         return [
             JobSpec("heartbeat", self.heartbeat, every(seconds=30), misfire_grace_s=15),
             JobSpec("journal_flush", self.journal_flush, every(seconds=30), misfire_grace_s=30),
-            JobSpec("redis_watch", self.redis_watch, every(seconds=30), misfire_grace_s=30),
+            JobSpec("redis_watch", self.redis_watch, every(seconds=self.host.settings.redis_watch_s),
+                    misfire_grace_s=30),
             JobSpec("state_snapshot", self.state_snapshots, every(minutes=5), misfire_grace_s=120),
             JobSpec("reconciliation", self.reconciliation, every(minutes=5), misfire_grace_s=120),
             JobSpec("equity_snapshot", self.equity_snapshots, every(hours=1), misfire_grace_s=600),
