@@ -75,7 +75,9 @@ def _load_frame(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise BadCandleFile(path, f"not a readable CSV file ({exc})") from None
+        where = re.search(r"\bline (\d+)", str(exc))  # the tokenizer names the line it choked on, if it can
+        raise BadCandleFile(path, f"not a readable CSV file ({str(exc).strip()})",
+                            int(where[1]) if where else None) from None
     except pd.errors.EmptyDataError:
         raise BadCandleFile(path, "the file is empty (expected a header line)") from None
 

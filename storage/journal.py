@@ -63,22 +63,22 @@ class Journal:
     def backlog(self) -> int:
         if not self.path.exists():
             return 0
-        with self.path.open("rb") as f:
-            return sum(1 for _ in f)
+        return self.path.read_bytes().count(b"\n")
 
     def read(self) -> tuple[list[tuple[int, dict[str, Any]]], list[CorruptLine]]:
         good: list[tuple[int, dict[str, Any]]] = []
         bad: list[CorruptLine] = []
         if not self.path.exists():
             return good, bad
-        with self.path.open("r", encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    good.append((n, decode(line)))
-                except ValueError as exc:
-                    bad.append(CorruptLine(n, str(exc), line.rstrip("\n")))
+        # records end with "\n" only (JSON escapes every other control character): split on nothing else
+        for n, raw in enumerate(self.path.read_bytes().split(b"\n"), start=1):
+            line = raw.decode("utf-8", errors="replace")
+            if not line.strip():
+                continue
+            try:
+                good.append((n, decode(line)))
+            except ValueError as exc:
+                bad.append(CorruptLine(n, str(exc), line))
         return good, bad
 
     def set_aside(self, bad: list[CorruptLine]) -> None:

@@ -29,7 +29,7 @@ from pybit.unified_trading import WebSocket
 
 from core.exchange.broker import Fill, OrderSide, OrderState, Position, Side
 from core.exchange.bybit_public import PublicSocket, Sink, wall_clock
-from core.market.candle import ms_to_dt
+from core.market.candle import MAX_MS, ms_to_dt
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def price_or_none(value: Any, name: str) -> Decimal | None:
 
 
 def ms_time(value: Any, name: str) -> datetime:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_MS:
         return ms_to_dt(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isdigit() and int(value) < MAX_MS:
         return ms_to_dt(int(value))
     raise BadMessage("bad_value", f"{name}={value!r:.40}")
 

@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any
 
 from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket, wall_clock
-from core.market.candle import INTERVAL_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
+from core.market.candle import INTERVAL_MS, MAX_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def topic_key(topic: Any) -> Key:
 
 
 def _ms(value: Any, name: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_MS:
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isdigit() and int(value) < MAX_MS:
         return int(value)
     raise BadMessage("bad_value", f"{name}={value!r:.40}")
 

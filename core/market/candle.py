@@ -36,6 +36,9 @@ def interval_label(code: str) -> str:
     return {v: k for k, v in _ALIASES.items()}[code]
 
 
+MAX_MS = 32_503_680_000_000  # year 3000: a timestamp beyond it (or before 1970) from outside is garbage
+
+
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
