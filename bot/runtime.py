@@ -310,7 +310,7 @@ class Runtime:
             log.exception("could not store the halt of bot %s", bot.id)
 
     # --- the feed ----------------------------------------------------------------------------------------
-    def _feed_source(self) -> Any:
+    async def _feed_source(self) -> Any:
         s = self.settings
         symbols = sorted({sym for b in self.bots.values() for sym in b.config.symbols})
         intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
@@ -321,10 +321,13 @@ class Runtime:
             return SyntheticFeed(start=datetime(2026, 1, 1, tzinfo=UTC), intervals=intervals or ("15", "5"))
         from core.market.bybit_feed import BybitFeed
 
-        return BybitFeed(symbols, intervals)
+        # the first (re)connect backfills everything that closed since the newest stored candle
+        seen = {(sym, iv): t for sym in symbols for iv in intervals
+                if (t := await self.candles.last_open_time(sym, iv)) is not None}
+        return BybitFeed(symbols, intervals, last_seen=seen, rest_url=s.bybit_rest_url)
 
     async def _feed(self) -> None:
-        source = self._feed_source()
+        source = await self._feed_source()
         speed = self.settings.feed_speed
         pending: list[Candle] = []
         loop = asyncio.get_running_loop()
