@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.table import print_rows
 
-MODULES = ("bench.replay", "bench.market", "bench.candles")
+MODULES = ("bench.replay", "bench.market", "bench.candles", "bench.ml", "bench.charts", "bench.telegram")
 
 
 def main() -> int:

@@ -51,6 +51,7 @@ async def health_document(host: Host) -> dict[str, Any]:
         "redis": await redis_status(host.redis),
         "scheduler": "running" if host.scheduler is not None and host.scheduler.running else "stopped",
         "telegram": host.telegram_mode,
+        "telegram_refused": host.telegram_auth.stats() if host.telegram_auth is not None else None,
         "bots": bots,
         "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
         "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),

@@ -66,6 +66,7 @@ class Host:
     desk: Desk | None = None
     notifier: Any = None
     leases: Leases | None = None
+    telegram_auth: Any = None  # refusals of strangers, counted for /health
     jobs: JobRecorder | None = None
     # coroutines run first at shutdown, newest first
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -90,7 +91,7 @@ class Host:
             from bot.telegram.notifier import Notifier
         except ImportError:  # the notifier module is not there yet: notices are logged only
             return
-        self.notifier = Notifier(tg_bot, sorted(self.settings.admin_ids))
+        self.notifier = Notifier(tg_bot, sorted(self.settings.admin_ids), self.desk)  # desk: recovery items
         self.notifier.start()
 
     async def detach_telegram(self) -> None:
@@ -167,6 +168,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
         from bot.telegram import build_bot, build_dispatcher, mount_webhook
 
         tg_bot, dp = build_bot(settings), build_dispatcher(host.desk, settings)
+        host.telegram_auth = dp["auth"]
         host.attach_telegram(tg_bot)
         if settings.telegram_webhook_url:
             mount_webhook(app, dp, tg_bot, settings)
@@ -197,12 +199,13 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
             from bot.telegram import set_webhook
 
             try:
-                await set_webhook(tg_bot, settings)
+                await set_webhook(tg_bot, settings, dp)
             except Exception as exc:
                 log.error("could not set the Telegram webhook: %s", exc)
         else:
-            polling = asyncio.create_task(
-                dp.start_polling(tg_bot, handle_signals=False, close_bot_session=False), name="telegram-polling")
+            from bot.telegram import start_polling
+
+            polling = asyncio.create_task(start_polling(dp, tg_bot), name="telegram-polling")  # a 409 logged once
 
     code = EXIT_OK
     if check_only:
@@ -210,6 +213,8 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
         stop.set()
     await stop.wait()
     log.info("stopping")
+    if not check_only:
+        host.notify(Notice("stop", "", f"phantomdesk {__version__} stopping"))
     try:
         async with asyncio.timeout(SHUTDOWN_BUDGET_S):
             for hook in reversed(host.shutdown_hooks):

@@ -114,6 +114,13 @@ class DeskStore(Protocol):
 
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None: ...
 
+    # optional, used by stats() when present: summarize()'s figures without building TradeFacts (SqlDeskStore
+    # keeps the closed trades' columns in memory: /stats over 100,000 trades in milliseconds)
+    # async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]
+
+    async def candles_for(self, symbol: str, interval: str, days: int | None,
+                          limit: int) -> tuple[Any, list[Any]]: ...
+
 
 class RuntimeView(Protocol):
     """What the desk may see and steer of the running bots (bot/runtime.py)."""
@@ -172,6 +179,7 @@ class Desk:
     async def status(self, bot_id: str | None = None) -> list[dict[str, Any]]:
         """Open positions with unrealized PnL at the last close the engine saw."""
         out = []
+        rows = {b["id"]: b for b in await self.store.bots()}
         for bid in await self._targets(bot_id):
             trader = self.runtime.trader(bid) if self.runtime else None
             engine = self.runtime.engine(bid) if self.runtime else None
@@ -185,7 +193,8 @@ class Desk:
                 positions.append({"trade_id": r.id, "symbol": r.symbol, "side": r.side, "qty": r.qty,
                                   "entry": r.entry_price, "stop_loss": r.stop_loss, "take_profit": r.take_profit,
                                   "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy})
-            out.append({"bot_id": bid, "positions": positions,
+            out.append({"bot_id": bid, "positions": positions, "running_here": trader is not None,
+                        "status": rows.get(bid, {}).get("status"), "reason": rows.get(bid, {}).get("reason"),
                         "equity": trader.equity() if trader else None,
                         "paused": trader.state.paused if trader else None,
                         "halted": trader.state.halt_reason if trader and trader.state.halted else None})
@@ -209,9 +218,9 @@ class Desk:
             raise BadArgument("days must be between 1 and 3650")
         bid = await self._bot(bot_id)
         since = self.clock() - timedelta(days=days) if days else None
-        facts = await self.store.facts(bid, since)
         capital = await self._capital(bid)
-        doc = summarize(facts, capital)
+        fast = getattr(self.store, "summary", None)  # the same figures, from the store's cached columns
+        doc = await fast(bid, since, capital) if fast else summarize(await self.store.facts(bid, since), capital)
         doc.update(bot_id=bid or "all", days=days, capital=capital)
         return doc
 
@@ -275,6 +284,25 @@ class Desk:
 
     async def recovery(self) -> list[dict[str, Any]]:
         return await self.store.recovery_pending()
+
+    async def pending_promotions(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+        """Challengers the gate refused, waiting for "promote anyway" or a dismissal."""
+        return [i for i in await self.store.recovery_pending(await self._bot(bot_id)) if i["kind"] == "ml_promote"]
+
+    async def candles_for(self, symbol: str, days: int | None = None, bot_id: str | None = None,
+                          limit: int = 200) -> dict[str, Any]:
+        """/chart SYMBOL: the newest candles of a traded symbol (slow interval; the last `days` before the
+        newest stored candle, at most `limit`) and the bot's trades among them."""
+        symbol = symbol.upper()
+        configs = [c for c in [await self.store.bot_config(b) for b in await self._targets(bot_id)] if c]
+        config = next((c for c in configs if symbol in c.symbols), None)
+        if config is None:
+            raise BadArgument(f"{symbol} is not traded by any bot")
+        if days is not None and not 1 <= days <= 3650:
+            raise BadArgument("days must be between 1 and 3650")
+        series, trades = await self.store.candles_for(symbol, config.slow_interval, days, limit)
+        return {"symbol": symbol, "interval": config.slow_interval, "series": series,
+                "trades": [t for t in trades if t.bot_id == config.id]}
 
     async def db_stats(self) -> dict[str, Any]:
         return await self.store.db_stats()
@@ -394,6 +422,30 @@ class Desk:
         """A recovery item (or a "promote anyway") decided by an admin; re-checked against its state."""
         self._admin(actor)
         return await self.store.decide(item_id, decision, actor)
+
+    async def promote(self, bot_id: str, strategy: str, version: int, actor: Actor) -> dict[str, Any]:
+        """"Promote anyway": decides the pending ml_promote item of exactly this challenger (none pending:
+        already decided, superseded or expired — nothing changes)."""
+        self._admin(actor)
+        for item in await self.store.recovery_pending(bot_id):
+            details = item.get("details") or {}
+            if item["kind"] == "ml_promote" and details.get("strategy") == strategy \
+                    and int(details.get("version", -1)) == version:
+                return await self.store.decide(int(item["id"]), "promote", actor)
+        return {"ok": False, "item_id": None, "status": "decided", "decision": None, "kind": "ml_promote",
+                "bot_id": bot_id}
+
+    async def close_preview(self, target: str, bot_id: str | None = None) -> list[dict[str, Any]]:
+        """What /close would close now (shown with the confirmation buttons)."""
+        if self.runtime is None:
+            raise BadArgument("no bot is running in this process")
+        symbol = None if target.lower() == "all" else target.upper()
+        return [p for s in await self.status(bot_id) for p in s["positions"]
+                if p["status"] == "open" and (symbol is None or p["symbol"] == symbol)]
+
+    async def record_press(self, actor: Actor, button: str, outcome: str) -> None:
+        """Every button press, whatever it did, in audit_log with the user id."""
+        await self.store.audit(actor.label, "button", None, {"data": button, "outcome": outcome[:200]})
 
 
 def _last_close(engine: Engine | None, symbol: str) -> Decimal | None:

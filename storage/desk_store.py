@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,10 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig
 from core.desk import Actor
+from core.ledger import TradeRecord
+from core.market.series import CandleSeries
 from core.phantom import PhantomStats
 from core.stats import TradeFacts
 from storage.bots import config_of, set_status, upsert_bot
 from storage.candle_store import CandleStore
+from storage.closed_trades import ClosedTrades, summarize_columns
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
 from storage.models import Bot, JobRun, MLModel, PhantomTrade, RecoveryItem, Trade, TradeStatsCache
@@ -29,6 +32,7 @@ class SqlDeskStore:
         self.recovery_book = RecoveryBook(engine)
         self.phantoms = SqlEngineStore(engine)
         self.candles = CandleStore(engine)
+        self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
         # decisions with consequences beyond the item (adopt a position, promote a model): kind -> handler
         self.on_decision: dict[str, Any] = {}
 
@@ -68,6 +72,31 @@ class SqlDeskStore:
         async with self.db.connect() as conn:
             rows = (await conn.execute(query.order_by(Trade.exit_time, Trade.id))).all()
         return [TradeFacts(*r) for r in rows]
+
+    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
+        """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape)."""
+        return summarize_columns((await self.closed.columns(bot_id)).since(since), capital)
+
+    async def candles_for(self, symbol: str, interval: str, days: int | None,
+                          limit: int) -> tuple[CandleSeries, list[TradeRecord]]:
+        """The newest `limit` candles (or the last `days` before the newest one) and the trades of the
+        symbol that entered or exited among them, or are still open."""
+        if days is None:
+            series = await self.candles.load(symbol, interval, limit)
+        else:
+            newest = await self.candles.last_open_time(symbol, interval)
+            series = (await self.candles.series(symbol, interval, newest - timedelta(days=days))
+                      if newest is not None else await self.candles.load(symbol, interval, 0))
+        if not len(series):
+            return series, []
+        start = datetime.fromtimestamp(int(series.open_ms[0]) / 1000, tz=UTC)
+        cols = [c for c in Trade.__table__.columns if c.name not in ("created_at", "updated_at")]
+        query = select(*cols).where(Trade.symbol == symbol, Trade.status != "cancelled",
+                                    (Trade.exit_time >= start) | (Trade.entry_time >= start) |
+                                    (Trade.status == "open")).order_by(Trade.entry_time, Trade.id)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return series, [TradeRecord(**{c.name: getattr(r, c.name) for c in cols}) for r in rows]
 
     async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]:
         async with self.sessions() as session:
@@ -141,10 +170,25 @@ class SqlDeskStore:
         query = select(MLModel).where(MLModel.is_champion.is_(True)).order_by(MLModel.bot_id, MLModel.strategy)
         if bot_id is not None:
             query = query.where(MLModel.bot_id == bot_id)
+        # the newest model of each strategy too (champion or not): its report shows how the last
+        # challenger validated, and its calibration is what /chart calibration draws without a champion
+        newest = select(MLModel.bot_id, MLModel.strategy, func.max(MLModel.version).label("version")).group_by(
+            MLModel.bot_id, MLModel.strategy)
+        if bot_id is not None:
+            newest = newest.where(MLModel.bot_id == bot_id)
+        sub = newest.subquery()
+        latest_query = select(MLModel).join(sub, (MLModel.bot_id == sub.c.bot_id) & (
+            MLModel.strategy == sub.c.strategy) & (MLModel.version == sub.c.version)).order_by(
+            MLModel.bot_id, MLModel.strategy)
         async with self.sessions() as session:
             rows = (await session.scalars(query)).all()
-        return {"models": [{"bot_id": r.bot_id, "strategy": r.strategy, "version": r.version,
-                            "trained_at": r.trained_at, "samples": r.n_samples, "metrics": r.metrics} for r in rows]}
+            latest = (await session.scalars(latest_query)).all()
+
+        def doc(r: MLModel) -> dict[str, Any]:
+            return {"bot_id": r.bot_id, "strategy": r.strategy, "version": r.version, "trained_at": r.trained_at,
+                    "samples": r.n_samples, "metrics": r.metrics, "champion": bool(r.is_champion)}
+
+        return {"models": [doc(r) for r in rows], "latest": [doc(r) for r in latest]}
 
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None:
         async with self.sessions.begin() as session:

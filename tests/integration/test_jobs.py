@@ -26,7 +26,7 @@ from storage.snapshots import Snapshots
 CONFIG = BotConfig(id="j", symbols=["BTCUSDT"])
 
 
-async def _db(url: str):  # noqa: ANN202
+async def _db(url: str):
     await asyncio.to_thread(migrations.upgrade, url)
     db = create_engine(url, null_pool=True)
     async with session_factory(db).begin() as session:

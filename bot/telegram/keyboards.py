@@ -1,0 +1,234 @@
+"""Inline buttons: typed callback data, pending confirmations, and what a press does.
+
+A button being visible proves nothing: every press is authorized again (auth.py), re-checked here
+against the current state through the desk (a second press, a press on an expired or already decided
+item only gets "already decided"), written to audit_log with the user id, and answered so the client
+stops spinning. Packed data stays within Telegram's 64 bytes; a button that would not fit falls back
+to a shorter form or is left out, never sent truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.telegram.render import Button, Reply, esc, value
+from core.desk import Actor, BadArgument, NotAllowed
+
+if TYPE_CHECKING:
+    from bot.telegram.commands import Context
+
+log = logging.getLogger(__name__)
+
+CONFIRM_TTL_S = 300.0
+ALREADY_DECIDED = "already decided"
+
+
+class Confirm(CallbackData, prefix="cf"):
+    """Yes/cancel of a destructive action; `token` names the pending confirmation (in memory only:
+    after a restart an old button is simply expired)."""
+
+    action: str  # close | risk | cancel
+    target: str
+    token: str
+
+
+class Recovery(CallbackData, prefix="rv"):
+    item_id: int
+    option: str  # one of the item's options, or "reject"
+
+
+class Promote(CallbackData, prefix="pm"):
+    """"Promote anyway" for a challenger model the gate refused."""
+
+    bot: str
+    strategy: str
+    version: int
+
+
+class Refresh(CallbackData, prefix="rf"):
+    view: str
+    args: str = ""
+
+
+ADMIN_PREFIXES = frozenset({Confirm.__prefix__, Recovery.__prefix__, Promote.__prefix__})
+# what a Refresh button may re-run: reading views only (a forged "rf:pause:all" must not act)
+REFRESHABLE = frozenset({"bots", "status", "balance", "stats", "daily", "performance", "ml_stats", "phantom_stats",
+                         "health", "analysis"})
+
+
+def fits(data: CallbackData) -> bool:
+    try:
+        return len(data.pack().encode()) <= MAX_CALLBACK_LENGTH
+    except ValueError:  # too long, or a value holding the separator
+        return False
+
+
+def prefix_of(raw: str | None) -> str:
+    return (raw or "").split(":", 1)[0]
+
+
+def markup(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=b.label, callback_data=b.data.pack()) for b in row] for row in rows])
+
+
+def refresh_row(view: str, args: list[str] | str = "") -> list[Button]:
+    assert view in REFRESHABLE, view
+    text = args if isinstance(args, str) else " ".join(args)
+    data = Refresh(view=view, args=text.replace(":", ""))
+    return [Button("🔄 Refresh", data)] if fits(data) else []
+
+
+def recovery_rows(item: dict[str, Any]) -> list[list[Button]]:
+    """One button per option of the item, then "reject"; promotions of a model get "promote anyway"."""
+    options = [*list(item.get("options") or []), "reject"]
+    buttons = []
+    for option in options:
+        data: CallbackData = Recovery(item_id=int(item["id"]), option=option)
+        if not fits(data):
+            log.warning("recovery option %r of item %s does not fit a button", option, item["id"])
+            continue
+        label = "❌ reject" if option == "reject" else f"✅ {option.replace('_', ' ')}"
+        buttons.append(Button(label, data))
+    return [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
+
+
+def promote_button(bot_id: str, strategy: str, version: int, item_id: int) -> Button:
+    data: CallbackData = Promote(bot=bot_id, strategy=strategy, version=version)
+    if not fits(data):  # a long bot id: the item's own "promote" option decides the same thing
+        data = Recovery(item_id=item_id, option="promote")
+    return Button(f"⬆️ promote {strategy} v{version} anyway", data)
+
+
+# --- pending confirmations --------------------------------------------------------------------------
+@dataclass
+class Pending:
+    token: str
+    action: str
+    target: str
+    user: str  # actor label: only who asked may confirm
+    params: dict[str, Any]
+    expires: float
+
+
+@dataclass
+class Confirmations:
+    """Confirmations waiting for their button: each is taken at most once, and expires."""
+
+    ttl: float = CONFIRM_TTL_S
+    clock: Callable[[], float] = time.monotonic
+    items: dict[str, Pending] = field(default_factory=dict)
+
+    def add(self, action: str, target: str, actor: Actor, params: dict[str, Any]) -> Pending:
+        now = self.clock()
+        for token in [t for t, p in self.items.items() if p.expires <= now]:
+            del self.items[token]
+        token = secrets.token_urlsafe(6)  # 8 characters
+        target = target.replace(":", "")[:24]  # informational in the button; the token carries the rest
+        pending = Pending(token, action, target, actor.label, params, now + self.ttl)
+        self.items[token] = pending
+        return pending
+
+    def take(self, data: Confirm, actor: Actor) -> Pending | str:
+        """The pending action, removed; or why not (a string)."""
+        pending = self.items.get(data.token)
+        if pending is None or (data.action != "cancel" and data.action != pending.action) \
+                or data.target != pending.target:
+            return ALREADY_DECIDED
+        if pending.user != actor.label:
+            return "only the admin who asked can confirm this"
+        del self.items[data.token]
+        if pending.expires <= self.clock():
+            return "expired: send the command again"
+        return pending
+
+    def buttons(self, pending: Pending, yes: str) -> list[list[Button]]:
+        return [[Button(f"✅ {yes}", Confirm(action=pending.action, target=pending.target, token=pending.token)),
+                 Button("✖️ cancel", Confirm(action="cancel", target=pending.target, token=pending.token))]]
+
+
+# --- presses ------------------------------------------------------------------------------------------------
+@dataclass
+class Pressed:
+    answer: str  # answerCallbackQuery text (≤ 200 characters)
+    edit: Reply | None = None  # the message's new text and buttons
+    drop_keyboard: bool = False  # decided elsewhere: take the stale buttons away
+    alert: bool = False
+
+
+async def press(ctx: Context, data: CallbackData) -> Pressed:
+    """Re-check, act through the desk, audit. Never raises for an operator's mistake."""
+    try:
+        if isinstance(data, Confirm):
+            result = await _confirm(ctx, data)
+        elif isinstance(data, Recovery):
+            result = _decided(await ctx.desk.decide(data.item_id, data.option, ctx.actor), data.option)
+        elif isinstance(data, Promote):
+            result = _decided(await ctx.desk.promote(data.bot, data.strategy, data.version, ctx.actor), "promote")
+        elif isinstance(data, Refresh):
+            result = await _refresh(ctx, data)
+        else:
+            result = Pressed("unknown button")
+    except NotAllowed:
+        result = Pressed("read-only: only admins can do this", alert=True)
+    except BadArgument as exc:
+        result = Pressed(str(exc)[:200], alert=True)
+    await ctx.desk.record_press(ctx.actor, data.pack(), result.answer)
+    return result
+
+
+async def _confirm(ctx: Context, data: Confirm) -> Pressed:
+    pending = ctx.confirmations.take(data, ctx.actor)
+    if isinstance(pending, str):
+        return Pressed(pending, drop_keyboard=pending == ALREADY_DECIDED)
+    if data.action == "cancel":
+        return Pressed("cancelled", edit=Reply(f"✖️ cancelled: {esc(pending.action)} {esc(pending.target)}"))
+    if pending.action == "close":
+        closed = await ctx.desk.close(pending.params["target"], ctx.actor, pending.params.get("bot"))
+        text = (f"✅ close sent for {len(closed)} position(s): {esc(', '.join(closed))}" if closed
+                else "nothing was open any more: nothing closed")
+        return Pressed(f"closing {len(closed)}", edit=Reply(text))
+    if pending.action == "risk":
+        p = pending.params
+        changes = await ctx.desk.risk_set(p["key"], p["value"], ctx.actor, p.get("bot"), confirmed=True)
+        lines = [f"✅ {esc(c.bot_id)}: {esc(c.key)} {value(c.old)} → <b>{value(c.new)}</b>" for c in changes
+                 if c.applied]
+        return Pressed("applied", edit=Reply("\n".join(lines) or "no bot changed"))
+    return Pressed(ALREADY_DECIDED)
+
+
+def _decided(result: dict[str, Any], option: str) -> Pressed:
+    if not result.get("ok"):
+        status = result.get("status")
+        if status == "pending":  # still open: the option is not one of the item's
+            return Pressed(f"{option!r} is not an option of this item", alert=True)
+        return Pressed(f"{ALREADY_DECIDED} ({status})", drop_keyboard=True)
+    verb = "rejected" if result.get("status") == "rejected" else f"approved: {option.replace('_', ' ')}"
+    effect = result.get("effect")
+    text = (f"✅ recovery #{result['item_id']} ({esc(result.get('kind'))}, bot {esc(result.get('bot_id'))}) "
+            f"<b>{esc(verb)}</b>" + (f"\n{esc(effect)}" if effect else ""))
+    return Pressed(verb, edit=Reply(text))
+
+
+async def _refresh(ctx: Context, data: Refresh) -> Pressed:
+    if data.view not in REFRESHABLE:
+        return Pressed("unknown or outdated button")
+    replies = await ctx.run(data.view, data.args.split())
+    first = replies[0]
+    if not first.buttons:
+        first.buttons = [refresh_row(data.view, data.args)]
+    return Pressed("refreshed", edit=first)
+
+
+__all__ = ["ADMIN_PREFIXES", "Confirm", "Confirmations", "Pending", "Pressed", "Promote", "Recovery", "Refresh",
+           "fits", "markup", "press", "promote_button", "recovery_rows", "refresh_row"]
