@@ -56,6 +56,7 @@ async def health_document(host: Host) -> dict[str, Any]:
         "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
         "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),
         "instance": host.instance,
+        "storage": await host.storage(),
         "standby_bots": sorted(runtime.standby) if runtime else [],
         "feed": "off" if runtime is None or runtime.feed_task is None else (
             "done" if runtime.feed_done.is_set() else "running"),

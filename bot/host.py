@@ -35,6 +35,7 @@ from jobs.desk_jobs import DeskJobs
 from jobs.scheduler import JobRecorder, install, listing
 from storage.db import create_engine
 from storage.desk_store import SqlDeskStore
+from storage.health import StorageLimits, storage_health, thresholds_exceeded
 from storage.hotstate import connect_redis
 from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
@@ -113,6 +114,17 @@ class Host:
             return []
         return listing(self.scheduler, self.jobs)
 
+    def storage_limits(self) -> StorageLimits:
+        s = self.settings
+        return StorageLimits(min_free_disk_pct=s.min_free_disk_pct, max_journal_backlog=s.max_journal_backlog,
+                             max_db_bytes=int(s.max_db_size_mb * 1024 * 1024) if s.max_db_size_mb else None)
+
+    async def storage(self) -> dict[str, Any]:
+        """Database size and growth, free disk, journal backlog, and which configured limits they cross."""
+        figures = await storage_health(self.engine, self.settings.data_dir, self.settings.data_dir / "journal")
+        figures["alerts"] = thresholds_exceeded(figures, self.storage_limits())
+        return figures
+
     async def health_doc(self) -> dict[str, Any]:
         from bot.health import health_document
 
@@ -156,6 +168,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases)
     desk_store = SqlDeskStore(engine)
     desk_store.on_decision["drawdown_halt"] = host.resume_after_halt
+    desk_store.storage_fn = host.storage
     host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc,
                      jobs_fn=host.job_listing)
 

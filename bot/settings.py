@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     feed_speed: float = Field(default=0.0, ge=0)  # replay/synthetic candles per second (0: as fast as possible)
     default_symbols: SymbolList = ("BTCUSDT", "ETHUSDT")  # the bot created on a first start
 
+    backup_dir: Path | None = None  # daily archives (default: DATA_DIR/backups); 7 daily + 4 weekly kept
+    min_free_disk_pct: float = Field(default=10.0, ge=0, le=100)  # storage alerts to the admins ...
+    max_journal_backlog: int = Field(default=1000, ge=0)  # ... ledger records waiting for the database
+    max_db_size_mb: float | None = Field(default=None, gt=0)
     redis_watch_s: float = Field(default=30.0, ge=1, le=3600)  # how often to look whether Redis came back
     lease_ttl_s: float = Field(default=60.0, ge=3, le=3600)  # a dead holder's bots are taken over within this
     daily_report_utc: Annotated[tuple[int, int], NoDecode] = (20, 0)  # DAILY_REPORT_UTC=HH:MM
@@ -218,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def backups(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def admin_ids(self) -> frozenset[int]:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from core.market.candle import INTERVAL_MS, parse_interval
 
@@ -99,12 +100,15 @@ class BotConfig(BaseModel):
     def _interval(cls, value: Any) -> str:
         return parse_interval(str(value))
 
-    @field_validator("strategies")
+    @field_validator("strategies", mode="before")
     @classmethod
-    def _strategies(cls, value: dict[str, StrategyParams]) -> dict[str, StrategyParams]:
-        unknown = set(value) - set(STRATEGY_NAMES)
+    def _strategies(cls, value: Any) -> Any:
+        # before the parameters are checked, so `foo: null` still says "unknown strategy"; the name is in
+        # ctx so a file loader can point at strategies.<name>
+        unknown = sorted(str(k) for k in value if k not in STRATEGY_NAMES) if isinstance(value, dict) else []
         if unknown:
-            raise ValueError(f"unknown strategy {sorted(unknown)[0]!r} (known: {', '.join(STRATEGY_NAMES)})")
+            raise PydanticCustomError("unknown_strategy", "unknown strategy '{name}' (known: {known})",
+                                      {"name": unknown[0], "known": ", ".join(STRATEGY_NAMES)})
         return value
 
     @model_validator(mode="after")

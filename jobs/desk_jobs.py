@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from redis.exceptions import RedisError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.trader import Notice
+from jobs.backup import daily_backup
 from jobs.scheduler import JobSpec
 from storage.candle_store import DEFAULT_RETENTION
 from storage.db import session_factory
@@ -36,18 +37,26 @@ class DeskJobs:
         self.host = host
         self.snapshots = Snapshots(host.engine)
         self.redis_was_up: bool | None = None
+        self.storage_alerts: list[str] = []
 
     @property
     def bots(self) -> dict[str, Any]:
         return self.host.runtime.bots if self.host.runtime else {}
 
     async def heartbeat(self) -> None:
-        """Proof of life for every bot this process trades (its leases renew on their own, faster)."""
+        """Proof of life for every bot this process trades (its leases renew on their own, faster), and
+        pause/resume decided elsewhere (the console, another replica's Telegram) applied here."""
         now = _now()
         async with session_factory(self.host.engine).begin() as session:
             for bot_id in self.bots:
                 await session.execute(update(Bot).where(Bot.id == bot_id).values(
                     last_heartbeat=now, owner_instance=self.host.instance))
+            statuses = dict((await session.execute(select(Bot.id, Bot.status))).all())
+        assert self.host.runtime is not None
+        for bot_id, bot in self.bots.items():
+            paused = statuses.get(bot_id) == "paused"
+            if bot.trader.state.paused != paused:
+                self.host.runtime.set_paused(bot_id, paused)
 
     async def state_snapshots(self) -> None:
         now = _now()
@@ -119,6 +128,17 @@ class DeskJobs:
             self.host.notify(Notice("redis_back", "", f"Redis is back; rebuilt from the database: {rebuilt}"))
         self.redis_was_up = up
 
+    async def backup(self) -> None:
+        done = await daily_backup(self.host.engine, self.host.settings.backups)
+        log.info("backup: %s", done)
+
+    async def storage_watch(self) -> None:
+        """Storage past a configured limit: the admins hear of it when the set of alerts changes."""
+        alerts = (await self.host.storage())["alerts"]
+        if alerts and alerts != self.storage_alerts:
+            self.host.notify(Notice("storage", "", "storage: " + "; ".join(alerts)))
+        self.storage_alerts = alerts
+
     async def daily_report(self) -> None:
         assert self.host.desk is not None
         stats = await self.host.desk.stats(days=1)
@@ -142,6 +162,8 @@ class DeskJobs:
             JobSpec("performance_snapshot", self.performance_snapshots,
                     CronTrigger(hour=0, minute=5, timezone=UTC), misfire_grace_s=3600),
             JobSpec("retention", self.retention, CronTrigger(hour=0, minute=20, timezone=UTC), misfire_grace_s=3600),
+            JobSpec("storage_watch", self.storage_watch, every(hours=1), misfire_grace_s=900),
+            JobSpec("backup", self.backup, CronTrigger(hour=0, minute=40, timezone=UTC), misfire_grace_s=3600),
             JobSpec("daily_report", self.daily_report,
                     CronTrigger(hour=report_hour, minute=report_minute, timezone=UTC), misfire_grace_s=3600),
         ]

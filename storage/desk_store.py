@@ -35,6 +35,7 @@ class SqlDeskStore:
         self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
         # decisions with consequences beyond the item (adopt a position, promote a model): kind -> handler
         self.on_decision: dict[str, Any] = {}
+        self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
 
     async def bots(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
@@ -156,7 +157,8 @@ class SqlDeskStore:
             counts = {}
             for table in ("signals", "phantom_trades", "trades", "orders", "recovery_items", "audit_log", "job_runs"):
                 counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()
-        return {"candles": asdict(stats), "rows": counts}
+        storage = await self.storage_fn() if self.storage_fn is not None else {}
+        return {"candles": asdict(stats), "rows": counts, "storage": storage}
 
     async def job_runs(self) -> list[dict[str, Any]]:
         async with self.sessions() as session:

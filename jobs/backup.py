@@ -1,0 +1,44 @@
+"""The daily backup job: archive every table, verify the archive by restoring it, then apply retention
+(7 daily, 4 weekly). Retention runs only after a verified backup, so a failing backup never costs the
+older good ones. A failure raises: the scheduler records it in job_runs and alerts the admins after
+three in a row. The scheduler wiring comes with the scheduler (jobs/desk_jobs.py), e.g.
+
+    JobSpec("backup", lambda: daily_backup(host.engine, settings.data_dir / "backups"),
+            CronTrigger(hour=0, minute=40, timezone=UTC), misfire_grace_s=3600)
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.backup import BackupError, create_backup, prune_backups, verify_backup
+
+log = logging.getLogger("phantomdesk.jobs")
+
+
+async def daily_backup(engine: AsyncEngine, directory: Path, *, now: datetime | None = None, daily: int = 7,
+                       weekly: int = 4, verify: bool = True) -> dict[str, Any]:
+    """Write, verify and prune; returns what it did (archive, bytes, rows, verified, deleted)."""
+    now = now or datetime.now(UTC)
+    archive = await create_backup(engine, directory, now)
+    rows: int | None = None
+    if verify:
+        report = await verify_backup(archive)
+        if not report.ok:
+            # kept for a person to look at, under a name retention and restores do not pick up
+            failed = archive.with_name(archive.name + ".failed")
+            archive.rename(failed)
+            raise BackupError(f"backup {archive.name} failed verification: {'; '.join(report.problems[:3])} "
+                              f"(kept as {failed.name}; older archives untouched)")
+        rows = report.rows
+    deleted = prune_backups(directory, now, daily=daily, weekly=weekly)
+    result = {"archive": str(archive), "bytes": archive.stat().st_size, "rows": rows, "verified": verify,
+              "deleted": [p.name for p in deleted]}
+    log.info("daily backup %s: %d bytes, %s rows, verified %s, pruned %d", archive.name, result["bytes"], rows,
+             verify, len(deleted))
+    return result
