@@ -59,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     from bot import cli_replay
 
     cli_replay.register(sub, _settings)
+
+    from bot import cli_ml
+
+    cli_ml.register(sub, _settings)
+
+    from bot import console
+
+    console.register(sub, _settings)
+
+    from bot import cli_bots
+
+    cli_bots.register(sub, _settings)
+
+    from bot import cli_backup
+
+    cli_backup.register(sub, _settings)
     return parser
 
 

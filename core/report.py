@@ -90,6 +90,10 @@ def operator_report(title: str, doc: dict[str, Any], stats: PhantomStats) -> lis
                       f"profit factor {doc['profit_factor'] or 0:.2f}   net PnL {doc['net_pnl'] or 0:+,.2f} USDT "
                       f"(fees {doc['fees'] or 0:,.2f})   max drawdown {doc['max_drawdown'] or 0:,.2f} USDT "
                       f"({doc['max_drawdown_pct'] or 0:.1f}%)   exits {doc['exit_reasons']}"]
+    if "scored_signals" in doc:
+        from core.ml.report import operator_lines  # the ML block only when the replay ran the filter
+
+        lines += ["", *operator_lines(doc)]
     lines += ["", f"throughput {doc['candles_per_s'] or 0:,.0f} candles/s   "
                   f"phantom digest {doc['phantom_digest'][:16]}…"]
     return lines

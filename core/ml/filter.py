@@ -49,8 +49,8 @@ class FilterSettings:
     min_samples: int = 30  # outcomes of a strategy before its first model
     retrain_every: int = 50  # new outcomes between retrains
     inline: bool = True  # replay: train inside observe(); live: retrain_pending()
-    recipe: Recipe = Recipe()
-    walk: WalkForward = WalkForward()
+    recipe: Recipe = field(default_factory=Recipe)
+    walk: WalkForward = field(default_factory=WalkForward)
 
     @classmethod
     def for_bot(cls, config: BotConfig, **overrides: Any) -> FilterSettings:
@@ -128,9 +128,9 @@ def _iso(ms: int | None) -> str | None:
 
 
 class MLScorer:
-    def __init__(self, bot_id: str, settings: FilterSettings = FilterSettings()) -> None:
+    def __init__(self, bot_id: str, settings: FilterSettings | None = None) -> None:
         self.bot_id = bot_id
-        self.settings = settings
+        self.settings = settings or FilterSettings()
         self.strategies: dict[str, _Strategy] = {}
         self.pending: list[Trained] = []
         self.clock_ms = 0  # the latest data time seen (signals and exits)
@@ -159,8 +159,10 @@ class MLScorer:
 
     def _unscored_reason(self, st: _Strategy | None) -> str:
         n = len(st.outcomes) if st else 0
-        if n < self.settings.min_samples or st is None or st.trained_n is None:
+        if st is None or n < self.settings.min_samples:
             return f"unscored: no model yet ({n}/{self.settings.min_samples} outcomes)"
+        if st.trained_n is None:
+            return f"unscored: first model in training ({n} outcomes)"
         return f"unscored: no model has passed the gate (last challenger v{st.trained_n})"
 
     def observe(self, phantom: Phantom) -> None:
@@ -254,6 +256,13 @@ class MLScorer:
         log.info("%s v%d %s: %s", name, result.version, "promoted" if result.promoted else "refused",
                  result.report["why"])
 
+    def adopt(self, strategy: str, model: Ensemble, version: int, report: dict[str, Any] | None = None) -> MLScorer:
+        """Put a model in force now (an operator's "promote anyway" after reload, tools, tests)."""
+        if not compatible(model):
+            raise ValueError(f"model v{version} was trained on another feature list")
+        self._adopt(self._get(strategy), model, version, report)
+        return self
+
     def _adopt(self, st: _Strategy, model: Ensemble, version: int, report: dict[str, Any] | None) -> None:
         st.champion, st.champion_version, st.champion_report = model, version, report
         st.in_force_ms = self.clock_ms
@@ -296,13 +305,15 @@ class MLScorer:
         self.pending.clear()
         self.clock_ms = 0
 
-    def resume(self, state: dict[str, Any], phantoms: Iterable[Phantom], champions: dict[str, ChampionLoad]) -> None:
+    def resume(self, state: dict[str, Any] | None, phantoms: Iterable[Phantom],
+               champions: dict[str, ChampionLoad]) -> None:
         """Rebuild from a checkpoint's state, the closed phantoms saved with it, and the champions it
-        names (loaded and verified by the registry)."""
+        names (loaded and verified by the registry). No state: learn from the phantoms, no model yet."""
         self.reset()
-        if state.get("v") != STATE_VERSION:
+        if state is not None and state.get("v") != STATE_VERSION:
             log.warning("ML state of an unknown version %r: starting the filter afresh", state.get("v"))
-            state = {}
+            state = None
+        state = state or {}
         for p in phantoms:
             o = outcome_of(p)
             if o is not None:

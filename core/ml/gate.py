@@ -19,6 +19,7 @@ EV lift = expectancy (R) of the signals a candidate accepts minus the expectancy
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +41,10 @@ class WalkForward:
 
     def splits(self, data: Dataset) -> list[Fold]:
         n = len(data)
-        start = n - int(round(self.eval_frac * n))
-        bounds = [start + int(round(k * (n - start) / self.folds)) for k in range(self.folds + 1)]
+        start = n - round(self.eval_frac * n)
+        bounds = [start + round(k * (n - start) / self.folds) for k in range(self.folds + 1)]
         out = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             if a < self.min_train or b <= a:
                 continue
             as_of = int(data.exit_ms[a - 1])
@@ -116,8 +117,9 @@ def _round(x: float, places: int = 6) -> float:
     return round(float(x), places)
 
 
-def walk_forward(data: Dataset, candidates: list[Candidate], *, config: WalkForward = WalkForward(),
+def walk_forward(data: Dataset, candidates: list[Candidate], *, config: WalkForward | None = None,
                  threshold: float = 0.0, min_p: float = 0.0) -> dict[str, Evaluation]:
+    config = config or WalkForward()
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c.name: [] for c in candidates}
     folds: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
     tests: list[np.ndarray] = []
@@ -178,11 +180,13 @@ class RetrainResult:
     artifact: bytes  # the skops bytes of `model` (serialized where it was trained)
 
 
-def retrain(data: Dataset, *, version: int, recipe: Recipe = Recipe(), champion: Ensemble | None = None,
-            champion_version: int | None = None, walk: WalkForward = WalkForward(), threshold: float = 0.0,
+def retrain(data: Dataset, *, version: int, recipe: Recipe | None = None, champion: Ensemble | None = None,
+            champion_version: int | None = None, walk: WalkForward | None = None, threshold: float = 0.0,
             min_p: float = 0.0) -> RetrainResult:
     """Train a challenger on every outcome in `data` and judge it against the champion. Pure and
     deterministic: run inline (replay) or in a worker process (live)."""
+    recipe = recipe or Recipe()
+    walk = walk or WalkForward()
     model = recipe.fit(data)
     model.meta["version"] = version
     champ = Candidate("champion", None if champion is None else Recipe(champion.config), champion)

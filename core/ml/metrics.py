@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def ev_buckets(ev: np.ndarray, r: np.ndarray, y: np.ndarray) -> list[dict[str, A
     overall = expectancy(r)
     edges = (-np.inf, *EV_EDGES, np.inf)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mask = (ev >= lo) & (ev < hi)
         if not mask.any():
             continue

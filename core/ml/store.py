@@ -43,12 +43,13 @@ class ScorerStore:
 
     async def restore(self, bot_id: str) -> Restored:
         restored = await self.inner.restore(bot_id)
-        state = restored.checkpoint.extra.get(STATE_KEY) if restored.checkpoint is not None else None
-        if not state:
+        if restored.checkpoint is None:  # a first run: nothing to learn from yet
             self.scorer.reset()
             return restored
+        # no ML state (a bot that ran without the filter): learn from its history, no model yet
+        state = restored.checkpoint.extra.get(STATE_KEY)
         champions = {name: await self.registry.load_champion(bot_id, name, version=version)
-                     for name, version in MLScorer.champions_in(state).items()}
+                     for name, version in MLScorer.champions_in(state or {}).items()}
         self.scorer.resume(state, await self.outcomes(bot_id), champions)
         return restored
 

@@ -36,7 +36,7 @@ def fake() -> Iterator[FakeBybit]:
         yield server
 
 
-async def _until(predicate, what: str, within: float = 15.0) -> None:  # noqa: ANN001
+async def _until(predicate, what: str, within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
