@@ -18,7 +18,7 @@ from tests.hostproc import desk_env
 from tests.servers import Postgres, ServerUnavailable
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
-WINDOW = ["--from", "2021-02-01", "--to", "2021-04-20"]
+WINDOW = ["--from", "2021-02-01", "--to", "2021-04-20", "--no-ml"]  # the ledger is the point here
 OUTAGE_S = float(os.environ.get("PD_OUTAGE_S", "8"))  # `make test-long`: 30
 
 

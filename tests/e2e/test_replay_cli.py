@@ -9,7 +9,8 @@ from tests.conftest import CANDLES
 from tests.hostproc import desk_env, run
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
-WINDOW = ["--from", "2021-03-01", "--to", "2021-04-15"]
+# the ML filter's own determinism is proven in test_replay_ml.py; here the replay machinery, faster without it
+WINDOW = ["--from", "2021-03-01", "--to", "2021-04-15", "--no-ml"]
 SUMMARY_KEYS = {"candles", "signals", "phantoms_closed", "phantom_win_rate", "elapsed_s", "candles_per_s",
                 "phantom_digest"}
 
@@ -39,8 +40,8 @@ def test_replay_json_and_determinism(tmp_path: Path) -> None:
 def test_different_replay_needs_fresh(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/x.db"
     _replay(tmp_path, db)
-    done = run(["replay", "--data", DATA, "--from", "2021-03-02", "--to", "2021-03-20", "--db", db, "--json"],
-               tmp_path, desk_env(), timeout=300)
+    done = run(["replay", "--data", DATA, "--from", "2021-03-02", "--to", "2021-03-20", "--no-ml", "--db", db,
+                "--json"], tmp_path, desk_env(), timeout=300)
     assert done.returncode == 1 and "--fresh" in done.stderr
     fresh = _replay(tmp_path, db, "--fresh")
     assert not fresh["resumed"]

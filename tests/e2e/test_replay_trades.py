@@ -14,7 +14,7 @@ from tests.hostproc import desk_env, run
 
 def test_replay_stats_match_the_trades_table(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    done = run(["replay", "--data", str(CANDLES / "binance_spot_2020-12_2021-07"), "--to", "2021-03-20",
+    done = run(["replay", "--data", str(CANDLES / "binance_spot_2020-12_2021-07"), "--to", "2021-03-20", "--no-ml",
                 "--db", f"sqlite:///{db}", "--json"], tmp_path, desk_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads(done.stdout.strip().splitlines()[-1])
