@@ -8,7 +8,8 @@ from typing import Any
 
 from bench.table import print_rows
 
-MODULES = ("bench.replay", "bench.market", "bench.candles", "bench.ml", "bench.charts", "bench.telegram")
+MODULES = ("bench.replay", "bench.market", "bench.candles", "bench.ledger", "bench.ml", "bench.charts",
+           "bench.telegram")
 
 
 def main() -> int:

@@ -14,26 +14,25 @@ a database of its own, dropped afterwards). `run()` returns the rows for a later
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.data import BINANCE
+from bench.pg import migrated_database
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.market.series import FIELDS, CandleSeries
-from storage import migrations
 from storage.candle_files import read_candle_file
 from storage.candle_store import COLUMNS, ROWS_PER_STATEMENT, CandleStore, rows_from_series, upsert_statement
 from storage.db import create_engine, session_factory
 from storage.models import Candle as CandleRow
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = [ROOT.parent / "shared" / "data" / "candles" / "binance_spot_2020-12_2021-07" / f"{b}-USDT_15m_binance.csv"
+SOURCES = [BINANCE / f"{b}-USDT_15m_binance.csv"
            for b in ("BTC", "ETH", "SOL", "XRP")]
 SYMBOLS = 200
 INTERVAL = "15"
@@ -214,35 +213,10 @@ def _row(name: str, figure: float, unit: str, baseline: float, ratio: float, goa
             "met": met}
 
 
-async def _admin(server_url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def run() -> list[dict[str, Any]]:
     """Start (or borrow) PostgreSQL, migrate a fresh database, measure; rows as in the module docstring."""
-    from tests.servers import PG_URL_ENV, Postgres
-
-    server_url = os.environ.get(PG_URL_ENV)
-    pg = None
-    if not server_url:
-        pg = Postgres(durable=True).start()
-        server_url = pg.url
-    name = f"bench_candles_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(server_url, f"CREATE DATABASE {name}"))
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        migrations.upgrade(url)
+    with migrated_database("bench_candles") as url:
         return asyncio.run(_measure(url))
-    finally:
-        asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        if pg is not None:
-            pg.destroy()
 
 
 def main() -> int:

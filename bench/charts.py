@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.data import BINANCE
 from bench.table import print_rows
 from bot import charts
 from core.config import BotConfig
@@ -40,7 +41,7 @@ from core.stats import daily_pnl, equity_curve
 from core.trader import Trader
 from storage.candle_files import read_candle_dir
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "candles" / "binance_spot_2020-12_2021-07"
+DATA = BINANCE
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START, END = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 3, 1, tzinfo=UTC)
 ROUNDS = 7

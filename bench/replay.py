@@ -15,9 +15,9 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+from bench.data import BINANCE
 from bench.table import print_rows
 from core.config import BotConfig
 from core.engine import Engine
@@ -28,7 +28,7 @@ from core.phantom import PhantomBook
 from core.signal import Signal
 from storage.candle_files import read_candle_dir
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "candles" / "binance_spot_2020-12_2021-07"
+DATA = BINANCE
 BASELINE_CANDLES = 3000  # the pandas baseline is slow: measure it on the first candles only
 FRAME = 1000
 

@@ -17,11 +17,9 @@ database dropped afterwards).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import statistics
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,13 +30,13 @@ from aiogram.enums import ParseMode
 from aiogram.types import Chat, Message, MessageEntity, Update, User
 from sqlalchemy import select
 
+from bench.pg import migrated_database
 from bot.settings import Settings
 from bot.telegram import build_dispatcher
 from bot.telegram.commands import stats as render_stats
 from core.config import BotConfig
 from core.desk import Desk
 from core.stats import TradeFacts, summarize
-from storage import migrations
 from storage.bots import upsert_bot
 from storage.db import create_engine, session_factory
 from storage.desk_store import SqlDeskStore
@@ -159,35 +157,10 @@ async def _render(desk: Desk, doc: dict[str, Any]) -> None:
     await render_stats(ctx)
 
 
-async def _admin(server_url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def run() -> list[dict[str, Any]]:
-    from tests.servers import PG_URL_ENV, Postgres
-
-    server_url = os.environ.get(PG_URL_ENV)
-    pg = None
-    if not server_url:
-        pg = Postgres(durable=True).start()
-        server_url = pg.url
-    name = f"bench_tg_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(server_url, f"CREATE DATABASE {name}"))
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        migrations.upgrade(url)
+    with migrated_database("bench_tg") as url:
         asyncio.run(_fill(url, N_TRADES))
         m = asyncio.run(_measure(url))
-    finally:
-        asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        if pg is not None:
-            pg.destroy()
     EXTRAS.update(m)
     return [{"name": f"telegram: /stats over {N_TRADES:,} trades (update in -> sendMessage, median)",
              "figure": m["median_ms"], "unit": "ms", "baseline": m["baseline_ms"],

@@ -127,17 +127,23 @@ class SqlLedger:
         wins = (current.wins if current else 0) + win
         net = (current.net_pnl if current else Decimal(0)) + t.net_pnl
         rows = [_stats_row(t.bot_id, "all_time", trades, wins, net, figures, now)]
-        pnl = Trade.net_pnl
-        for period, span in WINDOWS.items():
-            agg = (await session.execute(
-                select(func.count(), func.sum(pnl), func.sum(case((pnl > 0, pnl), else_=0)),
-                       func.sum(case((pnl <= 0, pnl), else_=0)), func.sum(case((pnl > 0, 1), else_=0)))
-                .where(Trade.bot_id == t.bot_id, Trade.status == "closed", Trade.exit_time > t.exit_time - span,
-                       Trade.exit_time <= t.exit_time))).one()
-            n, total, gp, gl, w = agg
+        # every window in one indexed range scan over the longest one
+        pnl, end = Trade.net_pnl, t.exit_time
+        columns = []
+        for span in WINDOWS.values():
+            inside = Trade.exit_time > end - span
+            columns += [func.sum(case((inside, 1), else_=0)), func.sum(case((inside, pnl), else_=0)),
+                        func.sum(case((inside & (pnl > 0), pnl), else_=0)),
+                        func.sum(case((inside & (pnl <= 0), pnl), else_=0)),
+                        func.sum(case((inside & (pnl > 0), 1), else_=0))]
+        agg = (await session.execute(select(*columns).where(
+            Trade.bot_id == t.bot_id, Trade.status == "closed", Trade.exit_time > end - max(WINDOWS.values()),
+            Trade.exit_time <= end))).one()
+        for k, period in enumerate(WINDOWS):
+            n, total, gp, gl, w = agg[5 * k:5 * k + 5]
             rows.append(_stats_row(t.bot_id, period, int(n or 0), int(w or 0), Decimal(total or 0),
                                    {"gross_profit": str(gp or 0), "gross_loss": str(gl or 0),
-                                    "window_end": t.exit_time.isoformat()}, now))
+                                    "window_end": end.isoformat()}, now))
         stmt = insert(TradeStatsCache).values(rows)
         await session.execute(stmt.on_conflict_do_update(
             index_elements=["bot_id", "period"],

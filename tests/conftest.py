@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.data import candles_dir
 from tests import servers
 
 ROOT = Path(__file__).resolve().parent.parent
-CANDLES = ROOT.parent / "shared" / "data" / "candles"
+CANDLES = candles_dir()  # the shared real candles (bench/data.py says where they are looked for)
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
