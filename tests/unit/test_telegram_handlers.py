@@ -828,3 +828,67 @@ async def test_summary_on_postgres(pg_url: str, replay_db: Path) -> None:
     assert (await store.summary("replay", None, Decimal(10_000)))["trades"] == 92
     await src.dispose()
     await engine.dispose()
+
+
+# --- generated bad input (hypothesis) -------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - the fuzz section of this module
+from hypothesis import strategies as st  # noqa: E402
+
+TG_FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+words = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(
+    ["all", "replay", "BTCUSDT", "-1", "0", "99999999999", "1e9", "nan", "<b>x</b>", "&amp;", "set", "risk_pct",
+     "max_leverage", "equity", "7", "🙂" * 50, "x" * 5000])
+
+
+async def _db_state(h: Harness) -> tuple[Any, ...]:
+    async with h.store.sessions() as session:
+        status = (await session.execute(select(BotRow.status, BotRow.status_reason, BotRow.risk_pct))).all()
+        audit = len((await session.execute(select(AuditLog.id))).all())
+    return tuple(status), audit
+
+
+@TG_FUZZ
+@given(command=st.sampled_from(sorted(COMMANDS)), args=st.lists(words, max_size=4),
+       user=st.sampled_from([VIEWER, STRANGER]))
+async def test_fuzz_command_arguments_from_non_admins(h: Harness, command: str, args: list[str], user: int) -> None:
+    """Any arguments to any command from a viewer or a stranger: answered (or not, for strangers) within the
+    limits, and nothing changes — not the bot, not the runtime, not the audit log."""
+    before = await _db_state(h)
+    sent = await h.send(user, " ".join([f"/{command}", *args])[:4096])
+    for call in sent:
+        text = getattr(call.method, "text", None) or getattr(call.method, "caption", None) or ""
+        assert len(text) <= 4096
+    assert await _db_state(h) == before
+    assert h.runtime is not None and not h.runtime.paused and not h.runtime.closed and not h.runtime.retrained
+
+
+@TG_FUZZ
+@given(command=st.sampled_from(sorted(COMMANDS)), args=st.lists(words, max_size=4))
+async def test_fuzz_command_arguments_from_an_admin(h: Harness, command: str, args: list[str]) -> None:
+    """An admin's bad arguments get a reply (a one-line error or the answer), never an exception; /close
+    and dangerous /risk values still need their button, so nothing closes here."""
+    sent = await h.send(ADMIN, " ".join([f"/{command}", *args])[:4096])
+    assert sent, "every admin command gets an answer"
+    for call in sent:
+        text = getattr(call.method, "text", None) or getattr(call.method, "caption", None) or ""
+        assert len(text) <= 4096
+    assert h.runtime is not None and not h.runtime.closed
+
+
+callback_data = st.text(max_size=64) | st.builds(
+    lambda prefix, parts: ":".join([prefix, *parts])[:64],
+    st.sampled_from(["cf", "rc", "pr", "rf", "confirm", "recovery", "x"]), st.lists(words, max_size=4))
+
+
+@TG_FUZZ
+@given(data=callback_data, user=st.sampled_from([ADMIN, VIEWER, STRANGER]))
+async def test_fuzz_callback_data(h: Harness, data: str, user: int) -> None:
+    """Forged or garbled button data from anyone: answered exactly once (the harness checks), and only an
+    admin's valid, current press could ever act — random data never does."""
+    before = await _db_state(h)
+    await h.press(user, data)
+    status_before, audit_before = before
+    status_after, audit_after = await _db_state(h)
+    assert status_after == status_before
+    assert h.runtime is not None and not h.runtime.closed and not h.runtime.paused
+    assert audit_after - audit_before <= 1  # at most the audit line of the press itself
