@@ -166,7 +166,7 @@ class Runtime:
             assert s.bybit_api_key is not None and s.bybit_api_secret is not None  # settings enforce it in live mode
             broker = BybitBroker(s.bybit_api_key.get_secret_value(), s.bybit_api_secret.get_secret_value(),
                                  testnet=s.bybit_env == "testnet", demo=s.bybit_env == "demo",
-                                 rest_url=s.bybit_rest_url, ws_url=s.bybit_private_ws_url)
+                                 rest_url=s.bybit_rest_url, ws_url=s.bybit_private_ws_url, clock=_utc_now)
             await broker.load_instruments()
             await broker.start_stream()
             self.broker = broker
@@ -324,7 +324,7 @@ class Runtime:
         # the first (re)connect backfills everything that closed since the newest stored candle
         seen = {(sym, iv): t for sym in symbols for iv in intervals
                 if (t := await self.candles.last_open_time(sym, iv)) is not None}
-        return BybitFeed(symbols, intervals, last_seen=seen, rest_url=s.bybit_rest_url)
+        return BybitFeed(symbols, intervals, clock=_utc_now, last_seen=seen, rest_url=s.bybit_rest_url)
 
     async def _feed(self) -> None:
         source = await self._feed_source()
@@ -416,6 +416,11 @@ class Runtime:
             await self.leases.release_all()
         if self.broker is not None:
             await self.broker.aclose()
+
+
+def _utc_now() -> datetime:
+    """The wall clock the exchange adapters need (the engine itself takes time from the candles)."""
+    return datetime.now(UTC)
 
 
 def _trade_text(event: Any) -> str:

@@ -70,7 +70,6 @@ from core.exchange.bybit_private import (
     private_url,
     valid_link_id,
 )
-from core.exchange.bybit_public import wall_clock
 from core.instruments import Instrument, Instruments
 from core.market.candle import dt_to_ms
 
@@ -281,7 +280,7 @@ class BybitBroker:
         rest_url: str | None = None,
         ws_url: str | None = None,
         instruments: Instruments | None = None,
-        clock: Callable[[], datetime] = wall_clock,
+        clock: Callable[[], datetime],  # the adapter needs "now"; the host passes the wall clock
         recv_window: int = 5000,
         timeout: float = 10.0,
         attempts: int = 4,

@@ -28,7 +28,7 @@ from typing import Any
 from pybit.unified_trading import WebSocket
 
 from core.exchange.broker import Fill, OrderSide, OrderState, Position, Side
-from core.exchange.bybit_public import PublicSocket, Sink, wall_clock
+from core.exchange.bybit_public import PublicSocket, Sink
 from core.market.candle import MAX_MS, ms_to_dt
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class PrivateStream:
         *,
         api_key: str,
         api_secret: str,
-        clock: Callable[[], datetime] = wall_clock,
+        clock: Callable[[], datetime],
         memory: int = 20_000,
         socket_options: dict[str, Any] | None = None,
         watch_interval: float = 5.0,

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pybit.unified_trading import HTTP, WebSocket
@@ -24,11 +23,6 @@ MAINNET_REST = "https://api.bybit.com"
 
 # Called in pybit's socket thread with (the socket, the decoded message or the raw text if it isn't JSON).
 Sink = Callable[["PublicSocket", Any], None]
-
-
-def wall_clock() -> datetime:
-    """The default "now" of live feeds; the composition root may inject its own."""
-    return datetime.now(UTC)
 
 
 def _ignore(_message: Any) -> None:

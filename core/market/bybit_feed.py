@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket, wall_clock
+from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket
 from core.market.candle import INTERVAL_MS, MAX_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class BybitFeed:
         symbols: Sequence[str],
         intervals: Sequence[str] = ("15", "3"),
         *,
-        clock: Callable[[], datetime] = wall_clock,
+        clock: Callable[[], datetime],  # injected: core/ reads no wall clock of its own
         last_seen: Mapping[Key, datetime] | None = None,
         symbols_per_connection: int = 50,
         silence_timeout: float = 60.0,
