@@ -8,6 +8,7 @@ so replaying twice is harmless. While a backlog exists, new records join it, to 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import case, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import bindparam, case, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord
 from core.stats import TradeFacts
-from storage.db import DB_DOWN, dialect_insert, is_db_down, session_factory
+from storage.db import DB_DOWN, is_db_down, session_factory
 from storage.hotstate import PREFIX
 from storage.journal import Journal
 from storage.models import Order, Trade, TradeStatsCache
@@ -50,6 +52,7 @@ def order_row(o: OrderRecord) -> dict[str, Any]:
 
 class SqlLedger:
     def __init__(self, engine: AsyncEngine, journal: Journal, redis: Redis | None = None) -> None:
+        self.engine = engine
         self.sessions = session_factory(engine)
         self.journal = journal
         self.redis = redis
@@ -95,59 +98,35 @@ class SqlLedger:
     async def _write(self, event: LedgerEvent) -> None:
         now = datetime.now(UTC)
         t = event.trade
-        async with self.sessions.begin() as session:
-            insert = dialect_insert(session)
-            was = await session.scalar(select(Trade.status).where(Trade.id == t.id))
-            row = trade_row(t, now)
-            stmt = insert(Trade).values(row)
-            updatable = {c: stmt.excluded[c] for c in row if c not in ("id", "created_at")}
-            # a late open (a journal replay) must never turn a closed trade back into an open one
-            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=updatable,
-                                              where=Trade.__table__.c.status != "closed")
-            await session.execute(stmt)
+        sql = _statements(self.engine.dialect.name)
+        async with self.engine.begin() as conn:
+            # RETURNING a row = the trade was new or not yet closed: a close only counts once in the stats
+            changed = (await conn.execute(sql.trade, trade_row(t, now))).first() is not None
             for o in event.orders:
-                orow = order_row(o)
-                ostmt = insert(Order).values(orow)
-                await session.execute(ostmt.on_conflict_do_update(
-                    index_elements=["order_link_id"],
-                    set_={c: ostmt.excluded[c] for c in orow if c not in ("order_link_id", "created_at")}))
-            if event.kind == "close" and was != "closed":
-                await self._refresh_stats(session, t, now)
+                await conn.execute(sql.order, order_row(o))
+            if event.kind == "close" and changed:
+                await self._refresh_stats(conn, sql, t, now)
 
-    async def _refresh_stats(self, session: AsyncSession, t: TradeRecord, now: datetime) -> None:
-        """all_time: add this trade; 7d/30d: re-aggregate the window ending at its exit (index range scan)."""
+    async def _refresh_stats(self, conn: AsyncConnection, sql: _Statements, t: TradeRecord, now: datetime) -> None:
+        """all_time: add this trade; 7d/30d: re-aggregate the windows ending at its exit (one range scan)."""
         assert t.exit_time is not None and t.net_pnl is not None
-        insert = dialect_insert(session)
-        win = 1 if t.net_pnl > 0 else 0
-        current = await session.get(TradeStatsCache, (t.bot_id, "all_time"))
+        current = (await conn.execute(sql.all_time, {"bot": t.bot_id})).first()
         figures = dict(current.figures) if current else {"gross_profit": "0", "gross_loss": "0"}
         key = "gross_profit" if t.net_pnl > 0 else "gross_loss"
         figures[key] = str(Decimal(figures[key]) + t.net_pnl)
         trades = (current.trades if current else 0) + 1
-        wins = (current.wins if current else 0) + win
+        wins = (current.wins if current else 0) + (1 if t.net_pnl > 0 else 0)
         net = (current.net_pnl if current else Decimal(0)) + t.net_pnl
         rows = [_stats_row(t.bot_id, "all_time", trades, wins, net, figures, now)]
-        # every window in one indexed range scan over the longest one
-        pnl, end = Trade.net_pnl, t.exit_time
-        columns = []
-        for span in WINDOWS.values():
-            inside = Trade.exit_time > end - span
-            columns += [func.sum(case((inside, 1), else_=0)), func.sum(case((inside, pnl), else_=0)),
-                        func.sum(case((inside & (pnl > 0), pnl), else_=0)),
-                        func.sum(case((inside & (pnl <= 0), pnl), else_=0)),
-                        func.sum(case((inside & (pnl > 0), 1), else_=0))]
-        agg = (await session.execute(select(*columns).where(
-            Trade.bot_id == t.bot_id, Trade.status == "closed", Trade.exit_time > end - max(WINDOWS.values()),
-            Trade.exit_time <= end))).one()
+        end = t.exit_time
+        params = {"bot": t.bot_id, "end": end, **{f"since_{p}": end - span for p, span in WINDOWS.items()}}
+        agg = (await conn.execute(sql.windows, params)).one()
         for k, period in enumerate(WINDOWS):
             n, total, gp, gl, w = agg[5 * k:5 * k + 5]
             rows.append(_stats_row(t.bot_id, period, int(n or 0), int(w or 0), Decimal(total or 0),
                                    {"gross_profit": str(gp or 0), "gross_loss": str(gl or 0),
                                     "window_end": end.isoformat()}, now))
-        stmt = insert(TradeStatsCache).values(rows)
-        await session.execute(stmt.on_conflict_do_update(
-            index_elements=["bot_id", "period"],
-            set_={c: stmt.excluded[c] for c in rows[0] if c not in ("bot_id", "period")}))
+        await conn.execute(sql.stats, rows)
 
     async def _backup(self, event: LedgerEvent) -> None:
         if self.redis is None:
@@ -187,6 +166,48 @@ class SqlLedger:
     async def ping(self) -> None:
         async with self.sessions() as session:
             await session.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True)
+class _Statements:
+    trade: Any
+    order: Any
+    stats: Any
+    all_time: Any
+    windows: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The ledger's statements, built once per dialect: SQLAlchemy then compiles each only once."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    trades, orders, cache = Trade.__table__, Order.__table__, TradeStatsCache.__table__
+    stmt = insert(trades)
+    # a late open (a journal replay) must never turn a closed trade back into an open one
+    trade = stmt.on_conflict_do_update(
+        index_elements=[trades.c.id], where=trades.c.status != "closed",
+        set_={c.name: stmt.excluded[c.name] for c in trades.c if c.name not in ("id", "created_at")},
+    ).returning(trades.c.id)
+    ostmt = insert(orders)
+    order = ostmt.on_conflict_do_update(index_elements=[orders.c.order_link_id], set_={
+        c.name: ostmt.excluded[c.name] for c in orders.c if c.name not in ("id", "order_link_id", "created_at")})
+    sstmt = insert(cache)
+    stats = sstmt.on_conflict_do_update(index_elements=[cache.c.bot_id, cache.c.period], set_={
+        c.name: sstmt.excluded[c.name] for c in cache.c if c.name not in ("bot_id", "period")})
+    all_time = select(cache.c.trades, cache.c.wins, cache.c.net_pnl, cache.c.figures).where(
+        cache.c.bot_id == bindparam("bot"), cache.c.period == "all_time")
+    pnl, columns = trades.c.net_pnl, []
+    for period in WINDOWS:
+        inside = trades.c.exit_time > bindparam(f"since_{period}")
+        columns += [func.sum(case((inside, 1), else_=0)), func.sum(case((inside, pnl), else_=0)),
+                    func.sum(case((inside & (pnl > 0), pnl), else_=0)),
+                    func.sum(case((inside & (pnl <= 0), pnl), else_=0)),
+                    func.sum(case((inside & (pnl > 0), 1), else_=0))]
+    longest = max(WINDOWS, key=lambda p: WINDOWS[p])
+    windows = select(*columns).where(trades.c.bot_id == bindparam("bot"), trades.c.status == "closed",
+                                     trades.c.exit_time > bindparam(f"since_{longest}"),
+                                     trades.c.exit_time <= bindparam("end"))
+    return _Statements(trade, order, stats, all_time, windows)
 
 
 def _stats_row(bot_id: str, period: str, trades: int, wins: int, net: Decimal, figures: dict[str, Any],
