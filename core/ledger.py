@@ -104,15 +104,19 @@ class Ledger(Protocol):
         ...
 
 
-def _dec(d: Decimal | None) -> str | None:
+def canonical_decimal(d: Decimal | None) -> str | None:
+    """A price or amount as the database returns it too (Numeric(28, 10)), without trailing zeros: the
+    same text whether a digest is taken in memory or from either database."""
     return None if d is None else format(d.quantize(Decimal("1e-10")).normalize(), "f")
 
 
+
 def canonical(t: TradeRecord) -> dict[str, Any]:
-    return {"id": t.id, "symbol": t.symbol, "side": t.side, "qty": _dec(t.qty), "entry": _dec(t.entry_price),
-            "entry_time": t.entry_time.isoformat(), "exit": _dec(t.exit_price),
+    dec = canonical_decimal
+    return {"id": t.id, "symbol": t.symbol, "side": t.side, "qty": dec(t.qty), "entry": dec(t.entry_price),
+            "entry_time": t.entry_time.isoformat(), "exit": dec(t.exit_price),
             "exit_time": t.exit_time.isoformat() if t.exit_time else None, "reason": t.exit_reason,
-            "fees": _dec(t.fees), "net": _dec(t.net_pnl)}
+            "fees": dec(t.fees), "net": dec(t.net_pnl)}
 
 
 def ledger_digest(trades: Iterable[TradeRecord]) -> str:

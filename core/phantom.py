@@ -29,6 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from core.ledger import canonical_decimal
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.signal import Action, Signal
 
@@ -98,17 +99,13 @@ class Phantom:
         """The fields that define an outcome, for digests (stable, JSON-able)."""
         return {
             "id": self.id, "symbol": self.symbol, "interval": self.interval, "strategy": self.strategy,
-            "side": self.side, "entry": _dec(self.entry), "sl": _dec(self.stop_loss), "tp": _dec(self.take_profit),
-            "action": self.action, "outcome": self.outcome, "exit_reason": self.exit_reason,
-            "exit_price": None if self.exit_price is None else _dec(Decimal(repr(self.exit_price))),
+            "side": self.side, "entry": canonical_decimal(self.entry), "sl": canonical_decimal(self.stop_loss),
+            "tp": canonical_decimal(self.take_profit), "action": self.action, "outcome": self.outcome,
+            "exit_reason": self.exit_reason,
+            "exit_price": None if self.exit_price is None else canonical_decimal(Decimal(repr(self.exit_price))),
             "exit_time": self.exit_time.isoformat() if self.exit_time else None,
             "r": _num(self.realized_r), "mfe": _num(self.mfe_r), "mae": _num(self.mae_r),
         }
-
-
-def _dec(d: Decimal) -> str:
-    """A price as the database returns it too: 10 decimals (Numeric(28, 10)), no trailing zeros."""
-    return format(d.quantize(Decimal("1e-10")).normalize(), "f")
 
 
 def _num(x: float | None) -> str | None:
