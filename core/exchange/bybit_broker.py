@@ -445,6 +445,12 @@ class BybitBroker:
             params["tpslMode"] = "Full"
         return await self._submit(params, looked_up=True)
 
+    async def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
+        """Move a position's stop-loss (trailing stop, breakeven); repeating it is harmless."""
+        instrument = await self._instrument(symbol)
+        await self._call("order", "set_trading_stop", category=CATEGORY, symbol=symbol, positionIdx=0,
+                         tpslMode="Full", stopLoss=_wire(instrument.price(stop_loss)))
+
     async def close(self, intent: OrderIntent) -> OrderState:
         """A reduce-only market order against the intent's position side, under its own link id."""
         link = self._checked_link(intent.order_link_id)

@@ -585,3 +585,16 @@ async def test_secrets_stay_out_of_logs_and_reprs(
         assert secret not in caplog.text
         assert secret not in repr(broker)
     assert SECRET not in repr(_HTTP(api_key=KEY, api_secret=SECRET))
+
+
+async def test_set_stop_moves_the_position_stop(make_broker: Callable[..., BybitBroker], fake: FakeBybit) -> None:
+    """Trailing stops and breakeven in live mode: the position's stop moves on the exchange, on the tick."""
+    broker = make_broker()
+    await broker.open(intent("trail1", qty="0.01"))
+    before = fake.position("BTCUSDT")
+    assert before is not None and Decimal(before["stopLoss"]) < Decimal(99000)
+    await broker.set_stop("BTCUSDT", Decimal("99000.00"))
+    position = fake.position("BTCUSDT")
+    assert position is not None and Decimal(position["stopLoss"]) == Decimal(99000)
+    stops = [o for o in fake.orders() if o.get("stopOrderType") == "StopLoss" and o["orderStatus"] == "Untriggered"]
+    assert [Decimal(o["triggerPrice"]) for o in stops] == [Decimal(99000)]

@@ -525,6 +525,23 @@ class _Venue:
         if symbol in self.positions:
             self.positions[symbol].leverage = leverage
 
+    def trading_stop(self, body: dict[str, Any]) -> list[Push]:
+        """POST /v5/position/trading-stop: move a position's stop-loss (tpslMode Full)."""
+        symbol = body.get("symbol")
+        if body.get("category") != "linear" or not isinstance(symbol, str) or symbol not in self.instruments:
+            raise VenueError(10001, "params error: symbol invalid")
+        position = self.positions.get(symbol)
+        if position is None:
+            raise VenueError(10001, "can not set tp/sl/ts for zero position")
+        if "stopLoss" in body:
+            level = self._decimal(body["stopLoss"], "stopLoss")
+            tick = Decimal(self.instruments[symbol]["priceFilter"]["tickSize"])
+            if level % tick:
+                raise VenueError(10001, "stopLoss is not a multiple of tickSize")
+            position.sl = level if level > 0 else None
+        changed = self._sync_tpsl(symbol)
+        return [("order", changed)] if changed else []
+
     # -- rows -----------------------------------------------------------------------------------------
 
     def position_row(self, position: _Pos) -> dict[str, Any]:
@@ -959,6 +976,7 @@ class FakeBybit:
         private: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]]], ...] = (
             ("POST", "/v5/order/create", self._create),
             ("POST", "/v5/position/set-leverage", self._set_leverage),
+            ("POST", "/v5/position/trading-stop", self._trading_stop),
             ("GET", "/v5/order/realtime", self._realtime),
             ("GET", "/v5/order/history", self._history),
             ("GET", "/v5/position/list", self._position_list),
@@ -1221,6 +1239,9 @@ class FakeBybit:
         self.leverage_requests.append(dict(body))
         self.venue.set_leverage(body)
         return {}, []
+
+    def _trading_stop(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        return {}, self.venue.trading_stop(body)
 
     def _order_rows(self, q: dict[str, Any], *, recent_only: bool) -> list[dict[str, Any]]:
         if q.get("category") != "linear":
