@@ -536,8 +536,8 @@ async def _remove(engine: AsyncEngine, args: argparse.Namespace) -> int:
 def _applies_when(row: Bot, now: datetime) -> None:
     live = _live_desk(row, now)
     if live:
-        print(f"note: a desk is running this bot ({live}); it reads the status at its next start. "
-              "/pause or /resume in Telegram act at once.")
+        print(f"note: a desk is running this bot ({live}); it applies the status at its next heartbeat "
+              "(within 30 s). /pause or /resume in Telegram act at once.")
 
 
 async def _pause(engine: AsyncEngine, args: argparse.Namespace) -> int:
