@@ -101,3 +101,37 @@ async def test_snapshots(db_url: str) -> None:
         assert (await snaps.prune(now + timedelta(days=100)))["bot_states"] == 1
     finally:
         await db.dispose()
+
+
+async def test_heartbeat_applies_a_status_changed_elsewhere(db_url: str) -> None:
+    """`bots pause` from the console (another process) reaches the running bot at the next heartbeat."""
+    from types import SimpleNamespace
+
+    from jobs.desk_jobs import DeskJobs
+    from storage.bots import set_status
+
+    db = await _db(db_url)
+    trader = Trader(CONFIG, Instruments(), PaperBroker(Instruments(), CONFIG.capital))
+    calls: list[tuple[str, bool]] = []
+
+    def set_paused(bot_id: str, paused: bool) -> bool:
+        calls.append((bot_id, paused))
+        trader.state.paused = paused
+        return True
+
+    runtime = SimpleNamespace(bots={"j": SimpleNamespace(trader=trader)}, set_paused=set_paused)
+    host = SimpleNamespace(engine=db, runtime=runtime, instance="test-1", settings=None)
+    jobs = DeskJobs(host)  # type: ignore[arg-type]
+    try:
+        await jobs.heartbeat()
+        assert calls == []  # nothing changed
+        async with session_factory(db).begin() as session:
+            await set_status(session, "j", "paused", "console")
+        await jobs.heartbeat()
+        assert calls == [("j", True)] and trader.state.paused
+        async with session_factory(db).begin() as session:
+            await set_status(session, "j", "running", None)
+        await jobs.heartbeat()
+        assert calls[-1] == ("j", False) and not trader.state.paused
+    finally:
+        await db.dispose()
