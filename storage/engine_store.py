@@ -3,8 +3,11 @@ mirrored to Redis when present. The database is the truth; Redis can always be r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +36,12 @@ MAX_PARAMS = 30_000  # under asyncpg's 32,767 bind parameters per statement
 BLOCKED_TTL_S = 8 * 86_400
 PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_time", "realized_r", "pnl_pct", "mfe_r",
                      "mae_r", "tp1_time", "candles_seen", "updated_at")
+
+
+# A save (commit, then mirror) and a rebuild (read, then rewrite) of one bot must not interleave: a rebuild
+# that read the database before a save committed and wrote Redis after that save's mirror would bring the
+# phantoms the save closed back as active. Stores share the host's Redis client, so the locks hang off it.
+_REDIS_LOCKS: weakref.WeakKeyDictionary[Redis, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
 def _dec(x: float | None) -> Decimal | None:
@@ -90,14 +99,20 @@ class SqlEngineStore:
         self.sessions = session_factory(engine)
         self.redis = redis
 
+    def _redis_lock(self, bot_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        if self.redis is None:
+            return contextlib.nullcontext()
+        return _REDIS_LOCKS.setdefault(self.redis, {}).setdefault(bot_id, asyncio.Lock())
+
     async def save(self, bot_id: str, batch: Batch) -> None:
-        try:
-            await self._save(bot_id, batch)
-        except DB_DOWN as exc:
-            if not is_db_down(exc):
-                raise
-            raise StoreUnavailable(type(exc).__name__) from exc
-        await self._mirror(bot_id, batch)
+        async with self._redis_lock(bot_id):
+            try:
+                await self._save(bot_id, batch)
+            except DB_DOWN as exc:
+                if not is_db_down(exc):
+                    raise
+                raise StoreUnavailable(type(exc).__name__) from exc
+            await self._mirror(bot_id, batch)
 
     async def _save(self, bot_id: str, batch: Batch) -> None:
         now = datetime.now(UTC)
@@ -219,10 +234,11 @@ class SqlEngineStore:
         """Redis came back empty (or was lost): rewrite the hot state from the database."""
         if self.redis is None:
             return 0
-        restored = await self.restore(bot_id)
-        batch = Batch(phantoms={p.id: p for p in restored.active}, checkpoint=restored.checkpoint)
-        await self.redis.delete(self._key(bot_id, "phantoms"))
-        await self._mirror(bot_id, batch)
+        async with self._redis_lock(bot_id):
+            restored = await self.restore(bot_id)
+            batch = Batch(phantoms={p.id: p for p in restored.active}, checkpoint=restored.checkpoint)
+            await self.redis.delete(self._key(bot_id, "phantoms"))
+            await self._mirror(bot_id, batch)
         return len(restored.active)
 
     async def _compare_redis(self, bot_id: str, active: list[Phantom]) -> None:

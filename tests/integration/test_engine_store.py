@@ -4,9 +4,10 @@ idempotent, a resumed run equals an uninterrupted one, Redis is rebuilt from the
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,8 @@ from core.engine import Engine
 from core.market.candle import Candle, dt_to_ms
 from core.market.replay import ReplayFeed
 from core.market.series import CandleSeries
-from core.persistence import MemoryStore
-from core.phantom import phantom_digest
+from core.persistence import Batch, MemoryStore, Restored
+from core.phantom import PhantomBook, phantom_digest
 from core.runner import run
 from storage import migrations
 from storage.bots import load_bot, upsert_bot
@@ -127,9 +128,37 @@ async def test_redis_mirror_and_rebuild(pg_url: str, redis_url: str, market: lis
         assert await store.rebuild_redis("it") == len(active_ids)
         assert {k.decode() for k in await redis.hkeys("pd:it:phantoms")} == active_ids
         assert await redis.llen(f"pd:it:winrate:{sorted(engine.book.win_windows)[0]}") > 0
+        await _rebuild_racing_a_close(store, db, redis)
     finally:
         await redis.aclose()
         await db.dispose()  # type: ignore[attr-defined]
+
+
+async def _rebuild_racing_a_close(store: SqlEngineStore, db: object, redis: Redis) -> None:
+    """A rebuild that has read the active phantoms, then a save closing one of them: the closed phantom
+    must not come back to Redis when the rebuild writes what it read."""
+    rebuilder = SqlEngineStore(db, redis)  # type: ignore[arg-type]  # the watch job's own store
+    has_read, go_on = asyncio.Event(), asyncio.Event()
+    read = rebuilder.restore
+
+    async def slow_restore(bot_id: str) -> Restored:
+        restored = await read(bot_id)
+        has_read.set()
+        await go_on.wait()
+        return restored
+
+    rebuilder.restore = slow_restore  # type: ignore[method-assign]
+    rebuilding = asyncio.create_task(rebuilder.rebuild_redis("it"))
+    await has_read.wait()
+    victim = copy.copy((await store.restore("it")).active[0])
+    PhantomBook()._close(victim, float(victim.take_profit), victim.opened_at + timedelta(hours=1), "tp")
+    saving = asyncio.create_task(store.save("it", Batch(phantoms={victim.id: victim})))
+    await asyncio.sleep(0.3)  # time enough for an unguarded save to commit and mirror
+    go_on.set()
+    await asyncio.gather(rebuilding, saving)
+    active = {p.id for p in (await store.restore("it")).active}
+    assert victim.id not in active
+    assert {k.decode() for k in await redis.hkeys("pd:it:phantoms")} == active
 
 
 async def test_runs_without_redis_when_it_is_down(sqlite_url: str, market: list[CandleSeries]) -> None:
