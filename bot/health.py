@@ -43,6 +43,8 @@ async def health_document(host: Host) -> dict[str, Any]:
         if running is not None:
             b["error"] = running.error
             b["candles"] = running.processed
+            b["backlog"] = running.queue.qsize()  # candles queued, not yet processed
+            b["unsaved"] = running.processed - running.saved  # processed, not yet in the database
     newest = host.newest_candle
     body = {
         "status": "ok" if database == "ok" else "error",

@@ -72,6 +72,10 @@ class BotRuntime:
     side_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     error: str | None = None
     processed: int = 0
+    saved: int = 0  # `processed` as of the last batch the store took
+
+    def set_saved(self) -> None:
+        self.saved = self.processed
 
     @property
     def id(self) -> str:
@@ -216,7 +220,7 @@ class Runtime:
         try:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
-                      on_result=lambda r: self._after(bot, r),
+                      on_result=lambda r: self._after(bot, r), on_saved=bot.set_saved,
                       after_restore=(lambda: self._go_live(bot)) if bot.venue is not None else None)
         except asyncio.CancelledError:
             raise

@@ -30,7 +30,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               on_result: Callable[[CandleResult], None] | None = None,
               timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0,
               idle: Callable[[], bool] | None = None,
-              after_restore: Callable[[], Awaitable[None]] | None = None) -> RunReport:
+              after_restore: Callable[[], Awaitable[None]] | None = None,
+              on_saved: Callable[[], None] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
@@ -38,7 +39,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
     the work since the last batch, which the next run redoes identically (ledger writes are upserts).
     A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
     `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind.
-    `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange)."""
+    `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange).
+    `on_saved()` follows every batch the store took: everything processed so far is durable."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
@@ -68,22 +70,24 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         report.processed += 1
         if batch.candles >= next_flush or (idle is not None and idle()):
             batch.checkpoint = engine.checkpoint()
-            if await _save(store, bot_id, batch):
+            if await _save(store, bot_id, batch, on_saved):
                 batch = Batch()
                 next_flush = flush_every
             else:  # keep working; try again after another flush_every candles
                 next_flush = batch.candles + flush_every
     batch.checkpoint = engine.checkpoint()
-    while not await _save(store, bot_id, batch):  # noqa: ASYNC110 - polling a database until it answers
+    while not await _save(store, bot_id, batch, on_saved):  # noqa: ASYNC110 - polling a database until it answers
         await asyncio.sleep(retry_s)
     report.elapsed_s = timer() - started
     return report
 
 
-async def _save(store: EngineStore, bot_id: str, batch: Batch) -> bool:
+async def _save(store: EngineStore, bot_id: str, batch: Batch, on_saved: Callable[[], None] | None) -> bool:
     try:
         await store.save(bot_id, batch)
     except StoreUnavailable as exc:
         log.warning("store unavailable (%s): %d candles of work kept for the next save", exc, batch.candles)
         return False
+    if on_saved is not None:
+        on_saved()
     return True

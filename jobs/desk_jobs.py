@@ -112,7 +112,7 @@ class DeskJobs:
             log.info("%d recovery item(s) expired undecided", expired)
 
     async def redis_watch(self) -> None:
-        """Redis came back after being away: rebuild its hot state from the database."""
+        """Redis came back after being away, or missed a mirror write: rebuild its hot state from the database."""
         redis = self.host.redis
         if redis is None:
             return
@@ -121,11 +121,14 @@ class DeskJobs:
             up = True
         except (RedisError, OSError):
             up = False
+        store = SqlEngineStore(self.host.engine, redis)
         if up and self.redis_was_up is False:
-            store = SqlEngineStore(self.host.engine, redis)
             rebuilt = {bot_id: await store.rebuild_redis(bot_id) for bot_id in self.bots}
             log.info("Redis is back: hot state rebuilt from the database %s", rebuilt)
             self.host.notify(Notice("redis_back", "", f"Redis is back; rebuilt from the database: {rebuilt}"))
+        elif up and (stale := sorted(store.stale_bots() & set(self.bots))):
+            rebuilt = {bot_id: await store.rebuild_redis(bot_id) for bot_id in stale}
+            log.info("Redis missed writes: hot state rebuilt from the database %s", rebuilt)
         self.redis_was_up = up
 
     async def backup(self) -> None:

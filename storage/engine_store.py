@@ -9,6 +9,7 @@ import json
 import logging
 import weakref
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,10 +39,17 @@ PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_tim
                      "mae_r", "tp1_time", "candles_seen", "updated_at")
 
 
-# A save (commit, then mirror) and a rebuild (read, then rewrite) of one bot must not interleave: a rebuild
-# that read the database before a save committed and wrote Redis after that save's mirror would bring the
-# phantoms the save closed back as active. Stores share the host's Redis client, so the locks hang off it.
-_REDIS_LOCKS: weakref.WeakKeyDictionary[Redis, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+@dataclass
+class _MirrorState:
+    """What the stores of one Redis client share. A save (commit, then mirror) and a rebuild (read, then
+    rewrite) of one bot hold its lock: a rebuild that read the database before a save committed and wrote
+    Redis after that save's mirror would bring the phantoms the save closed back as active. A mirror that
+    failed leaves its bot stale: Redis lacks that write until a rebuild (the watch job does it)."""
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
+
+
+_MIRRORS: weakref.WeakKeyDictionary[Redis, _MirrorState] = weakref.WeakKeyDictionary()
 
 
 def _dec(x: float | None) -> Decimal | None:
@@ -99,10 +107,18 @@ class SqlEngineStore:
         self.sessions = session_factory(engine)
         self.redis = redis
 
+    def _mirror_state(self) -> _MirrorState:
+        assert self.redis is not None
+        return _MIRRORS.setdefault(self.redis, _MirrorState())
+
     def _redis_lock(self, bot_id: str) -> contextlib.AbstractAsyncContextManager[Any]:
         if self.redis is None:
             return contextlib.nullcontext()
-        return _REDIS_LOCKS.setdefault(self.redis, {}).setdefault(bot_id, asyncio.Lock())
+        return self._mirror_state().locks.setdefault(bot_id, asyncio.Lock())
+
+    def stale_bots(self) -> set[str]:
+        """Bots whose Redis mirror missed a write since their last rebuild."""
+        return set(self._mirror_state().stale) if self.redis is not None else set()
 
     async def save(self, bot_id: str, batch: Batch) -> None:
         async with self._redis_lock(bot_id):
@@ -216,6 +232,7 @@ class SqlEngineStore:
                 self._mirror_checkpoint(pipe, bot_id, batch.checkpoint)
             await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._mirror_state().stale.add(bot_id)
             log.warning("Redis mirror skipped (%s); the database holds everything", type(exc).__name__)
 
     def _mirror_checkpoint(self, pipe: Any, bot_id: str, cp: Checkpoint) -> None:
@@ -238,6 +255,7 @@ class SqlEngineStore:
             restored = await self.restore(bot_id)
             batch = Batch(phantoms={p.id: p for p in restored.active}, checkpoint=restored.checkpoint)
             await self.redis.delete(self._key(bot_id, "phantoms"))
+            self._mirror_state().stale.discard(bot_id)  # back in if the rewrite below fails
             await self._mirror(bot_id, batch)
         return len(restored.active)
 

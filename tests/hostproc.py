@@ -83,6 +83,17 @@ class DeskProcess:
             time.sleep(0.2)
         raise AssertionError(f"/health never answered {status} (last: {last}):\n{self.output[-3000:]}")
 
+    def wait_drained(self, timeout: float = 300) -> dict[str, Any]:
+        """The replayed market is all queued, and every bot here has processed and saved all of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.health()[1]
+            mine = [b for b in body["bots"] if b["running_here"]]
+            if body["feed"] == "done" and all(b["backlog"] == 0 and b["unsaved"] == 0 for b in mine):
+                return body
+            assert time.monotonic() < deadline, f"not drained after {timeout} s: {body}"
+            time.sleep(0.5)
+
     def terminate(self, timeout: float = 10) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds it took)."""
         assert self.proc is not None

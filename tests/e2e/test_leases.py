@@ -76,14 +76,7 @@ def test_one_trader_per_bot_and_takeover(tmp_path: Path, pg_url: str, redis_url:
                 break
             assert time.monotonic() - killed < float(TTL) + 10, "B did not take over within the lease ttl"
             time.sleep(0.2)
-        deadline = time.monotonic() + 300
-        while True:
-            body = b.health()[1]
-            if body["feed"] == "done":
-                break
-            assert time.monotonic() < deadline, body
-            time.sleep(0.5)
-        time.sleep(2.0)  # the bot's last batch after its queue ran dry
+        b.wait_drained()
         digest, trades, dup_orders, _ = asyncio.run(_ledger(pg_url))
         assert dup_orders == 0
         assert trades == want["trades_closed"] > 0

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ from core.market.series import CandleSeries
 from core.persistence import Batch, MemoryStore, Restored
 from core.phantom import PhantomBook, phantom_digest
 from core.runner import run
+from jobs.desk_jobs import DeskJobs
 from storage import migrations
 from storage.bots import load_bot, upsert_bot
 from storage.candle_files import read_candle_dir
@@ -107,14 +109,19 @@ async def _load(db: object) -> BotConfig | None:
         return await load_bot(session, "it")
 
 
+def _cut_with_active(candles: list[Candle]) -> int:
+    """An index past the middle where some phantoms are still open."""
+    probe = Engine(CONFIG)
+    return next(i for i, c in enumerate(candles)
+                if probe.on_candle(c) and i > len(candles) // 2 and probe.book.count_active())
+
+
 async def test_redis_mirror_and_rebuild(pg_url: str, redis_url: str, market: list[CandleSeries]) -> None:
     store, db, redis = await _open(pg_url, redis_url)
     assert redis is not None
     try:
         candles = list(ReplayFeed(market).candles())
-        probe = Engine(CONFIG)  # stop where some phantoms are still open
-        cut = next(i for i, c in enumerate(candles)
-                   if probe.on_candle(c) and i > len(candles) // 2 and probe.book.count_active())
+        cut = _cut_with_active(candles)
         engine = Engine(CONFIG)
         await run(engine, _stream(candles[:cut + 1]), store, flush_every=2_000)
         active_ids = {p.id for p in (await store.restore("it")).active}
@@ -161,12 +168,45 @@ async def _rebuild_racing_a_close(store: SqlEngineStore, db: object, redis: Redi
     assert {k.decode() for k in await redis.hkeys("pd:it:phantoms")} == active
 
 
+async def test_a_missed_mirror_write_is_repaired_by_the_watch_job(pg_url: str, redis_url: str,
+                                                                 market: list[CandleSeries]) -> None:
+    store, db, admin = await _open(pg_url, redis_url)
+    assert admin is not None
+    flaky = Redis.from_url(redis_url, socket_timeout=0.3)  # the desk's client, impatient
+    desk_store = SqlEngineStore(db, flaky)  # type: ignore[arg-type]
+    try:
+        candles = list(ReplayFeed(market).candles())
+        await run(Engine(CONFIG), _stream(candles[:_cut_with_active(candles) + 1]), desk_store, flush_every=2_000)
+        assert desk_store.stale_bots() == set()
+        victim = copy.copy((await store.restore("it")).active[0])
+        PhantomBook()._close(victim, float(victim.stop_loss), victim.opened_at + timedelta(hours=1), "sl")
+        await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")  # Redis stalls past the timeout
+        await desk_store.save("it", Batch(phantoms={victim.id: victim}))  # committed; the mirror times out
+        assert desk_store.stale_bots() == {"it"}
+        await asyncio.sleep(1.1)
+        await admin.hset("pd:it:phantoms", victim.id, "{}")  # whether or not the stalled HDEL ran: it missed
+        host = SimpleNamespace(engine=db, redis=flaky, runtime=SimpleNamespace(bots={"it": None}),
+                               notify=lambda notice: None)
+        jobs = DeskJobs(host)  # type: ignore[arg-type]
+        jobs.redis_was_up = True  # no outage seen: only the missed write calls for a rebuild
+        await jobs.redis_watch()
+        active = {p.id for p in (await store.restore("it")).active}
+        assert victim.id not in active
+        assert {k.decode() for k in await admin.hkeys("pd:it:phantoms")} == active
+        assert desk_store.stale_bots() == set()
+    finally:
+        await flaky.aclose()
+        await admin.aclose()
+        await db.dispose()  # type: ignore[attr-defined]
+
+
 async def test_runs_without_redis_when_it_is_down(sqlite_url: str, market: list[CandleSeries]) -> None:
     dead = "redis://127.0.0.1:1/0"
     store, db, redis = await _open(sqlite_url, dead)
     try:
         candles = list(ReplayFeed(market).candles())[:5_000]
         await run(Engine(CONFIG), _stream(candles), store, flush_every=1_000)
+        assert store.stale_bots() == {"it"}  # Redis missed every write: rebuilt when it answers
         assert (await store.counts("it"))["signals"] >= 0
         assert (await store.restore("it")).checkpoint is not None
     finally:
