@@ -13,19 +13,11 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bot.cli_candles import EXIT_FAILURE, EXIT_OK, CliError, _ensure_at_head
-
-if TYPE_CHECKING:
-    from bot.settings import Settings
-
-log = logging.getLogger("phantomdesk")
-
-SettingsFn = Callable[[], "Settings"]
+from bot.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, CliError, SettingsFn, database, run_command
 
 
 def register(subparsers: Any, settings: SettingsFn) -> None:
@@ -47,36 +39,19 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
 def _create(args: argparse.Namespace, settings_fn: SettingsFn) -> int:
     settings = settings_fn()
     directory = args.dir or settings.data_dir / "backups"
-    try:
-        return asyncio.run(_create_async(settings.database_url, directory, args.prune))
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        print("interrupted (no archive was written)", file=sys.stderr)
-        return 130
+    return run_command(lambda: asyncio.run(_create_async(settings.database_url, directory, args.prune)),
+                       interrupted="interrupted (no archive was written)")
 
 
 async def _create_async(url: str, directory: Path, prune: bool) -> int:
-    from asyncpg import PostgresError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from storage.backup import BackupError, create_backup, prune_backups, read_manifest
-    from storage.db import create_engine
 
-    engine = create_engine(url, null_pool=True)
+    now = datetime.now(UTC)
     try:
-        await _ensure_at_head(engine)
-        now = datetime.now(UTC)
-        path = await create_backup(engine, directory, now)
+        async with database(url, "backup", null_pool=True, outcome="no archive was written") as engine:
+            path = await create_backup(engine, directory, now)
     except BackupError as exc:
         raise CliError(str(exc)) from None
-    except (SQLAlchemyError, PostgresError, OSError) as exc:
-        log.debug("backup failed", exc_info=True)
-        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliError(f"{type(exc).__name__}: {first[:300]} (no archive was written)") from None
-    finally:
-        await engine.dispose()
     import zipfile
 
     with zipfile.ZipFile(path) as zf:
@@ -99,7 +74,7 @@ def _verify(args: argparse.Namespace) -> int:
         report = asyncio.run(verify_backup(args.archive))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     for check in report.tables:
         if check.restored_rows is not None:
             state = "ok" if check.ok else "MISMATCH"

@@ -28,26 +28,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cli_candles import EXIT_FAILURE, EXIT_OK, CliError, _ensure_at_head
+from bot.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, SettingsFn, database, run_command
 
 if TYPE_CHECKING:
     import yaml
     from pydantic import ValidationError
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from bot.settings import Settings
     from core.config import BotConfig
     from storage.models import Bot
 
 log = logging.getLogger("phantomdesk")
 
-EXIT_USAGE = 2
 ACTOR = "console"
 LIVE_HEARTBEAT = timedelta(minutes=2)  # the heartbeat job runs every 30 s: fresher than this, a desk runs the bot
 FILE_TYPES = (".yaml", ".yml", ".json")
 FRIENDLIER = {"missing": "required field is missing", "extra_forbidden": "unknown field (not a bot setting)"}
-
-SettingsFn = Callable[[], "Settings"]
 
 
 class BadBotFile(Exception):
@@ -109,43 +105,28 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
 def _command(settings: SettingsFn, body: Callable[[AsyncEngine, argparse.Namespace], Any]) -> Callable[..., int]:
     def run(args: argparse.Namespace) -> int:
         url = settings().database_url
-        try:
-            if getattr(args, "file", None) is not None:  # a bad file fails before the database is opened
-                args.configs = read_bot_file(args.file)
-            return asyncio.run(_with_engine(url, body, args))
-        except BadBotFile as exc:
-            for line in exc.lines:
-                print(f"error: {line}", file=sys.stderr)
-            print(f"error: {args.file}: nothing was written", file=sys.stderr)
-            return EXIT_FAILURE
-        except CliError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+
+        def call() -> int:
+            try:
+                if getattr(args, "file", None) is not None:  # a bad file fails before the database is opened
+                    args.configs = read_bot_file(args.file)
+                return asyncio.run(_with_engine(url, body, args))
+            except BadBotFile as exc:
+                for line in exc.lines:
+                    print(f"error: {line}", file=sys.stderr)
+                print(f"error: {args.file}: nothing was written", file=sys.stderr)
+                return EXIT_FAILURE
+
+        return run_command(call)
 
     return run
 
 
 async def _with_engine(url: str, body: Callable[[AsyncEngine, argparse.Namespace], Any],
                        args: argparse.Namespace) -> int:
-    from asyncpg import PostgresError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from storage.db import create_engine
-
-    engine = create_engine(url, null_pool=True)
-    try:
-        await _ensure_at_head(engine)
+    async with database(url, f"bots {args.bots_command}", null_pool=True) as engine:
         result = await body(engine, args)
-        return EXIT_OK if result is None else int(result)
-    except (SQLAlchemyError, PostgresError, OSError) as exc:
-        log.debug("bots %s failed", args.bots_command, exc_info=True)
-        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliError(f"{type(exc).__name__}: {first[:300]} (its transaction was rolled back)") from None
-    finally:
-        await engine.dispose()
+    return EXIT_OK if result is None else int(result)
 
 
 # -- reading and validating a bot file -----------------------------------------------------------------------

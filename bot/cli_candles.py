@@ -19,32 +19,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.cli import EXIT_OK, CliError, SettingsFn, database, run_command
 from core.market.candle import INTERVAL_MS, BadInterval, Candle, parse_interval
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from bot.settings import Settings
     from storage.candle_store import CandleStore
 
 log = logging.getLogger("phantomdesk")
 
-EXIT_OK, EXIT_FAILURE = 0, 1
-EXIT_NOT_MIGRATED = 3  # bot.host's code for the same refusal (not imported: it pulls in aiogram, ~2 s)
 REST_URL_ENV = "BYBIT_REST_URL"  # points `backfill` at another REST server (a relay, a fake in tests)
 REST_PAGE = 1000  # get_kline's maximum limit
 REST_CONCURRENCY = 4  # (symbol, interval) pairs fetched at once; far under Bybit's 600 requests / 5 s
-
-SettingsFn = Callable[[], "Settings"]
-
-
-class CliError(Exception):
-    """Ends the command with one line on stderr and an exit code; no traceback."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def register(subparsers: Any, settings: SettingsFn) -> None:
@@ -94,50 +81,18 @@ def _interval_list(text: str) -> list[str]:
 def _command(settings: SettingsFn, body: Callable[[CandleStore, argparse.Namespace], Any]) -> Callable[..., int]:
     def run(args: argparse.Namespace) -> int:
         url = settings().database_url
-        try:
-            return asyncio.run(_with_store(url, body, args))
-        except CliError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        return run_command(lambda: asyncio.run(_with_store(url, body, args)))
 
     return run
 
 
 async def _with_store(url: str, body: Callable[[CandleStore, argparse.Namespace], Any],
                       args: argparse.Namespace) -> int:
-    from asyncpg import PostgresError
-    from sqlalchemy.exc import SQLAlchemyError
-
     from storage.candle_store import CandleStore
-    from storage.db import create_engine
 
-    engine = create_engine(url)
-    try:
-        await _ensure_at_head(engine)
+    async with database(url, f"candles {args.candles_command}") as engine:
         result = await body(CandleStore(engine), args)
-        return EXIT_OK if result is None else int(result)
-    except (SQLAlchemyError, PostgresError, OSError) as exc:
-        # the database or the disk said no: one line (the transaction rolled back); details in debug logs
-        log.debug("candles %s failed", args.candles_command, exc_info=True)
-        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliError(f"{type(exc).__name__}: {first[:300]} (its transaction was rolled back)") from None
-    finally:
-        await engine.dispose()
-
-
-async def _ensure_at_head(engine: AsyncEngine) -> None:
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # the head check is routine, not news
-    from storage.migrations import NotAtHead, ensure_at_head
-
-    try:
-        await ensure_at_head(engine)
-    except NotAtHead as exc:
-        raise CliError(str(exc), EXIT_NOT_MIGRATED) from None
-    except Exception as exc:
-        raise CliError(f"cannot reach the database: {exc}") from None
+    return EXIT_OK if result is None else int(result)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.cli_replay import add_market_args
 from bot.settings import Settings, normalize_database_url
 
 if TYPE_CHECKING:  # the ML stack (scikit-learn) is imported only when an `ml` command runs
@@ -32,10 +33,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
 
     rp = sub.add_parser("report", help="walk-forward Brier and EV lift per strategy on replayed phantoms")
     rp.add_argument("--data", type=Path, help="candle folder to replay (without --db)")
-    rp.add_argument("--symbols", help="comma-separated symbols (default: every symbol in the data)")
-    rp.add_argument("--intervals", default="15,5", help="slow,fast interval (default 15,5)")
-    rp.add_argument("--from", dest="start", type=_date, help="first candle time, UTC")
-    rp.add_argument("--to", dest="end", type=_date, help="end (exclusive), UTC")
+    add_market_args(rp)
     rp.add_argument("--db", help="read the closed phantoms of an earlier replay from this database instead")
     rp.add_argument("--bot", default="replay", help="bot id of that replay (default: replay)")
     rp.add_argument("--no-placebo", dest="placebo", action="store_false",
@@ -47,12 +45,6 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     models.add_argument("--db", help="database URL (default: DATABASE_URL)")
     models.add_argument("--bot", default="replay")
     models.set_defaults(func=lambda args: _models(args, settings))
-
-
-def _date(text: str) -> Any:
-    from bot.cli_replay import _date as parse
-
-    return parse(text)
 
 
 async def _replayed(args: argparse.Namespace) -> list[Phantom]:

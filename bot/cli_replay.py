@@ -21,10 +21,7 @@ def _impl() -> ModuleType:
 def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp = subparsers.add_parser("replay", help="run the full engine over candle files (paper broker)")
     rp.add_argument("--data", type=Path, required=True, help="folder (or file) of candle CSV/Parquet files")
-    rp.add_argument("--symbols", help="comma-separated symbols (default: every symbol in the data)")
-    rp.add_argument("--intervals", default="15,5", help="slow,fast interval (default 15,5)")
-    rp.add_argument("--from", dest="start", type=_date, help="first candle time, UTC (YYYY-MM-DD[THH:MM])")
-    rp.add_argument("--to", dest="end", type=_date, help="end (exclusive), UTC")
+    add_market_args(rp)
     rp.add_argument("--db", help="database URL (default: DATABASE_URL)")
     rp.add_argument("--bot", default="replay", help="bot id the replay records under (default: replay)")
     rp.add_argument("--fresh", action="store_true", help="forget an earlier replay of this bot and start over")
@@ -42,6 +39,14 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5")
 
+
+
+def add_market_args(parser: argparse.ArgumentParser) -> None:
+    """Which part of a candle folder to replay (`replay`, `ml report`)."""
+    parser.add_argument("--symbols", help="comma-separated symbols (default: every symbol in the data)")
+    parser.add_argument("--intervals", default="15,5", help="slow,fast interval (default 15,5)")
+    parser.add_argument("--from", dest="start", type=_date, help="first candle time, UTC (YYYY-MM-DD[THH:MM])")
+    parser.add_argument("--to", dest="end", type=_date, help="end (exclusive), UTC")
 
 
 def _date(text: str) -> datetime:

@@ -630,20 +630,9 @@ class BybitBroker:
     async def executions(
         self, since: datetime, until: datetime | None = None, *, symbol: str | None = None
     ) -> list[Fill]:
-        """Trade fills in [since, until] (default: now by the injected clock), oldest first: 7-day windows,
-        each in cursor pages of 100; funding rows left out; a row reported twice counted once."""
-        end = until if until is not None else self._clock()
-        rows: list[Any] = []
-        start = since
-        while start <= end:
-            stop = min(start + EXECUTION_WINDOW, end)
-            rows += await self._pages(
-                "get_executions", limit=100, category=CATEGORY, symbol=symbol,
-                startTime=dt_to_ms(start), endTime=dt_to_ms(stop),
-            )
-            start = stop + timedelta(milliseconds=1)  # both ends are inclusive
+        """Trade fills in [since, until], oldest first; funding rows left out; a row reported twice counted once."""
         fills: dict[str, Fill] = {}
-        for row in rows:
+        for row in await self._windows("get_executions", since, until, symbol=symbol):
             if isinstance(row, dict) and row.get("execType") in NOT_FILLS:
                 continue
             fill = self._parsed(parse_execution, row)
@@ -652,16 +641,7 @@ class BybitBroker:
 
     async def closed_pnl(self, since: datetime, until: datetime | None = None) -> list[ClosedPnl]:
         """Bybit's closed P&L rows in [since, until], oldest first (what a TP/SL close while away earned)."""
-        end = until if until is not None else self._clock()
-        rows: list[Any] = []
-        start = since
-        while start <= end:
-            stop = min(start + EXECUTION_WINDOW, end)
-            rows += await self._pages(
-                "get_closed_pnl", limit=100, category=CATEGORY, startTime=dt_to_ms(start), endTime=dt_to_ms(stop)
-            )
-            start = stop + timedelta(milliseconds=1)
-        out = [self._parsed(_closed_pnl, row) for row in rows]
+        out = [self._parsed(_closed_pnl, row) for row in await self._windows("get_closed_pnl", since, until)]
         return sorted(out, key=lambda c: (c.time, c.order_id))
 
     def _parsed(self, parse: Callable[[Any], Any], row: Any) -> Any:
@@ -766,6 +746,19 @@ class BybitBroker:
             raise
         except Exception as exc:
             raise self._failure(method, exc) from exc
+
+    async def _windows(self, method: str, since: datetime, until: datetime | None, **params: Any) -> list[Any]:
+        """Every row in [since, until] (default: now by the injected clock) of a list Bybit serves at most
+        7 days of per request: window by window, each in cursor pages of 100."""
+        end = until if until is not None else self._clock()
+        rows: list[Any] = []
+        start = since
+        while start <= end:
+            stop = min(start + EXECUTION_WINDOW, end)
+            rows += await self._pages(method, limit=100, category=CATEGORY, startTime=dt_to_ms(start),
+                                      endTime=dt_to_ms(stop), **params)
+            start = stop + timedelta(milliseconds=1)  # both ends are inclusive
+        return rows
 
     async def _pages(self, method: str, *, limit: int, **params: Any) -> list[Any]:
         """Every row of a cursor-paginated list."""
