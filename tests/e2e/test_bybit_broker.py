@@ -19,29 +19,12 @@ from core.exchange.bybit_broker import _HTTP, BybitBroker, OrderRejected, RateLi
 from core.exchange.bybit_private import PrivateEvent
 from core.instruments import Instruments
 from tests.fakes.bybit import FakeBybit
+from tests.fakes.clock import Clock, threads_stopped, wait_until
 
 KEY = "pdTestKey0123456789"
 SECRET = "pdTestSecret-abcdefghijklmnopqrstuv"
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 CREATE = "/v5/order/create"
-
-
-class Clock:
-    """The injected "now", shared by the broker and the fake."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def intent(
@@ -92,7 +75,7 @@ class Events:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -130,19 +113,7 @@ async def make_broker(fake: FakeBybit, clock: Clock) -> AsyncIterator[Callable[.
     for broker in brokers:
         await broker.aclose()
 
-    def leftovers() -> list[threading.Thread]:
-        # asyncio's executor threads belong to the test loop and go with it; sentry's worker is not ours (a test
-        # that set sentry up earlier in the session leaves its logging integration installed, and pybit's error
-        # logs during a reconnect wake it)
-        return [
-            t for t in threading.enumerate()
-            if t not in before and not t.name.startswith(("asyncio_", "sentry-sdk."))
-        ]
-
-    try:
-        await wait_until(lambda: not leftovers(), "broker threads to stop")
-    except AssertionError:
-        raise AssertionError(f"threads left running: {[t.name for t in leftovers()]}") from None
+    await threads_stopped(before, "broker threads to stop")
 
 
 # -- instruments, rounding, minimums, leverage ---------------------------------------------------------------

@@ -16,6 +16,8 @@ from core.market import bybit_feed
 from core.market.bybit_feed import BybitFeed
 from core.market.candle import INTERVAL_MS, Candle
 from tests.fakes.bybit import FakeBybit, kline_entry
+from tests.fakes.clock import Clock as BaseClock
+from tests.fakes.clock import threads_stopped, wait_until
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)  # a Monday 00:00, so every interval's candles line up on it
 
@@ -38,26 +40,10 @@ def series(symbol: str, interval: str, upto: int, start: int = 0) -> list[Candle
     return [candle(symbol, interval, i) for i in range(start, upto + 1)]
 
 
-class Clock:
-    """The injected "now", shared by the feed and the fake server."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
+class Clock(BaseClock):
     def inside(self, interval: str, index: int, seconds: float = 10) -> None:
         """Now = `seconds` into candle `index` (so `index` is the open candle and index-1 the newest closed)."""
         self.now = open_time(interval, index) + timedelta(seconds=seconds)
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Collector:
@@ -93,7 +79,7 @@ def topics(symbols: list[str], intervals: tuple[str, ...]) -> set[str]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -118,11 +104,7 @@ async def make_feed(fake: FakeBybit, clock: Clock) -> AsyncIterator[Callable[...
     for feed in feeds:
         await feed.close()
 
-    def leftovers() -> list[threading.Thread]:
-        # asyncio's executor threads belong to the test loop and go with it
-        return [t for t in threading.enumerate() if t not in before and not t.name.startswith("asyncio_")]
-
-    await wait_until(lambda: not leftovers(), "pybit threads to stop", within=5)
+    await threads_stopped(before, "pybit threads to stop")
 
 
 async def test_only_confirmed_klines_become_candles(make_feed: Callable[..., BybitFeed], fake: FakeBybit) -> None:

@@ -27,22 +27,15 @@ from storage.journal import Journal
 from storage.ledger import SqlLedger
 from storage.recovery import RecoveryBook
 from tests.fakes.bybit import FakeBybit
+from tests.fakes.clock import Clock
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 CONFIG = BotConfig(id="live1", symbols=["BTCUSDT", "ETHUSDT"], mode="live", max_positions=3)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

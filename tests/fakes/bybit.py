@@ -37,7 +37,7 @@ import re
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -1001,22 +1001,31 @@ class FakeBybit:
     async def _ws_public(self, request: web.Request) -> web.StreamResponse:
         if self.refusing:
             return web.Response(status=503, text="service unavailable")
+        return await self._websocket(request, self._conns, self._command, opened=self._public_opened)
+
+    def _public_opened(self, conn: _Conn) -> None:
+        self.connections_seen += 1
+        self.connection_topics.append(conn.topics)
+
+    async def _websocket(self, request: web.Request, conns: set[_Conn],
+                         command: Callable[[_Conn, str], Awaitable[None]],
+                         opened: Callable[[_Conn], None]) -> web.WebSocketResponse:
+        """One WebSocket connection: registered in `conns` while open, each text frame to `command`."""
         # autoping off: pings are answered by hand so that a silenced connection really says nothing
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         conn = _Conn(id=uuid.uuid4().hex[:16], ws=ws, request=request)
-        self._conns.add(conn)
-        self.connections_seen += 1
-        self.connection_topics.append(conn.topics)
+        conns.add(conn)
+        opened(conn)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.PING:
                     if not conn.muted:
                         await ws.pong(msg.data)
                 elif msg.type == WSMsgType.TEXT:
-                    await self._command(conn, msg.data)
+                    await command(conn, msg.data)
         finally:
-            self._conns.discard(conn)
+            conns.discard(conn)
         return ws
 
     async def _command(self, conn: _Conn, text: str) -> None:
@@ -1329,20 +1338,10 @@ class FakeBybit:
         if self.refusing:
             self.private_refused += 1
             return web.Response(status=503, text="service unavailable")
-        ws = web.WebSocketResponse(autoping=False)
-        await ws.prepare(request)
-        conn = _Conn(id=uuid.uuid4().hex[:16], ws=ws, request=request)
-        self._private_conns.add(conn)
+        return await self._websocket(request, self._private_conns, self._private_command, opened=self._private_opened)
+
+    def _private_opened(self, conn: _Conn) -> None:
         self.private_connections_seen += 1
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.TEXT:
-                    await self._private_command(conn, msg.data)
-        finally:
-            self._private_conns.discard(conn)
-        return ws
 
     async def _private_command(self, conn: _Conn, text: str) -> None:
         try:

@@ -1,0 +1,43 @@
+"""What the tests of the exchange clients share: the injected "now", waiting on a condition, and the check
+that no pybit thread outlives its client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+
+class Clock:
+    """The injected "now", shared by the client under test and the fake exchange."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def threads_stopped(before: set[threading.Thread], what: str) -> None:
+    """Every thread started since `before` ends within 5 s. asyncio's executor threads belong to the test
+    loop and go with it; sentry's worker is not ours (a test that set sentry up earlier in the session
+    leaves its logging integration installed, and pybit's error logs during a reconnect wake it)."""
+
+    def leftovers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t not in before and not t.name.startswith(("asyncio_", "sentry-sdk."))]
+
+    try:
+        await wait_until(lambda: not leftovers(), what)
+    except AssertionError:
+        raise AssertionError(f"threads left running: {[t.name for t in leftovers()]}") from None
