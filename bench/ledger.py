@@ -24,7 +24,7 @@ from sqlalchemy import select
 from bench.pg import migrated_database
 from core.config import BotConfig
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord
-from core.stats import TradeFacts, summarize
+from core.stats import facts_of, summarize
 from storage.bots import upsert_bot
 from storage.db import create_engine, dialect_insert, session_factory
 from storage.journal import Journal
@@ -70,7 +70,7 @@ async def _naive_close(factory: Any, event: LedgerEvent) -> None:
         for key in ("status", "exit_price", "exit_time", "exit_reason", "gross_pnl", "net_pnl", "fees", "realized_r"):
             setattr(row, key, getattr(t, key))
         rows = (await session.scalars(select(Trade).where(Trade.bot_id == "bench", Trade.status == "closed"))).all()
-        summarize([TradeFacts(r.id, r.symbol, r.strategy, r.entry_time, r.exit_time, r.net_pnl, r.fees, r.realized_r)
+        summarize([facts_of(r)
                    for r in rows], CONFIG.capital)
         await session.commit()
 

@@ -36,7 +36,7 @@ from bot.telegram import build_dispatcher
 from bot.telegram.commands import stats as render_stats
 from core.config import BotConfig
 from core.desk import Desk
-from core.stats import TradeFacts, summarize
+from core.stats import facts_of, summarize
 from storage.bots import upsert_bot
 from storage.db import create_engine, session_factory
 from storage.desk_store import SqlDeskStore
@@ -129,7 +129,7 @@ async def _measure(url: str) -> dict[str, float]:
             async with session_factory(engine)() as s:
                 trades = (await s.scalars(select(Trade).where(Trade.bot_id == BOT, Trade.status == "closed")
                                           .order_by(Trade.exit_time, Trade.id))).all()
-            facts = [TradeFacts(t.id, t.symbol, t.strategy, t.entry_time, t.exit_time, t.net_pnl, t.fees, t.realized_r)
+            facts = [facts_of(t)
                      for t in trades]
             doc = summarize(facts, Decimal(10_000))
             doc.update(bot_id="all", days=None, capital=Decimal(10_000))

@@ -41,7 +41,7 @@ from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
 from core.market.series import CandleSeries
 from core.phantom import Phantom, PhantomStats
-from core.stats import TradeFacts, max_drawdown
+from core.stats import TradeFacts, facts_of, max_drawdown
 
 WIDTH_PX, HEIGHT_PX, DPI = 1000, 650, 100
 TITLE, LABEL, TICK, LEGEND, NOTE = 17, 14, 12.5, 12, 12
@@ -102,7 +102,7 @@ async def render(fn: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
 # --- adapters: domain objects -> the plain inputs below ---------------------------------------------
 def trade_facts(trades: Iterable[TradeRecord]) -> list[TradeFacts]:
     """Closed ledger trades as core.stats sees them (the same selection as core.report.trade_summary)."""
-    return [TradeFacts(t.id, t.symbol, t.strategy, t.entry_time, t.exit_time, t.net_pnl, t.fees, t.realized_r)
+    return [facts_of(t)
             for t in trades if t.status == "closed" and t.exit_time is not None and t.net_pnl is not None]
 
 

@@ -99,16 +99,6 @@ class Host:
         if self.notifier is not None:
             await self.notifier.stop()
 
-    async def resume_after_halt(self, done: Any, actor: Any) -> str:
-        """The "resume" button of a drawdown halt: running again, the drawdown measured from now."""
-        if done.decision != "resume" or done.bot_id is None:
-            return "kept halted"
-        assert self.desk is not None
-        await self.desk.store.set_status(done.bot_id, "running", None, actor.label)
-        if self.runtime is not None:
-            self.runtime.set_paused(done.bot_id, False)
-        return "resumed"
-
     async def job_listing(self) -> list[dict[str, Any]]:
         if self.scheduler is None or self.jobs is None:
             return []
@@ -167,7 +157,6 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.leases = Leases(engine, host.instance, settings.data_dir / "leases", host.redis, settings.lease_ttl_s)
     host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases)
     desk_store = SqlDeskStore(engine)
-    desk_store.on_decision["drawdown_halt"] = host.resume_after_halt
     desk_store.storage_fn = host.storage
     host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc,
                      jobs_fn=host.job_listing)

@@ -37,7 +37,7 @@ from core.report import operator_report, summary, trade_summary
 from core.runner import run
 from core.trader import Trader
 from storage import migrations
-from storage.bots import upsert_bot
+from storage.bots import set_status, upsert_bot
 from storage.candle_files import BadCandleFile, candle_files, read_candle_dir
 from storage.db import create_engine, session_factory, when_available
 from storage.engine_store import SqlEngineStore
@@ -132,6 +132,8 @@ async def replay(args: argparse.Namespace, settings: Settings,
             journal.path.unlink(missing_ok=True)
         async with session_factory(engine_db).begin() as session:
             await upsert_bot(session, config)
+            if args.fresh:  # a halt of the forgotten run is forgotten with it
+                await set_status(session, config.id, "running", None)
         restored = await store.restore(config.id)
         if restored.checkpoint is not None and restored.checkpoint.extra.get("run_id") != run_id:
             raise ReplayError(f"the database holds a different replay for bot {config.id!r}: "

@@ -20,25 +20,27 @@ from typing import Any
 
 import sentry_sdk
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import Settings
 from core.config import BotConfig
+from core.decisions import Option, RecoveryDraft, RecoveryKind, options_of
 from core.engine import CandleResult, Engine
-from core.exchange.broker import Fill
+from core.exchange.broker import Fill, FundingFee, OrderState
 from core.exchange.bybit_broker import BybitBroker
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
-from core.live import LiveVenue, reconcile_once, run_orders
+from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
 from core.market.candle import Candle
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.store import ScorerStore
-from core.reconcile import RecoveryDraft
+from core.recovery import Effect, Item, Outcome, perform
 from core.runner import run
-from core.trader import Notice, Trader
+from core.trader import Closing, EntryEnded, Notice, Trader
 from storage.bots import config_of, list_bots, set_status, upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
@@ -48,7 +50,7 @@ from storage.journal import Journal
 from storage.leases import Leases
 from storage.ledger import SqlLedger
 from storage.ml_registry import SqlModelRegistry, learning_phantoms
-from storage.models import Bot
+from storage.models import Bot, Trade
 from storage.recovery import RecoveryBook
 
 log = logging.getLogger("phantomdesk.runtime")
@@ -56,6 +58,7 @@ log = logging.getLogger("phantomdesk.runtime")
 Notify = Callable[[Notice], None]  # enqueues for the notifier: never blocks trading
 WARMUP = 300  # candles per series from the store before going live
 STORE_BATCH = 2000  # candles per candle-store transaction at most
+CHECK_AFTER_S = 5.0  # an entry whose send stayed unconfirmed is looked up again after this
 
 
 @dataclass
@@ -66,6 +69,7 @@ class BotRuntime:
     store: Any
     ledger: SqlLedger
     scorer: MLScorer
+    signals: SqlEngineStore  # amends a signal at once (an entry the exchange refused)
     queue: asyncio.Queue[Candle | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[Any] | None = None
     venue: LiveVenue | None = None  # live bots: orders and fills go through the exchange
@@ -73,6 +77,9 @@ class BotRuntime:
     error: str | None = None
     processed: int = 0
     saved: int = 0  # `processed` as of the last batch the store took
+    held_symbols: set[str] = field(default_factory=set)  # open trades on symbols no longer configured
+    # one at a time: reconciliation rounds, recovery effects and the exchange's reports move the trader
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def set_saved(self) -> None:
         self.saved = self.processed
@@ -198,12 +205,11 @@ class Runtime:
         journal = Journal(self.settings.data_dir / "journal" / f"ledger-{config.id}-{digest}.jsonl")
         ledger = SqlLedger(self.db, journal, self.redis)
         await ledger.flush_journal()  # before trading resumes: what the last run could not write
-        async with session_factory(self.db)() as session:
-            row = await session.get(Bot, config.id)
-            trader.state.paused = row is not None and row.status == "paused"
-            if row is not None and row.status == "halted":
-                trader.state.halted, trader.state.halt_reason = True, row.status_reason
-        return BotRuntime(config, engine, trader, store, ledger, scorer, venue=venue if live else None)
+        async with session_factory(self.db)() as session:  # their candles keep coming until they close
+            held = set((await session.scalars(select(Trade.symbol).where(
+                Trade.bot_id == config.id, Trade.status == "open"))).all())
+        return BotRuntime(config, engine, trader, store, ledger, scorer, inner, venue=venue if live else None,
+                          held_symbols=held - set(config.symbols))
 
     async def _history(self, bot: BotRuntime) -> list[Candle]:
         """Live data: the stored candles warm the indicators. A replayed market starts from its first
@@ -221,7 +227,7 @@ class Runtime:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
                       on_result=lambda r: self._after(bot, r), on_saved=bot.set_saved,
-                      after_restore=(lambda: self._go_live(bot)) if bot.venue is not None else None)
+                      after_restore=lambda: self._restored(bot))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -232,37 +238,97 @@ class Runtime:
             log.exception("bot %s stopped", bot.id)
             self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
 
+    async def _restored(self, bot: BotRuntime) -> None:
+        """The engine holds its checkpoint: the operator's status (the database) wins over it — a halt
+        in the checkpoint is in the database too (the checkpoint's save writes it), so a halted checkpoint
+        under a running row means an admin resumed the bot while it was down. Live bots then go live."""
+        async with session_factory(self.db)() as session:
+            row = await session.get(Bot, bot.id)
+        state = bot.trader.state
+        status = row.status if row is not None else "running"
+        state.paused = status == "paused"
+        if status == "halted":
+            state.halted, state.halt_reason = True, row.status_reason if row is not None else None
+        elif state.halted:
+            state.halted, state.halt_reason, state.peak_equity = False, None, state.equity
+        if bot.venue is not None:
+            await self._go_live(bot)
+
     # --- live bots ---------------------------------------------------------------------------------------
     async def _go_live(self, bot: BotRuntime) -> None:
         """Restored from the database: the ledger's open trades, the exchange's word on them, then the
-        order sender and the fill pump."""
+        order sender and the report pump."""
         assert bot.venue is not None
         bot.trader.load_open(await bot.ledger.open_trades(bot.id))
         await self.reconcile(bot.id)
         bot.side_tasks = [
-            asyncio.create_task(run_orders(bot.venue, self._notify_async, bot.id), name=f"orders-{bot.id}"),
+            asyncio.create_task(run_orders(bot.venue, lambda outcome: self._order_outcome(bot, outcome)),
+                                name=f"orders-{bot.id}"),
             asyncio.create_task(self._pump(bot), name=f"fills-{bot.id}"),
         ]
 
-    async def _notify_async(self, notice: Notice) -> None:
-        self.notify(notice)
-
     async def _pump(self, bot: BotRuntime) -> None:
-        """Fills from the private stream, written to the ledger as they arrive."""
+        """Fills, funding and order states from the private stream, written to the ledger as they arrive."""
         assert bot.venue is not None
         async for event in bot.venue.broker.events():  # type: ignore[attr-defined]
-            if isinstance(event, Fill):
-                bot.trader.on_fill(event)
-                await self._write_events(bot)
+            async with bot.lock:
+                if isinstance(event, Fill):
+                    bot.trader.on_fill(event)
+                elif isinstance(event, FundingFee):
+                    bot.trader.on_funding(event)
+                elif isinstance(event, OrderState):
+                    bot.trader.on_order(event)
+                await self._settle(bot)
+
+    async def _order_outcome(self, bot: BotRuntime, outcome: OrderOutcome) -> None:
+        """What the exchange said about an order the bot sent: the trader's state machine moves at once."""
+        async with bot.lock:
+            apply_outcome(bot.trader, outcome)
+            if outcome.unknown is not None and outcome.kind == OrderKind.OPEN and bot.venue is not None:
+                trade = next((t for t in bot.trader.pending()
+                              if bot.trader.entry_intent(t).order_link_id == outcome.link), None)
+                if trade is not None:  # neither confirmed nor denied: look again shortly
+                    asyncio.get_running_loop().call_later(CHECK_AFTER_S, bot.venue.queue.put_nowait,
+                                                          (OrderKind.CHECK, bot.trader.entry_intent(trade)))
+            if outcome.error is not None:
+                self.notify(Notice("order_failed", bot.id, f"{outcome.kind} {outcome.link}: {outcome.error}",
+                                   {"kind": str(outcome.kind)}))
+            await self._settle(bot)
+
+    async def _settle(self, bot: BotRuntime) -> None:
+        """Write the trader's ledger events; entries that ended without a position make their signal
+        REJECTED (with the exchange's words) and are reported."""
+        await self._write_events(bot)
+        ended, bot.trader.ended = bot.trader.ended, []
+        for e in ended:
+            await self._entry_ended(bot, e)
+
+    async def _entry_ended(self, bot: BotRuntime, e: EntryEnded) -> None:
+        if e.signal_id is not None and bot.engine.amend_signal(e.signal_id, e.reason) is not None:
+            try:
+                await bot.signals.amend_signal(e.signal_id, "REJECTED", e.reason)
+            except Exception as exc:  # the next batch stores the same change
+                log.warning("bot %s: signal %s amended in memory only for now (%s)", bot.id, e.signal_id,
+                            type(exc).__name__)
+        self.notify(Notice(f"entry_{e.status}", bot.id, f"{e.symbol}: entry {e.trade_id} {e.status}: {e.reason}",
+                           {"trade_id": e.trade_id, "symbol": e.symbol}))
 
     async def _write_events(self, bot: BotRuntime) -> None:
         events, bot.trader.events = bot.trader.events, []
         for event in events:
             await bot.ledger.record(event)
-            self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+            if event.kind in ("open", "close"):
+                self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+
+    def _scope(self, bot: BotRuntime) -> set[str]:
+        """The symbols a bot's reconciliation answers for: its own, not those another live bot trades."""
+        others = {s for b in self.bots.values() if b is not bot and b.venue is not None for s in b.config.symbols}
+        return (set(bot.config.symbols) | {t.record.symbol for t in bot.trader.trades.values()}) - (
+            others - set(bot.config.symbols))
 
     async def reconcile(self, bot_id: str) -> list[str]:
-        """Exchange positions and executions vs the bot's open trades (at start and every 5 minutes)."""
+        """Exchange positions, executions and funding vs the bot's trades (at start and every 5 minutes),
+        then any decision whose effect is still to be performed."""
         bot = self.bots.get(bot_id)
         if bot is None or bot.venue is None:
             return []
@@ -271,20 +337,79 @@ class Runtime:
         book = RecoveryBook(self.db)
 
         async def raise_item(draft: RecoveryDraft) -> None:
-            _, created = await book.raise_item(bot_id, draft.kind, dedupe_key=draft.dedupe_key, details=draft.details,
-                                               options=draft.options, critical=draft.critical)
-            if created:
-                self.notify(Notice("recovery", bot_id, draft.text, {"kind": draft.kind}))
+            await self._raise(book, bot_id, draft)
 
-        notes = await reconcile_once(bot.trader, bot.venue.broker, since=since - timedelta(minutes=5), now=now,
-                                     raise_item=raise_item)
-        await self._write_events(bot)
-        bot.engine.extra["reconciled_at"] = now.isoformat()
-        await bot.venue.refresh_equity()
+        async with bot.lock:
+            report = await reconcile_once(bot.trader, bot.venue.broker, since=since - timedelta(minutes=5), now=now,
+                                          scope=self._scope(bot), raise_item=raise_item)
+            await self._settle(bot)
+            bot.engine.extra["reconciled_at"] = now.isoformat()
+            await bot.venue.refresh_equity()
+        await self.finish_decisions(bot_id)
         bot.trader.state.critical_pending = await book.critical_pending(bot_id) > 0
-        for note in notes:
+        for note in report.notes:
             self.notify(Notice("reconciled", bot_id, note))
-        return notes
+        return report.notes
+
+    async def _raise(self, book: RecoveryBook, bot_id: str, draft: RecoveryDraft) -> int | None:
+        """Raise an item (once per problem and state); the operator hears of a new one."""
+        item_id, created = await book.raise_item(bot_id, draft.kind, dedupe_key=draft.dedupe_key, details=draft.details,
+                                                 options=draft.options, critical=draft.critical)
+        if created:
+            self.notify(Notice("recovery", bot_id, draft.text, {"kind": draft.kind, "item": item_id}))
+        return item_id if created else None
+
+    # --- recovery decisions (core/recovery.py performs them over these ports) -------------------------------
+    def account(self, bot_id: str) -> _Account | None:
+        bot = self.bots.get(bot_id)
+        return _Account(bot.trader, bot.venue.broker) if bot is not None and bot.venue is not None else None
+
+    async def commit(self, bot_id: str) -> None:
+        bot = self.bots.get(bot_id)
+        if bot is not None:
+            await self._settle(bot)
+
+    async def resume_halted(self, bot_id: str, actor: str) -> str:
+        async with session_factory(self.db).begin() as session:
+            await set_status(session, bot_id, "running", None)
+        self.set_paused(bot_id, False)
+        return f"bot {bot_id} trades again; the drawdown is measured from its equity now"
+
+    async def promote_model(self, bot_id: str, strategy: str, version: int, actor: str) -> str:
+        registry = SqlModelRegistry(self.db, self.settings.signing_key(), self.redis)
+        await registry.set_champion(bot_id, strategy, version, actor=actor, reason="promoted anyway")
+        bot = self.bots.get(bot_id)
+        if bot is not None:  # the live scorer switches now, not at the next restart
+            in_force = await bot.scorer.reload_champion(registry, strategy)
+            return f"{strategy} v{in_force} is the champion and scores from now on"
+        return f"{strategy} v{version} is the champion (the bot adopts it when it starts)"
+
+    async def act_on(self, item: Item, option: Option, actor: str) -> Effect:
+        """An admin's decision, performed here (the desk recorded it first)."""
+        bot = self.bots.get(item.bot_id or "")
+        if bot is None:
+            return await perform(item, option, self, actor)  # not traded here: queued (or a model/halt)
+        async with bot.lock:
+            effect = await perform(item, option, self, actor)
+        if effect.recheck:
+            self._background(self.reconcile(bot.id))
+        bot.trader.state.critical_pending = await RecoveryBook(self.db).critical_pending(bot.id) > 0
+        return effect
+
+    async def finish_decisions(self, bot_id: str) -> None:
+        """Decisions recorded but not performed (a crash between the press and the effect, or decided
+        where the bot is not traded): performed now, each once."""
+        book = RecoveryBook(self.db)
+        for row in await book.unfinished(bot_id):
+            item = Item(int(row.id), row.bot_id, RecoveryKind(row.kind), row.details or {})
+            effect = await self.act_on(item, Option(str(row.decision)), "system")
+            if effect.outcome == Outcome.QUEUED:
+                continue
+            await book.record_effect(item.id, effect.as_json(), "system")
+            for draft in effect.follow_up:
+                await self._raise(book, bot_id, draft)
+            self.notify(Notice("recovery_done", bot_id, f"recovery #{item.id} ({item.kind}, {row.decision}): "
+                                                        f"{effect.text}", {"item": item.id}))
 
     def _after(self, bot: BotRuntime, result: CandleResult) -> None:
         bot.processed += 1
@@ -307,16 +432,17 @@ class Runtime:
             async with session_factory(self.db).begin() as session:
                 await set_status(session, bot.id, "halted", bot.trader.state.halt_reason)
             await RecoveryBook(self.db).raise_item(
-                bot.id, "drawdown_halt", dedupe_key=f"drawdown_halt:{bot.id}", details=notice.details | {
-                    "reason": bot.trader.state.halt_reason}, options=["resume", "keep_halted"], critical=False,
-                ttl=timedelta(days=30))
+                bot.id, RecoveryKind.DRAWDOWN_HALT, dedupe_key=f"drawdown_halt:{bot.id}:{notice.details.get('peak')}",
+                details=notice.details | {"reason": bot.trader.state.halt_reason},
+                options=options_of(RecoveryKind.DRAWDOWN_HALT), critical=False, ttl=timedelta(days=30))
         except Exception:
             log.exception("could not store the halt of bot %s", bot.id)
 
     # --- the feed ----------------------------------------------------------------------------------------
     async def _feed_source(self) -> Any:
         s = self.settings
-        symbols = sorted({sym for b in self.bots.values() for sym in b.config.symbols})
+        # a symbol removed from a bot while it holds a trade there keeps its candles until the trade ends
+        symbols = sorted({sym for b in self.bots.values() for sym in (*b.config.symbols, *b.held_symbols)})
         intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
         if s.market_feed == "replay":
             assert s.feed_data is not None
@@ -388,12 +514,18 @@ class Runtime:
         bot = self.bots.get(bot_id)
         return bot.trader if bot else None
 
-    async def close_positions(self, bot_id: str, symbol: str | None, actor: str) -> list[str]:
-        """Reduce-only market closes (manual exits) for one symbol or all of a bot's open positions."""
+    async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
+                              trade_ids: list[str] | None = None) -> list[Closing]:
+        """Manual exits: a reduce-only market close per open position (of one symbol, of the listed trades, or
+        all), a pending entry withdrawn; a paper close fills at the next candle's open."""
         bot = self.bots.get(bot_id)
         if bot is None:
             return []
-        return bot.trader.close_at_market(symbol)
+        async with bot.lock:
+            closing = bot.trader.close_at_market(symbol, trade_ids)
+            if bot.venue is not None:
+                await self._settle(bot)
+        return closing
 
     # --- stop ------------------------------------------------------------------------------------------------
     async def stop(self) -> None:
@@ -420,6 +552,17 @@ class Runtime:
             await self.leases.release_all()
         if self.broker is not None:
             await self.broker.aclose()
+
+
+@dataclass
+class _Account:
+    """A live bot as the recovery effects see it (core.recovery.Account)."""
+
+    trader: Trader
+    broker: BybitBroker
+
+    def now(self) -> datetime:
+        return _utc_now()
 
 
 def _utc_now() -> datetime:

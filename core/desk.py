@@ -14,11 +14,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
 from core.config import BotConfig
+from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.engine import Engine
+from core.lifecycle import HELD_STATES, LIVE_STATES
 from core.phantom import PhantomStats
+from core.recovery import Effect, Item, Outcome
 from core.stats import TradeFacts, breakdown, daily_pnl, equity_curve, summarize
 from core.strategies.regime import regime_of
-from core.trader import Trader
+from core.trader import Closing, Trader
 
 Role = Literal["admin", "viewer", "system"]
 
@@ -70,6 +73,33 @@ RISK_KEYS: dict[str, RiskKey] = {
 }
 
 
+@dataclass(frozen=True)
+class RecoveryResult:
+    """A recovery decision as the desk took it, and what it did."""
+
+    decided: Decided
+    option: str
+    effect: Effect | None = None
+    follow_up: list[dict[str, Any]] = field(default_factory=list)  # items the effect raised (their buttons)
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A halted bot, as the confirmation of its resume states it."""
+
+    bot_id: str
+    reason: str | None
+    since: datetime | None
+    equity: Decimal | None
+    peak: Decimal | None
+
+
+@dataclass
+class ResumeResult:
+    resumed: list[str] = field(default_factory=list)
+    halted: list[Halt] = field(default_factory=list)  # not resumed: a halt needs a confirmation
+
+
 @dataclass
 class RiskChange:
     bot_id: str
@@ -104,7 +134,16 @@ class DeskStore(Protocol):
 
     async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]: ...
 
-    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]: ...
+    async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided: ...
+
+    async def settle(self, item_id: int, effect: Effect, actor: str, follow_up: list[RecoveryDraft]) -> list[
+            dict[str, Any]]:
+        """Record what a decision did (item + audit) and raise the items it leads to; returns those."""
+        ...
+
+    async def close_halt_items(self, bot_id: str, actor: Actor) -> None:
+        """A halt resumed by command: its pending drawdown_halt item is decided "resume" too."""
+        ...
 
     async def db_stats(self) -> dict[str, Any]: ...
 
@@ -133,7 +172,12 @@ class RuntimeView(Protocol):
 
     async def retrain(self, bot_id: str, strategy: str | None) -> list[str]: ...
 
-    async def close_positions(self, bot_id: str, symbol: str | None, actor: str) -> list[str]: ...
+    async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
+                              trade_ids: list[str] | None = None) -> list[Closing]: ...
+
+    async def act_on(self, item: Item, option: Option, actor: str) -> Effect:
+        """Perform a recorded recovery decision (core/recovery.py) where the bot is traded."""
+        ...
 
 
 @dataclass
@@ -170,9 +214,9 @@ class Desk:
         for b in await self.store.bots():
             trader = self.runtime.trader(b["id"]) if self.runtime else None
             running = trader is not None
-            out.append({**b, "running_here": running,
+            out.append({**b, **_effective_status(b, trader), "running_here": running,
                         "equity": str(trader.equity()) if trader else b.get("equity"),
-                        "open_positions": len([t for t in trader.trades.values() if t.status == "open"])
+                        "open_positions": len([t for t in trader.trades.values() if t.status in LIVE_STATES])
                         if trader else b.get("open_trades", 0)})
         return out
 
@@ -188,16 +232,17 @@ class Desk:
                 r = t.record
                 last = _last_close(engine, r.symbol)
                 upnl = None
-                if t.status == "open" and last is not None:
+                if t.status in HELD_STATES and last is not None:
                     upnl = (last - r.entry_price) * r.qty * t.direction
                 positions.append({"trade_id": r.id, "symbol": r.symbol, "side": r.side, "qty": r.qty,
                                   "entry": r.entry_price, "stop_loss": r.stop_loss, "take_profit": r.take_profit,
-                                  "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy})
+                                  "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy,
+                                  "funding": r.funding})
+            row = rows.get(bid, {})
             out.append({"bot_id": bid, "positions": positions, "running_here": trader is not None,
-                        "status": rows.get(bid, {}).get("status"), "reason": rows.get(bid, {}).get("reason"),
+                        **_effective_status(row, trader),
                         "equity": trader.equity() if trader else None,
-                        "paused": trader.state.paused if trader else None,
-                        "halted": trader.state.halt_reason if trader and trader.state.halted else None})
+                        "paused": trader.state.paused if trader else None})
         return out
 
     async def balance(self) -> list[dict[str, Any]]:
@@ -353,27 +398,43 @@ class Desk:
                 done.append(bid)
         return done
 
-    async def resume(self, target: str | None, actor: Actor) -> list[str]:
+    async def resume(self, target: str | None, actor: Actor, confirmed: list[str] | None = None) -> ResumeResult:
+        """Paused bots trade again at once. A halted bot only when its id is in `confirmed` (the transport's
+        confirmation listed it, with what resets: the peak equity becomes the current equity)."""
         self._admin(actor)
-        done = []
+        out = ResumeResult()
+        rows = {b["id"]: b for b in await self.store.bots()}
         for bid in await self._targets(target):
+            status = _effective_status(rows.get(bid, {}), self.runtime.trader(bid) if self.runtime else None)
+            halted = status["status"] == "halted"
+            if halted and bid not in (confirmed or []):
+                trader = self.runtime.trader(bid) if self.runtime else None
+                out.halted.append(Halt(bid, status["reason"], status["since"], trader.state.equity if trader else None,
+                                       trader.state.peak_equity if trader else None))
+                continue
             if await self.store.set_status(bid, "running", None, actor.label):
                 if self.runtime:
                     self.runtime.set_paused(bid, False)
-                done.append(bid)
-        return done
+                if halted:
+                    await self.store.close_halt_items(bid, actor)
+                out.resumed.append(bid)
+        return out
 
-    async def close(self, target: str, actor: Actor, bot_id: str | None = None) -> list[str]:
+    async def close(self, target: str, actor: Actor, bot_id: str | None = None,
+                    trade_ids: list[str] | None = None) -> list[Closing]:
         """Close one symbol's position (or every position with "all") at market — after the transport's
-        confirmation button."""
+        confirmation button, which lists `trade_ids`: exactly those are closed, nothing opened since."""
         self._admin(actor)
         if self.runtime is None:
             raise BadArgument("no bot is running in this process")
         symbol = None if target.lower() == "all" else target.upper()
-        closed = []
+        closed: list[Closing] = []
         for bid in await self._targets(bot_id):
-            closed += await self.runtime.close_positions(bid, symbol, actor.label)
-        await self.store.audit(actor.label, "close", bot_id, {"target": target, "closed": closed})
+            closed += await self.runtime.close_positions(bid, symbol, actor.label, trade_ids)
+        await self.store.audit(actor.label, "close", bot_id, {
+            "target": target, "listed": trade_ids,
+            "closed": [{"trade_id": c.trade_id, "symbol": c.symbol, "qty": str(c.qty), "step": str(c.step)}
+                       for c in closed]})
         return closed
 
     async def retrain(self, strategy: str | None, actor: Actor, bot_id: str | None = None) -> dict[str, list[str]]:
@@ -418,22 +479,32 @@ class Desk:
             changes.append(change)
         return changes
 
-    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]:
-        """A recovery item (or a "promote anyway") decided by an admin; re-checked against its state."""
+    async def decide(self, item_id: int, option: str, actor: Actor) -> RecoveryResult:
+        """A recovery item decided by an admin: recorded once (a second press finds it decided), then
+        performed against the exchange's state now (core/recovery.py), recorded and audited."""
         self._admin(actor)
-        return await self.store.decide(item_id, decision, actor)
+        decided = await self.store.decide(item_id, option, actor)
+        if not decided.ok or decided.kind is None:
+            return RecoveryResult(decided, option)
+        item = Item(decided.item_id, decided.bot_id, RecoveryKind(decided.kind), decided.details or {})
+        if self.runtime is not None:
+            effect = await self.runtime.act_on(item, Option(option), actor.label)
+        else:
+            effect = Effect(Outcome.QUEUED, "no bot runs in this process: the desk trading the bot performs the "
+                                            "decision within a minute")
+        follow = await self.store.settle(item_id, effect, actor.label, effect.follow_up)
+        return RecoveryResult(decided, option, effect, follow)
 
-    async def promote(self, bot_id: str, strategy: str, version: int, actor: Actor) -> dict[str, Any]:
+    async def promote(self, bot_id: str, strategy: str, version: int, actor: Actor) -> RecoveryResult:
         """"Promote anyway": decides the pending ml_promote item of exactly this challenger (none pending:
         already decided, superseded or expired — nothing changes)."""
         self._admin(actor)
         for item in await self.store.recovery_pending(bot_id):
             details = item.get("details") or {}
-            if item["kind"] == "ml_promote" and details.get("strategy") == strategy \
+            if item["kind"] == RecoveryKind.ML_PROMOTE and details.get("strategy") == strategy \
                     and int(details.get("version", -1)) == version:
-                return await self.store.decide(int(item["id"]), "promote", actor)
-        return {"ok": False, "item_id": None, "status": "decided", "decision": None, "kind": "ml_promote",
-                "bot_id": bot_id}
+                return await self.decide(int(item["id"]), Option.PROMOTE, actor)
+        return RecoveryResult(Decided(False, 0, "decided", None, bot_id, RecoveryKind.ML_PROMOTE), Option.PROMOTE)
 
     async def close_preview(self, target: str, bot_id: str | None = None) -> list[dict[str, Any]]:
         """What /close would close now (shown with the confirmation buttons)."""
@@ -441,11 +512,23 @@ class Desk:
             raise BadArgument("no bot is running in this process")
         symbol = None if target.lower() == "all" else target.upper()
         return [p for s in await self.status(bot_id) for p in s["positions"]
-                if p["status"] == "open" and (symbol is None or p["symbol"] == symbol)]
+                if p["status"] in LIVE_STATES and (symbol is None or p["symbol"] == symbol)]
 
     async def record_press(self, actor: Actor, button: str, outcome: str) -> None:
         """Every button press, whatever it did, in audit_log with the user id."""
         await self.store.audit(actor.label, "button", None, {"data": button, "outcome": outcome[:200]})
+
+
+def _effective_status(row: dict[str, Any], trader: Trader | None) -> dict[str, Any]:
+    """status / reason / since as the operator must see them: a running trader's own halt or pause wins
+    over a database row that has not caught up (a halt is never shown as "running")."""
+    status, reason, since = row.get("status"), row.get("reason"), row.get("status_since")
+    if trader is not None and trader.state.halted:
+        status, reason = "halted", trader.state.halt_reason or reason
+    elif trader is not None and trader.state.paused and status == "running":
+        status = "paused"
+    return {"status": status, "reason": reason, "since": since,
+            "halted": reason if status == "halted" else None}
 
 
 def _last_close(engine: Engine | None, symbol: str) -> Decimal | None:

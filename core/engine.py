@@ -7,7 +7,7 @@ state give the same signals and phantoms; time comes from the candles only.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR
@@ -26,6 +26,8 @@ from core.strategies import Context, Strategy, build_strategies
 from core.strategies.features import compute_features
 from core.strategies.regime import regime_of
 from core.trader import Notice, Trader
+
+EXECUTED_MEMORY = 512  # executed decisions kept for amendment (an entry is refused within seconds)
 
 # A guard looks at a signal the filter would take and returns why it must not be (None: go ahead).
 Guard = Callable[[Signal, Score], str | None]
@@ -47,6 +49,7 @@ class CandleResult:
     touched: list[Phantom] = field(default_factory=list)
     ledger: list[LedgerEvent] = field(default_factory=list)  # trade opens/closes to write, in order
     notices: list[Notice] = field(default_factory=list)  # for the operator
+    amended: list[Decision] = field(default_factory=list)  # earlier decisions whose action changed since
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Engine:
         self.blocked: Counter[str] = Counter()
         self.after: tuple[int, int, str] | None = None
         self.latest_signals: dict[tuple[str, str], Decision] = {}  # (symbol, strategy) -> latest, for /analysis
+        self.executed: OrderedDict[str, Decision] = OrderedDict()  # recent EXECUTED decisions, by signal id
+        self._amended: list[Decision] = []
         self.extra: dict[str, Any] = {}  # saved with the checkpoint (run id, equity, ...)
         self.trader = trader
         if trader is not None:
@@ -157,7 +162,22 @@ class Engine:
         if self.trader is not None:
             result.ledger, self.trader.events = self.trader.events, []
             result.notices, self.trader.notices = self.trader.notices, []
+        if self._amended:
+            result.amended, self._amended = self._amended, []
         return result
+
+    def amend_signal(self, signal_id: str, reason: str) -> Decision | None:
+        """An executed signal whose entry the exchange refused (or that ended unfilled) becomes REJECTED
+        with the exchange's words; the next batch stores the change (the host may write it at once too)."""
+        decision = self.executed.pop(signal_id, None)
+        if decision is None or decision.action != "EXECUTED":
+            return None
+        decision.action, decision.reason = "REJECTED", reason
+        decision.phantom.action, decision.phantom.reason = "REJECTED", reason
+        self.counters["signals_executed"] -= 1
+        self.counters["signals_rejected"] += 1
+        self._amended.append(decision)
+        return decision
 
     def _evaluate(self, strategy: Strategy, s: Any, candle: Candle) -> Decision | None:
         key = f"{strategy.name}|{candle.symbol}"
@@ -205,6 +225,10 @@ class Engine:
         phantom = self.book.record(signal, action, reason, score.p_win, score.ev_r)
         decision = Decision(signal, action, reason, score, phantom)
         self.latest_signals[(candle.symbol, strategy.name)] = decision
+        if action == "EXECUTED":
+            self.executed[signal.id] = decision
+            while len(self.executed) > EXECUTED_MEMORY:
+                self.executed.popitem(last=False)
         return decision
 
     def _sub_candles(self, symbol: str, interval: str, open_ms: int) -> SubCandles | None:

@@ -12,7 +12,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-EventKind = Literal["open", "close"]
+# open: an entry filled (or a position adopted); adjust: an open trade changed (qty adopted from the exchange);
+# funding: a settlement booked on an open trade; close: the trade ended
+EventKind = Literal["open", "adjust", "funding", "close"]
 
 
 def trade_id(signal_id: str) -> str:
@@ -27,7 +29,7 @@ class TradeRecord:
     symbol: str
     strategy: str | None
     side: str
-    status: str  # open / closed / cancelled
+    status: str  # open / closed (pending, closing, rejected, cancelled live in the Trader, see core/lifecycle.py)
     mode: str  # paper / live / replay
     qty: Decimal
     leverage: Decimal
@@ -43,6 +45,8 @@ class TradeRecord:
     net_pnl: Decimal | None = None
     pnl_pct: float | None = None
     realized_r: float | None = None
+    funding: Decimal = Decimal(0)  # received (+) or paid (−) while open; net_pnl = gross_pnl − fees + funding
+    exit_estimated: bool = False  # the exit price is an estimate (a mark price), not an execution
 
 
 @dataclass
@@ -88,7 +92,9 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 def _typed(cls: type, doc: dict[str, Any]) -> Any:
     out: dict[str, Any] = {}
     for f in fields(cls):
-        v = doc.get(f.name)
+        if f.name not in doc:  # a record written before the field existed keeps its default
+            continue
+        v = doc[f.name]
         kind = str(f.type)
         if v is not None and "Decimal" in kind:
             v = Decimal(v)
@@ -100,7 +106,7 @@ def _typed(cls: type, doc: dict[str, Any]) -> Any:
 
 class Ledger(Protocol):
     async def record(self, event: LedgerEvent) -> str:
-        """Write one open/close durably; returns where it landed ("db" or "journal")."""
+        """Write one event durably; returns where it landed ("db" or "journal")."""
         ...
 
 

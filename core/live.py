@@ -1,8 +1,10 @@
 """Live trading glue: the Trader's venue when orders go to a real exchange, and reconciliation rounds.
 
 The Trader is synchronous (it runs inside the engine's candle step). In live mode its orders are
-queued here and sent by `run_orders` (lookup-before-retry lives in the broker), fills come back from
-the broker's private stream through `pump_events`, and the exchange stays the truth on restart.
+queued here and sent by `run_orders` (lookup-before-retry lives in the broker); what the exchange said
+(the order's state, a refusal, no answer at all) is reported back so the Trader's state machine moves
+at once: a refused entry frees its slot, a partly filled one opens at its fill. Fills and funding come
+from the broker's private stream, and the exchange stays the truth on restart (`reconcile_once`).
 """
 
 from __future__ import annotations
@@ -10,37 +12,71 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from core.exchange.broker import Broker, Fill, OrderIntent
+from core.exchange.broker import Broker, Fill, OrderIntent, OrderRejected, OrderState, OrderUnknown, order_link_id
+from core.lifecycle import TradeStatus
 from core.market.candle import Candle
 from core.reconcile import RecoveryDraft, reconcile
-from core.trader import Notice, Trader
+from core.trader import EntryEnded, Trader
 
 log = logging.getLogger(__name__)
 
 EXECUTION_LOOKBACK = timedelta(days=7)  # Bybit's executions window
+MISSING_AFTER = timedelta(minutes=1)  # an entry the exchange still has no trace of after this never got there
+
+
+class OrderKind(StrEnum):
+    OPEN = "open"
+    CLOSE = "close"
+    CHECK = "check"  # look an entry up (a /close while it was in flight, or a send whose outcome is unknown)
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class OrderOutcome:
+    """What the venue said about one queued order: its state, an outright refusal, or nothing certain."""
+
+    kind: OrderKind
+    link: str
+    state: OrderState | None = None
+    refused: str | None = None  # "<code>: <message>" — nothing was placed
+    unknown: str | None = None  # the send's outcome could not be confirmed either way
+    error: str | None = None  # anything else (a stop that could not be moved, the venue unreachable)
+
+
+@dataclass
+class StopMove:
+    symbol: str
+    stop_loss: Decimal
 
 
 class LiveVenue:
-    """What the Trader needs of a venue (submit, set_stop, on_candle, equity, state), backed by a Broker."""
+    """What the Trader needs of a venue (submit, cancel_entry, set_stop, on_candle, equity, state), backed
+    by a Broker."""
 
     def __init__(self, broker: Broker, watch_interval: str, equity: Decimal) -> None:
         self.broker = broker
         self.watch_interval = watch_interval
         self._equity = equity
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[OrderKind, OrderIntent | StopMove]] = asyncio.Queue()
 
     def submit(self, intent: OrderIntent) -> None:
-        self.queue.put_nowait(("open" if not intent.reduce_only else "close", intent))
+        self.queue.put_nowait((OrderKind.CLOSE if intent.reduce_only else OrderKind.OPEN, intent))
+
+    def cancel_entry(self, intent: OrderIntent) -> bool:
+        self.queue.put_nowait((OrderKind.CHECK, intent))  # a market entry cannot be withdrawn: ask what became of it
+        return False
 
     def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
-        self.queue.put_nowait(("stop", (symbol, stop_loss)))
+        self.queue.put_nowait((OrderKind.STOP, StopMove(symbol, stop_loss)))
 
     def on_candle(self, candle: Candle) -> list[Fill]:
-        return []  # the exchange fills; its fills arrive through pump_events
+        return []  # the exchange fills; its fills arrive through the private stream
 
     def equity(self) -> Decimal:
         return self._equity
@@ -56,45 +92,103 @@ class LiveVenue:
         return self._equity
 
 
-async def run_orders(venue: LiveVenue, notify: Callable[[Notice], Awaitable[None]], bot_id: str) -> None:
-    """Send queued orders one by one; a failure is reported, never retried blindly (the broker already
-    looked the order up by its link id; reconciliation settles what remains unknown)."""
+async def send(broker: Broker, kind: OrderKind, payload: OrderIntent | StopMove) -> OrderOutcome:
+    """One queued order to the venue; never raises (the outcome says what happened)."""
+    if isinstance(payload, StopMove):
+        try:
+            await broker.set_stop(payload.symbol, payload.stop_loss)
+            return OrderOutcome(kind, "")
+        except Exception as exc:
+            return OrderOutcome(kind, "", error=f"{payload.symbol}: the stop could not be moved: {exc}")
+    link = payload.order_link_id
+    try:
+        if kind == OrderKind.OPEN:
+            return OrderOutcome(kind, link, state=await broker.open(payload))
+        if kind == OrderKind.CLOSE:
+            return OrderOutcome(kind, link, state=await broker.close(payload))
+        state = await broker.order(link)
+        return OrderOutcome(kind, link, state=state, unknown=None if state else "the exchange has no such order")
+    except OrderRejected as exc:
+        code = f"{exc.code}: " if exc.code is not None else ""
+        return OrderOutcome(kind, link, refused=f"{code}{exc}")
+    except OrderUnknown as exc:
+        return OrderOutcome(kind, link, unknown=str(exc))
+    except Exception as exc:
+        return OrderOutcome(kind, link, error=f"{type(exc).__name__}: {exc}")
+
+
+async def run_orders(venue: LiveVenue, report: Callable[[OrderOutcome], Awaitable[None]]) -> None:
+    """Send queued orders one by one and report every outcome; nothing is retried blindly (the broker
+    already looked the order up by its link id; `report` schedules a lookup for what stays unknown)."""
     while True:
         kind, payload = await venue.queue.get()
         try:
-            if kind == "open":
-                await venue.broker.open(payload)
-            elif kind == "close":
-                await venue.broker.close(payload)
-            elif kind == "stop":
-                setter = getattr(venue.broker, "set_stop", None)
-                if setter is None:
-                    raise RuntimeError("this broker cannot move a stop")
-                await setter(*payload)
-        except Exception as exc:
-            log.error("live order %s failed: %s", kind, exc)
-            await notify(Notice("order_failed", bot_id, f"{kind} order failed: {exc}", {"kind": kind}))
+            outcome = await send(venue.broker, kind, payload)
+            if outcome.refused or outcome.error:
+                log.error("live %s %s failed: %s", kind, outcome.link, outcome.refused or outcome.error)
+            await report(outcome)
+        except Exception:  # a reporting bug costs one report, never the sender
+            log.exception("live %s: reporting the outcome failed", kind)
         finally:
             venue.queue.task_done()
 
 
-async def pump_events(broker: Any, trader: Trader) -> None:
-    """Fills from the private stream into the Trader (its ledger events are drained by the host)."""
-    async for event in broker.events():
-        if isinstance(event, Fill):
-            trader.on_fill(event)
+def apply_outcome(trader: Trader, outcome: OrderOutcome) -> EntryEnded | None:
+    """Move the Trader's state machine by what the venue said about one order."""
+    if outcome.refused is not None:
+        return trader.on_refused(outcome.link, f"refused by the exchange: {outcome.refused}")
+    if outcome.state is not None:
+        return trader.on_order(outcome.state)
+    if outcome.kind == OrderKind.CHECK and outcome.unknown is not None:
+        trade = next((t for t in trader.pending() if order_link_id(t.base, "open") == outcome.link), None)
+        if trade is not None and not trade.fills:
+            return trader.on_order(OrderState(outcome.link, None, trade.record.symbol, "Buy", trade.record.qty,
+                                              "Cancelled"))  # never reached the venue: nothing to wait for
+    return None
 
 
-async def reconcile_once(trader: Trader, broker: Broker, *, since: datetime, now: datetime,
-                         raise_item: Callable[[RecoveryDraft], Awaitable[None]]) -> list[str]:
-    """One reconciliation round; returns what was fixed (for the report). Ledger events go to
-    trader.events; recovery items to `raise_item`."""
+@dataclass
+class RoundReport:
+    notes: list[str] = field(default_factory=list)
+    ended: list[EntryEnded] = field(default_factory=list)
+    funding: int = 0
+
+
+async def reconcile_once(trader: Trader, broker: Broker, *, since: datetime, now: datetime, scope: set[str],
+                         raise_item: Callable[[RecoveryDraft], Awaitable[None]]) -> RoundReport:
+    """One reconciliation round. Pending entries are settled first (their fills, their order's state: a
+    partly filled entry opens at its fill, one the exchange never saw ends), funding is booked on the held
+    trades, then positions are compared. Ledger events go to trader.events; recovery items to `raise_item`."""
+    since = max(since, now - EXECUTION_LOOKBACK)
     positions = await broker.positions()
-    executions = await broker.executions(max(since, now - EXECUTION_LOOKBACK))
-    open_trades = [t.record for t in trader.trades.values() if t.status == "open"]
-    rec = reconcile(trader.config.id, set(trader.config.symbols), open_trades, trader.pending_entries(), positions,
-                    executions)
+    executions = await broker.executions(since)
+    report = RoundReport()
+    for t in trader.pending():
+        link = order_link_id(t.base, "open")
+        for fill in (f for f in executions if f.order_link_id == link):
+            trader.on_fill(fill)
+        if t.status != TradeStatus.PENDING:
+            continue
+        state = await broker.order(link)
+        missing = state is None and not t.fills and now - t.record.entry_time >= MISSING_AFTER
+        if state is not None:
+            ended = trader.on_order(state)
+        elif missing:
+            ended = apply_outcome(trader, OrderOutcome(OrderKind.CHECK, link, unknown="the exchange has no such order"))
+        else:
+            ended = None
+        if ended is not None:
+            report.ended.append(ended)
+    for fee in await broker.funding(since):
+        before = len(trader.events)
+        trader.on_funding(fee)
+        report.funding += len(trader.events) - before
+    held = [t.record for t in trader.held()]
+    pending = {t.record.symbol: t.base for t in trader.pending()}
+    rec = reconcile(trader.config.id, held, pending, positions, executions, scope=scope)
     trader.apply_reconciliation(rec)
+    trader.foreign = rec.foreign
     for item in rec.items:
         await raise_item(item)
-    return rec.notes
+    report.notes = rec.notes
+    return report

@@ -30,6 +30,10 @@ class Batch:
         for d in result.decisions:
             self.decisions.append(d)
             self.phantoms[d.phantom.id] = d.phantom
+        for d in result.amended:  # stored again with its new action (once per batch: one row per statement)
+            if all(x.signal.id != d.signal.id for x in self.decisions):
+                self.decisions.append(d)
+            self.phantoms[d.phantom.id] = d.phantom
         for p in result.closed:
             self.phantoms[p.id] = p
         for p in result.touched:

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.ledger import TradeRecord, ledger_digest
 from core.phantom import Phantom, PhantomStats, phantom_digest
-from core.stats import TradeFacts, summarize
+from core.stats import facts_of, summarize
 
 
 def summary(counters: dict[str, int], closed: Sequence[Phantom], elapsed_s: float, processed: int) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def summary(counters: dict[str, int], closed: Sequence[Phantom], elapsed_s: floa
 
 def trade_summary(trades: Sequence[TradeRecord], capital: Decimal) -> dict[str, Any]:
     """The replay's trading figures (closed trades of the ledger) and its digest."""
-    facts = [TradeFacts(t.id, t.symbol, t.strategy, t.entry_time, t.exit_time, t.net_pnl, t.fees, t.realized_r)
+    facts = [facts_of(t)
              for t in trades if t.status == "closed" and t.exit_time is not None and t.net_pnl is not None]
     s = summarize(facts, capital)
     return {

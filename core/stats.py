@@ -1,7 +1,7 @@
 """Trading statistics: pure functions shared by /stats, the replay report, snapshots and the guards.
 
 Definitions
-- A trade is a closed trade; a win has net PnL > 0, a loss net PnL <= 0 (fees included).
+- A trade is a closed trade; a win has net PnL > 0, a loss net PnL <= 0 (fees and funding included).
 - win rate = wins / trades. profit factor = gross profit / |gross loss| (None without losses).
 - expectancy (USD) = mean net PnL; expectancy (R) = mean realized R of trades that have one.
 - max drawdown: the largest fall of the equity curve (starting capital + cumulative net PnL, in exit
@@ -38,6 +38,13 @@ class TradeFacts:
     net_pnl: Decimal
     fees: Decimal = Decimal(0)
     realized_r: float | None = None
+    funding: Decimal = Decimal(0)  # received (+) / paid (−), already inside net_pnl
+
+
+def facts_of(t: Any) -> TradeFacts:
+    """The facts of a closed trade record (core.ledger.TradeRecord or a trades row)."""
+    return TradeFacts(t.id, t.symbol, t.strategy, t.entry_time, t.exit_time, t.net_pnl, t.fees, t.realized_r,
+                      t.funding)
 
 
 def _f(x: Decimal) -> float:
@@ -129,6 +136,7 @@ def summarize(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
         "gross_profit": gross_profit,
         "gross_loss": gross_loss,
         "fees": sum(_f(t.fees) for t in trades),
+        "funding": sum(_f(t.funding) for t in trades),
         "avg_pnl": statistics.fmean(pnls) if pnls else None,
         "median_pnl": statistics.median(pnls) if pnls else None,
         "expectancy_usd": statistics.fmean(pnls) if pnls else None,

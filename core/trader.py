@@ -1,22 +1,39 @@
 """Trader: one bot's positions. Sizes and guards signals (RiskGate), turns taken signals into orders,
-applies fills, manages open positions (trailing stop, move to breakeven at 1R) and emits ledger events.
+applies fills, order results and funding, manages open positions (trailing stop, move to breakeven) and
+emits ledger events.
 
-It is driven by the engine (on_candle before strategies, guard during, on_decisions after) and by
-fills (from the paper venue on each candle, or the exchange's private stream in live mode). Exit
-reasons: tp, sl, trailing (a stop the desk moved), manual, reconciled, liquidation.
+It is driven by the engine (on_candle before strategies, guard during, on_decisions after) and by the
+venue's reports (paper fills on each candle; live: the private stream, order results, reconciliation).
+Every trade moves along core/lifecycle.py's state machine. Exit reasons: tp, sl, trailing (a stop the
+desk moved), manual, reconciled, reconciled_manual, liquidation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from enum import StrEnum
 from typing import Any, Protocol
 
 from core.config import BotConfig
-from core.exchange.broker import Fill, OrderIntent, entry_side, exit_side, order_link_id
+from core.exchange.broker import (
+    TERMINAL_STATUSES,
+    Fill,
+    FundingFee,
+    OrderIntent,
+    OrderState,
+    Position,
+    Side,
+    entry_side,
+    exit_side,
+    order_link_id,
+    parse_link,
+)
 from core.instruments import Instruments
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord, trade_id
+from core.lifecycle import HELD_STATES, LIVE_STATES, TradeStatus, advance
 from core.market.candle import Candle
 from core.ml.scorer import Score
 from core.reconcile import Reconciliation
@@ -33,6 +50,11 @@ class Venue(Protocol):
 
     def submit(self, intent: OrderIntent) -> Any: ...
 
+    def cancel_entry(self, intent: OrderIntent) -> bool:
+        """Withdraw an entry not filled yet: True when it is certainly withdrawn now (paper); False when
+        only the venue can tell (live: its state is looked up and reported back through on_order)."""
+        ...
+
     def set_stop(self, symbol: str, stop_loss: Decimal) -> None: ...
 
     def on_candle(self, candle: Candle) -> list[Fill]: ...
@@ -48,14 +70,26 @@ class Venue(Protocol):
 class OpenTrade:
     record: TradeRecord
     initial_stop: Decimal
-    status: str = "pending"  # pending (order sent) -> open (filled)
+    status: TradeStatus = TradeStatus.PENDING
     stop_moved: bool = False
     fills: list[Fill] = field(default_factory=list)  # parts of the entry (or exit) filled so far
-    seen: set[str] = field(default_factory=set)  # exec ids applied
+    seen: set[str] = field(default_factory=set)  # exec ids applied (fills and funding)
+    entry_filled: Decimal | None = None  # the entry order is over with this much filled (IOC remainder cancelled)
+    close_link: str | None = None  # the reduce-only close in flight
+    close_requested: bool = False  # /close on a pending entry: close as soon as it turns out filled
 
     @property
     def direction(self) -> int:
         return 1 if self.record.side == "long" else -1
+
+    @property
+    def base(self) -> str:
+        """What this trade's order link ids are made of (its signal id, or rv<item> for an adopted one)."""
+        return self.record.id[2:]
+
+    @property
+    def side(self) -> Side:
+        return "long" if self.record.side == "long" else "short"
 
 
 @dataclass
@@ -68,6 +102,34 @@ class Notice:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class CloseStep(StrEnum):
+    SENT = "close sent"
+    ALREADY_CLOSING = "already closing"
+    ENTRY_CANCELLED = "entry cancelled"
+    CANCEL_REQUESTED = "entry withdrawn if unfilled, else closed once filled"
+
+
+@dataclass(frozen=True)
+class Closing:
+    """What a manual close did to one trade."""
+
+    trade_id: str
+    symbol: str
+    qty: Decimal
+    step: CloseStep
+
+
+@dataclass(frozen=True)
+class EntryEnded:
+    """A pending entry that ended without a position: its slot and symbol are free again."""
+
+    trade_id: str
+    signal_id: str | None
+    symbol: str
+    status: TradeStatus  # rejected | cancelled
+    reason: str
+
+
 class Trader:
     def __init__(self, config: BotConfig, instruments: Instruments, broker: Venue, mode: str = "replay") -> None:
         self.config = config
@@ -76,21 +138,26 @@ class Trader:
         self.mode = mode
         self.risk = RiskGate(config, instruments)
         self.state = RiskState(config.capital, config.capital)
-        self.trades: dict[str, OpenTrade] = {}  # trade id -> pending or open
+        self.trades: dict[str, OpenTrade] = {}  # trade id -> pending, open or closing
         self.events: list[LedgerEvent] = []  # drained by the runner, written one transaction each
         self.notices: list[Notice] = []
+        self.ended: list[EntryEnded] = []  # drained by the host: the signals become REJECTED
+        self.foreign: set[str] = set()  # symbols where the exchange holds a position an admin chose to ignore
         self._sizing: dict[str, Sizing] = {}
-        self._win_rate: Any = None  # set by the engine: strategy -> (rate, outcomes)
+        self._win_rate: Callable[[str], tuple[float, int]] | None = None  # set by the engine
 
     # --- engine hooks ------------------------------------------------------------------------------
     def guard(self, signal: Signal, score: Score) -> str | None:
-        exposure = [OpenExposure(t.record.symbol, t.record.qty * t.record.entry_price) for t in self.trades.values()]
+        exposure = [OpenExposure(t.record.symbol, t.record.qty * t.record.entry_price) for t in self.trades.values()
+                    if t.status in LIVE_STATES]
         was_halted = self.state.halted
         rate = self._win_rate(signal.strategy) if self._win_rate else (float("nan"), 0)
         reason = self.risk.check(signal, self.state, exposure, rate)
         if self.state.halted and not was_halted:
             self.notices.append(Notice("drawdown_halt", self.config.id, f"{self.config.id}: {self.state.halt_reason}",
                                        {"equity": str(self.state.equity), "peak": str(self.state.peak_equity)}))
+        if reason is None and signal.symbol in self.foreign:
+            reason = f"the exchange holds a {signal.symbol} position the desk does not manage"
         if reason is not None:
             if reason.startswith("win-rate breaker"):
                 self.notices.append(Notice("breaker", self.config.id, reason, {"strategy": signal.strategy}))
@@ -111,8 +178,7 @@ class Trader:
             record = TradeRecord(tid, s.bot_id, s.id, s.symbol, s.strategy, s.side, "open", self.mode, sizing.qty,
                                  sizing.leverage, s.entry, s.time, s.stop_loss, s.take_profit)
             self.trades[tid] = OpenTrade(record, s.stop_loss)
-            self.broker.submit(OrderIntent(s.bot_id, s.id, s.symbol, s.side, sizing.qty, sizing.leverage,
-                                           order_link_id(s.id, "open"), s.stop_loss, s.take_profit))
+            self.broker.submit(self.entry_intent(self.trades[tid]))
 
     def on_candle(self, candle: Candle) -> None:
         for fill in self.broker.on_candle(candle):
@@ -120,48 +186,66 @@ class Trader:
         if candle.interval == self.broker.watch_interval:
             self._manage_stops(candle)
 
-    def close_at_market(self, symbol: str | None = None) -> list[str]:
-        """Manual exits: a reduce-only market close per open position (exit reason "manual")."""
-        closing = []
-        for t in self.trades.values():
+    # --- manual exits ---------------------------------------------------------------------------------
+    def close_at_market(self, symbol: str | None = None, trade_ids: Iterable[str] | None = None) -> list[Closing]:
+        """Manual exits (reason "manual") of one symbol's trades, of the listed trades, or of all: a
+        reduce-only market close per position; a pending entry is withdrawn (or closed once it fills)."""
+        wanted = set(trade_ids) if trade_ids is not None else None
+        out = []
+        for t in list(self.trades.values()):
             r = t.record
-            if t.status != "open" or (symbol is not None and r.symbol != symbol) or r.signal_id is None:
+            if (symbol is not None and r.symbol != symbol) or (wanted is not None and r.id not in wanted):
                 continue
-            self.broker.submit(OrderIntent(r.bot_id, r.signal_id, r.symbol, r.side, r.qty, r.leverage,  # type: ignore[arg-type]
-                                           order_link_id(r.signal_id, "close"), reduce_only=True))
-            closing.append(r.id)
-        return closing
+            if t.status == TradeStatus.OPEN:
+                self.broker.submit(self.begin_close(r.id, order_link_id(t.base, "close")))
+                out.append(Closing(r.id, r.symbol, r.qty, CloseStep.SENT))
+            elif t.status == TradeStatus.CLOSING:
+                out.append(Closing(r.id, r.symbol, r.qty, CloseStep.ALREADY_CLOSING))
+            elif t.status == TradeStatus.PENDING:
+                t.close_requested = True
+                if self.broker.cancel_entry(self.entry_intent(t)):
+                    self._end_entry(t, TradeStatus.CANCELLED, "withdrawn by the operator before it filled")
+                    out.append(Closing(r.id, r.symbol, r.qty, CloseStep.ENTRY_CANCELLED))
+                else:
+                    out.append(Closing(r.id, r.symbol, r.qty, CloseStep.CANCEL_REQUESTED))
+        return out
 
-    # --- fills ---------------------------------------------------------------------------------------
-    def _trade_of(self, fill: Fill) -> OpenTrade | None:
-        """By the order's link id; else (a position's own TP/SL order has none) the open trade on that
-        symbol whose exit side the fill is."""
-        link = fill.order_link_id or ""
-        signal_id = link[3:].rsplit("-", 1)[0] if link.startswith("pd-") else ""
-        trade = self.trades.get(trade_id(signal_id)) if signal_id else None
-        if trade is not None:
-            return trade
-        return next((t for t in self.trades.values() if t.status == "open" and t.record.symbol == fill.symbol
-                     and exit_side(t.record.side) == fill.side), None)  # type: ignore[arg-type]
+    def begin_close(self, tid: str, link: str, qty: Decimal | None = None) -> OrderIntent:
+        """Mark an open trade closing under `link` and return the reduce-only intent (the caller sends it)."""
+        t = self.trades[tid]
+        t.status = advance(tid, t.status, TradeStatus.CLOSING)
+        t.close_link = link
+        r = t.record
+        return OrderIntent(r.bot_id, t.base, r.symbol, t.side, qty if qty is not None else r.qty, r.leverage, link,
+                           reduce_only=True)
+
+    # --- venue reports ----------------------------------------------------------------------------------
+    def _trade_of(self, link: str | None, symbol: str, side: str | None) -> OpenTrade | None:
+        """By the order's link id (an entry, the trade's own close, or a recovery close); else (a position's
+        own TP/SL order has no link id) the held trade on that symbol whose exit side the order is."""
+        parsed = parse_link(link)
+        if parsed is not None:
+            trade = self.trades.get(trade_id(parsed[0]))
+            if trade is not None:
+                return trade
+            trade = next((t for t in self.trades.values() if t.close_link == link), None)
+            if trade is not None or parsed[1] == "open":
+                return trade
+        return next((t for t in self.trades.values() if t.status in HELD_STATES and t.record.symbol == symbol
+                     and exit_side(t.side) == side), None)
 
     def on_fill(self, fill: Fill) -> None:
         """Entry and exit fills, possibly in several parts: a trade opens (closes) once its quantity is filled,
         at the volume-weighted price. A fill seen twice (stream and reconciliation) counts once."""
-        trade = self._trade_of(fill)
+        trade = self._trade_of(fill.order_link_id, fill.symbol, fill.side)
         if trade is None or fill.exec_id in trade.seen:
             return  # not ours (reconciliation looks at those), or already applied
         trade.seen.add(fill.exec_id)
         r = trade.record
-        exiting = trade.status == "open" and fill.side == exit_side(r.side)  # type: ignore[arg-type]
-        if trade.status == "pending" and fill.side == entry_side(r.side):  # type: ignore[arg-type]
+        if trade.status == TradeStatus.PENDING and fill.side == entry_side(trade.side):
             trade.fills.append(fill)
-            if sum(f.qty for f in trade.fills) < r.qty:
-                return
-            fills, trade.fills = trade.fills, []
-            trade.status = "open"
-            r.entry_price, r.entry_time, r.fees = _vwap(fills), fills[-1].time, sum(f.fee for f in fills)
-            self.events.append(LedgerEvent("open", _copy(r), [_order(r, fills, fills[-1].order_link_id)]))
-        elif exiting:
+            self._maybe_open(trade)
+        elif trade.status in HELD_STATES and fill.side == exit_side(trade.side):
             trade.fills.append(fill)
             if sum(f.qty for f in trade.fills) < r.qty:
                 return
@@ -170,19 +254,85 @@ class Trader:
             reason = kinds.pop() if len(kinds) == 1 else "manual"
             if reason == "sl" and trade.stop_moved:
                 reason = "trailing"
-            link = fills[-1].order_link_id or (order_link_id(r.signal_id, reason if reason in ("tp", "sl") else "close")
-                                               if r.signal_id else fills[-1].exec_id)
+            link = fills[-1].order_link_id or order_link_id(trade.base, reason if reason in ("tp", "sl") else "close")
             self._close(trade, _vwap(fills), fills[-1].time, sum((f.fee for f in fills), Decimal(0)), reason,
                         _order(r, fills, link))
 
-    def _close(self, trade: OpenTrade, price: Decimal, at: datetime, fee: Decimal, reason: str,
-               order: OrderRecord | None) -> None:
+    def on_order(self, state: OrderState) -> EntryEnded | None:
+        """An order's state from the venue (stream, the reply to a send, a lookup). An entry that is over
+        with part filled opens at the filled quantity; with nothing filled it ends and frees its slot; a
+        close that ended unfilled leaves the trade open again."""
+        if state.status not in TERMINAL_STATUSES:
+            return None
+        trade = self._trade_of(state.order_link_id, state.symbol, None)
+        parsed = parse_link(state.order_link_id)
+        if trade is None or parsed is None:
+            return None
+        if parsed[1] == "open" and trade.status == TradeStatus.PENDING:
+            if state.filled_qty > 0:
+                trade.entry_filled = state.filled_qty
+                self._maybe_open(trade)
+                return None
+            ended = TradeStatus.REJECTED if state.status == "Rejected" else TradeStatus.CANCELLED
+            return self._end_entry(trade, ended, f"the exchange reports the entry {state.status} with nothing filled")
+        if trade.status == TradeStatus.CLOSING and state.order_link_id == trade.close_link \
+                and state.filled_qty < trade.record.qty and not trade.fills:
+            trade.status, trade.close_link = advance(trade.record.id, trade.status, TradeStatus.OPEN), None
+        return None
+
+    def on_refused(self, link: str, reason: str) -> EntryEnded | None:
+        """The venue refused an order outright (nothing was placed)."""
+        trade = self._trade_of(link, "", None)
+        parsed = parse_link(link)
+        if trade is None or parsed is None:
+            return None
+        if parsed[1] == "open" and trade.status == TradeStatus.PENDING:
+            return self._end_entry(trade, TradeStatus.REJECTED, reason)
+        if trade.status == TradeStatus.CLOSING and trade.close_link == link:
+            trade.status, trade.close_link = advance(trade.record.id, trade.status, TradeStatus.OPEN), None
+        return None
+
+    def on_funding(self, fee: FundingFee) -> None:
+        """A funding settlement on a held position, booked once on its trade (part of its net PnL)."""
+        trade = next((t for t in self.trades.values() if t.status in HELD_STATES and t.record.symbol == fee.symbol
+                      and fee.time >= t.record.entry_time), None)
+        if trade is None or fee.exec_id in trade.seen:
+            return
+        trade.seen.add(fee.exec_id)
+        trade.record.funding -= fee.fee  # Bybit's fee is what the account paid
+        self.events.append(LedgerEvent("funding", _copy(trade.record)))
+
+    def _maybe_open(self, trade: OpenTrade) -> None:
         r = trade.record
+        filled = sum((f.qty for f in trade.fills), Decimal(0))
+        target = trade.entry_filled if trade.entry_filled is not None else r.qty
+        if filled <= 0 or filled < target:
+            return
+        fills, trade.fills = trade.fills, []
+        trade.status = advance(r.id, trade.status, TradeStatus.OPEN)
+        r.qty = filled  # a partly filled entry is a trade of what filled
+        r.entry_price, r.entry_time, r.fees = _vwap(fills), fills[-1].time, sum((f.fee for f in fills), Decimal(0))
+        self.events.append(LedgerEvent("open", _copy(r), [_order(r, fills, fills[-1].order_link_id)]))
+        if trade.close_requested:  # /close came while the entry was in flight
+            self.broker.submit(self.begin_close(r.id, order_link_id(trade.base, "close")))
+
+    def _end_entry(self, trade: OpenTrade, status: TradeStatus, reason: str) -> EntryEnded:
+        advance(trade.record.id, trade.status, status)
+        del self.trades[trade.record.id]
+        ended = EntryEnded(trade.record.id, trade.record.signal_id, trade.record.symbol, status, reason)
+        self.ended.append(ended)
+        return ended
+
+    def _close(self, trade: OpenTrade, price: Decimal, at: datetime, fee: Decimal, reason: str,
+               order: OrderRecord | None, *, estimated: bool = False) -> None:
+        r = trade.record
+        advance(r.id, trade.status, TradeStatus.CLOSED)
         direction = trade.direction
         r.status, r.exit_price, r.exit_time, r.exit_reason = "closed", price, at, reason
+        r.exit_estimated = estimated
         r.fees += fee
         r.gross_pnl = (price - r.entry_price) * r.qty * direction
-        r.net_pnl = r.gross_pnl - r.fees
+        r.net_pnl = r.gross_pnl - r.fees + r.funding
         r.pnl_pct = float((price - r.entry_price) / r.entry_price * direction * 100)
         risk_per_unit = abs(r.entry_price - trade.initial_stop)
         r.realized_r = float((price - r.entry_price) * direction / risk_per_unit) if risk_per_unit else None
@@ -192,26 +342,55 @@ class Trader:
             self.risk.on_loss(self.state, r.symbol, int(at.timestamp() * 1000))
         self.events.append(LedgerEvent("close", _copy(r), [order] if order else []))
 
+    # --- recovery decisions (core/recovery.py decides when; these do it) -------------------------------------
+    def adopt(self, position: Position, base: str, at: datetime) -> TradeRecord:
+        """An exchange position becomes an open trade exactly as the exchange reports it (its own SL/TP, if any:
+        the desk never invents one)."""
+        tid = trade_id(base)
+        record = TradeRecord(tid, self.config.id, None, position.symbol, None, position.side, "open", self.mode,
+                             position.qty, position.leverage, position.entry_price, position.opened_at or at,
+                             position.stop_loss, position.take_profit)
+        stop = position.stop_loss if position.stop_loss is not None else position.entry_price
+        self.trades[tid] = OpenTrade(record, stop, TradeStatus.OPEN)
+        self.events.append(LedgerEvent("open", _copy(record)))
+        return record
+
+    def adjust_qty(self, tid: str, qty: Decimal) -> Decimal:
+        """The exchange's quantity becomes the trade's (an audited adjustment); returns the old one."""
+        r = self.trades[tid].record
+        old, r.qty = r.qty, qty
+        self.events.append(LedgerEvent("adjust", _copy(r)))
+        return old
+
+    def mark_closed(self, tid: str, price: Decimal, at: datetime, *, estimated: bool) -> TradeRecord:
+        """Closed by an admin's decision: the position is gone at the exchange, no execution tells how."""
+        trade = self.trades[tid]
+        self._close(trade, price, at, Decimal(0), "reconciled_manual", None, estimated=estimated)
+        return self.events[-1].trade
+
     # --- after a restart (live): the ledger's open trades, then the exchange's word on them ---------------------
     def load_open(self, trades: list[TradeRecord]) -> None:
         for r in trades:
             if r.status == "open" and r.id not in self.trades:
-                self.trades[r.id] = OpenTrade(r, r.stop_loss if r.stop_loss is not None else r.entry_price, "open")
+                self.trades[r.id] = OpenTrade(r, r.stop_loss if r.stop_loss is not None else r.entry_price,
+                                              TradeStatus.OPEN)
 
-    def pending_entries(self) -> dict[str, str]:
-        """symbol -> signal id of entries sent but not seen filled."""
-        return {t.record.symbol: t.record.signal_id or "" for t in self.trades.values() if t.status == "pending"}
+    def pending(self) -> list[OpenTrade]:
+        return [t for t in self.trades.values() if t.status == TradeStatus.PENDING]
+
+    def held(self) -> list[OpenTrade]:
+        return [t for t in self.trades.values() if t.status in HELD_STATES]
 
     def apply_reconciliation(self, rec: Reconciliation) -> None:
         for fill in rec.entries:
             self.on_fill(fill)
         for close in rec.closes:
             trade = self.trades.get(close.trade_id)
-            if trade is None or trade.status != "open":
+            if trade is None or trade.status not in HELD_STATES:
                 continue
             last = close.fills[-1]
             purpose = {"tp": "tp", "sl": "sl"}.get(close.reason, "close")
-            link = order_link_id(trade.record.signal_id, purpose) if trade.record.signal_id else last.exec_id
+            link = last.order_link_id or order_link_id(trade.base, purpose)  # type: ignore[arg-type]
             order = OrderRecord(link, trade.record.bot_id, trade.record.id, last.symbol, last.side,
                                 last.stop_order_type or "Market", sum((f.qty for f in close.fills), Decimal(0)),
                                 "Filled", last.time, last.exchange_order_id, None, True, last.time,
@@ -228,7 +407,7 @@ class Trader:
             return
         for trade in self.trades.values():
             r = trade.record
-            if trade.status != "open" or r.symbol != candle.symbol or r.stop_loss is None:
+            if trade.status != TradeStatus.OPEN or r.symbol != candle.symbol or r.stop_loss is None:
                 continue
             d = trade.direction
             inst = self.instruments.get(r.symbol, candle.close)
@@ -246,23 +425,34 @@ class Trader:
                 trade.stop_moved = True
                 self.broker.set_stop(r.symbol, stop)
 
+    def entry_intent(self, t: OpenTrade) -> OrderIntent:
+        r = t.record
+        return OrderIntent(r.bot_id, t.base, r.symbol, t.side, r.qty, r.leverage, order_link_id(t.base, "open"),
+                           r.stop_loss, r.take_profit)
+
     # --- state --------------------------------------------------------------------------------------------
     def equity(self) -> Decimal:
         return self.broker.equity()
 
     def as_json(self) -> dict[str, Any]:
-        return {"risk": self.state.as_json(), "broker": self.broker.as_json(),
+        return {"risk": self.state.as_json(), "broker": self.broker.as_json(), "foreign": sorted(self.foreign),
                 "trades": [{"record": LedgerEvent("open", t.record).as_json()["trade"],
-                            "initial_stop": str(t.initial_stop), "status": t.status, "stop_moved": t.stop_moved}
+                            "initial_stop": str(t.initial_stop), "status": str(t.status), "stop_moved": t.stop_moved,
+                            "close_link": t.close_link, "close_requested": t.close_requested,
+                            "seen": sorted(t.seen)}
                            for t in self.trades.values()]}
 
     def restore(self, doc: dict[str, Any]) -> None:
         self.state = RiskState.from_json(doc["risk"])
         self.broker.restore(doc["broker"])
+        self.foreign = set(doc.get("foreign", []))
         self.trades = {}
         for t in doc["trades"]:
             record = LedgerEvent.from_json({"kind": "open", "trade": t["record"], "orders": []}).trade
-            self.trades[record.id] = OpenTrade(record, Decimal(t["initial_stop"]), t["status"], t["stop_moved"])
+            self.trades[record.id] = OpenTrade(record, Decimal(t["initial_stop"]), TradeStatus(t["status"]),
+                                               t["stop_moved"], seen=set(t.get("seen", [])),
+                                               close_link=t.get("close_link"),
+                                               close_requested=bool(t.get("close_requested")))
 
 
 def _copy(r: TradeRecord) -> TradeRecord:

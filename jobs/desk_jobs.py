@@ -53,10 +53,11 @@ class DeskJobs:
                     last_heartbeat=now, owner_instance=self.host.instance))
             statuses = dict((await session.execute(select(Bot.id, Bot.status))).all())
         assert self.host.runtime is not None
-        for bot_id, bot in self.bots.items():
+        for bot_id, bot in list(self.bots.items()):
             paused = statuses.get(bot_id) == "paused"
             if bot.trader.state.paused != paused:
                 self.host.runtime.set_paused(bot_id, paused)
+            await self.host.runtime.finish_decisions(bot_id)  # decided where this bot is not traded
 
     async def state_snapshots(self) -> None:
         now = _now()

@@ -70,6 +70,12 @@ async def list_bots(session: AsyncSession) -> list[Bot]:
 
 async def set_status(session: AsyncSession, bot_id: str, status: str, reason: str | None,
                      now: datetime | None = None) -> bool:
+    """Set a bot's status; `status_since` moves only when the status itself changes."""
+    now = now or datetime.now(UTC)
+    row = await session.get(Bot, bot_id)
+    if row is None:
+        return False
+    since = row.status_since if row.status == status and row.status_since is not None else now
     done = await session.execute(update(Bot).where(Bot.id == bot_id).values(
-        status=status, status_reason=reason, updated_at=now or datetime.now(UTC)))
+        status=status, status_reason=reason, status_since=since, updated_at=now))
     return (done.rowcount or 0) > 0  # type: ignore[attr-defined]

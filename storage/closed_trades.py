@@ -46,6 +46,7 @@ class Columns:
     pnl: np.ndarray  # float64 net PnL
     fees: np.ndarray
     r: np.ndarray  # float64, NaN where a trade has no R
+    funding: np.ndarray  # float64, received (+) / paid (−), inside pnl
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,15 +57,16 @@ class Columns:
 
     @classmethod
     def of(cls, rows: list[tuple[Any, ...]]) -> Columns:
-        """From (id, symbol, strategy, entry_time, exit_time, net_pnl, fees, realized_r) rows, any order."""
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 8
+        """From (id, symbol, strategy, entry_time, exit_time, net_pnl, fees, realized_r, funding) rows, any order."""
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 9
         out = cls(np.array(cols[0], dtype=str), np.array(cols[1], dtype=str),
                   np.array([s or "" for s in cols[2]], dtype=str),
                   np.array([_us(t) for t in cols[3]], dtype=np.int64),
                   np.array([_us(t) for t in cols[4]], dtype=np.int64),
                   np.array([float(x) for x in cols[5]], dtype=np.float64),
                   np.array([float(x or 0) for x in cols[6]], dtype=np.float64),
-                  np.array([np.nan if x is None else float(x) for x in cols[7]], dtype=np.float64))
+                  np.array([np.nan if x is None else float(x) for x in cols[7]], dtype=np.float64),
+                  np.array([float(x or 0) for x in cols[8]], dtype=np.float64))
         return out.sorted()
 
     def sorted(self) -> Columns:
@@ -87,7 +89,7 @@ class Columns:
         return Columns(*(np.concatenate([getattr(self, f), getattr(extra, f)]) for f in FIELDS)).sorted()
 
 
-FIELDS = ("ids", "symbols", "strategies", "entry_us", "exit_us", "pnl", "fees", "r")
+FIELDS = ("ids", "symbols", "strategies", "entry_us", "exit_us", "pnl", "fees", "r", "funding")
 
 
 def _us(t: datetime | str) -> int:
@@ -105,7 +107,7 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
     start = float(capital)
     if n == 0:
         return {"trades": 0, "wins": 0, "losses": 0, "win_rate": None, "profit_factor": None, "net_pnl": 0,
-                "gross_profit": 0, "gross_loss": 0, "fees": 0, "avg_pnl": None, "median_pnl": None,
+                "gross_profit": 0, "gross_loss": 0, "fees": 0, "funding": 0, "avg_pnl": None, "median_pnl": None,
                 "expectancy_usd": None, "expectancy_r": None, "best_trade": None, "worst_trade": None,
                 "max_drawdown": 0.0, "max_drawdown_pct": 0.0, "sharpe": None, "sortino": None,
                 "avg_holding_h": None, "daily_avg": None}
@@ -140,6 +142,7 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
         "gross_profit": gross_profit,
         "gross_loss": gross_loss,
         "fees": float(np.cumsum(c.fees)[-1]),
+        "funding": float(np.cumsum(c.funding)[-1]),
         "avg_pnl": float(np.mean(pnl)),
         "median_pnl": float(np.median(pnl)),
         "expectancy_usd": float(np.mean(pnl)),
@@ -179,7 +182,7 @@ def _sortino(returns: np.ndarray) -> float | None:
 
 # --- the cache -------------------------------------------------------------------------------------------------
 COLUMNS = (Trade.id, Trade.symbol, Trade.strategy, Trade.entry_time, Trade.exit_time, Trade.net_pnl, Trade.fees,
-           Trade.realized_r)
+           Trade.realized_r, Trade.funding)
 
 
 @dataclass
@@ -240,12 +243,14 @@ class ClosedTrades:
         raw = (await conn.get_raw_connection()).driver_connection
         sql = ("SELECT id, symbol, coalesce(strategy, ''), (extract(epoch FROM entry_time) * 1000000)::int8, "
                "(extract(epoch FROM exit_time) * 1000000)::int8, net_pnl::float8, coalesce(fees, 0)::float8, "
-               "realized_r FROM trades WHERE status = 'closed'" + (" AND bot_id = $1" if bot_id is not None else ""))
+               "realized_r, coalesce(funding, 0)::float8 FROM trades WHERE status = 'closed'"
+               + (" AND bot_id = $1" if bot_id is not None else ""))
         rows = await raw.fetch(sql, *([bot_id] if bot_id is not None else []))  # type: ignore[union-attr]
         if not rows:
             return Columns.empty()
-        ids, symbols, strategies, entry, exit_, pnl, fees, r = zip(*rows, strict=True)
+        ids, symbols, strategies, entry, exit_, pnl, fees, r, funding = zip(*rows, strict=True)
         return Columns(np.array(ids, dtype=str), np.array(symbols, dtype=str), np.array(strategies, dtype=str),
                        np.array(entry, dtype=np.int64), np.array(exit_, dtype=np.int64),
                        np.array(pnl, dtype=np.float64), np.array(fees, dtype=np.float64),
-                       np.array([np.nan if x is None else x for x in r], dtype=np.float64)).sorted()
+                       np.array([np.nan if x is None else x for x in r], dtype=np.float64),
+                       np.array(funding, dtype=np.float64)).sorted()

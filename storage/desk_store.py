@@ -11,17 +11,19 @@ from sqlalchemy import desc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig
+from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.desk import Actor
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
+from core.recovery import Effect
 from core.stats import TradeFacts
 from storage.bots import config_of, set_status, upsert_bot
 from storage.candle_store import CandleStore
 from storage.closed_trades import ClosedTrades, summarize_columns
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
-from storage.models import Bot, JobRun, MLModel, PhantomTrade, RecoveryItem, Trade, TradeStatsCache
+from storage.models import Bot, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
 from storage.recovery import RecoveryBook, audit
 
 
@@ -33,16 +35,15 @@ class SqlDeskStore:
         self.phantoms = SqlEngineStore(engine)
         self.candles = CandleStore(engine)
         self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
-        # decisions with consequences beyond the item (adopt a position, promote a model): kind -> handler
-        self.on_decision: dict[str, Any] = {}
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
 
     async def bots(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
             rows = (await conn.execute(text(
-                "SELECT bot_id, name, mode, status, status_reason, open_trades, pending_recovery, equity "
-                "FROM bot_status_view ORDER BY bot_id"))).all()
+                "SELECT bot_id, name, mode, status, status_reason, status_since, open_trades, pending_recovery, "
+                "equity FROM bot_status_view ORDER BY bot_id"))).all()
         return [{"id": r.bot_id, "name": r.name, "mode": r.mode, "status": r.status, "reason": r.status_reason,
+                 "status_since": _utc(r.status_since),
                  "open_trades": r.open_trades, "pending_recovery": r.pending_recovery,
                  "equity": None if r.equity is None else str(r.equity)} for r in rows]
 
@@ -65,7 +66,7 @@ class SqlDeskStore:
 
     async def facts(self, bot_id: str | None, since: datetime | None) -> list[TradeFacts]:
         query = select(Trade.id, Trade.symbol, Trade.strategy, Trade.entry_time, Trade.exit_time, Trade.net_pnl,
-                       Trade.fees, Trade.realized_r).where(Trade.status == "closed")
+                       Trade.fees, Trade.realized_r, Trade.funding).where(Trade.status == "closed")
         if bot_id is not None:
             query = query.where(Trade.bot_id == bot_id)
         if since is not None:
@@ -142,14 +143,29 @@ class SqlDeskStore:
                  "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at}
                 for i in await self.recovery_book.pending(bot_id)]
 
-    async def decide(self, item_id: int, decision: str, actor: Actor) -> dict[str, Any]:
-        done = await self.recovery_book.decide(item_id, decision, actor.label, actor.id)
-        result = {"ok": done.ok, "item_id": item_id, "status": done.status, "decision": done.decision,
-                  "kind": done.kind, "bot_id": done.bot_id}
-        handler = self.on_decision.get(done.kind or "") if done.ok else None
-        if handler is not None:
-            result["effect"] = await handler(done, actor)
-        return result
+    async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided:
+        return await self.recovery_book.decide(item_id, decision, actor.label, actor.id)
+
+    async def settle(self, item_id: int, effect: Effect, actor: str,
+                     follow_up: list[RecoveryDraft]) -> list[dict[str, Any]]:
+        await self.recovery_book.record_effect(item_id, effect.as_json(), actor)
+        item = await self.recovery_book.get(item_id)
+        created = []
+        for draft in follow_up:
+            new_id, new = await self.recovery_book.raise_item(
+                item.bot_id if item else None, draft.kind, dedupe_key=draft.dedupe_key, details=draft.details,
+                options=draft.options, critical=draft.critical)
+            if new:
+                created.append(new_id)
+        return [i for i in await self.recovery_pending() if i["id"] in created]
+
+    async def close_halt_items(self, bot_id: str, actor: Actor) -> None:
+        for item in await self.recovery_book.pending(bot_id):
+            if item.kind == RecoveryKind.DRAWDOWN_HALT:
+                done = await self.recovery_book.decide(item.id, Option.RESUME, actor.label, actor.id)
+                if done.ok:
+                    await self.recovery_book.record_effect(item.id, {"state": "done", "text": "resumed by command"},
+                                                           actor.label)
 
     async def db_stats(self) -> dict[str, Any]:
         stats = await self.candles.stats()
@@ -196,10 +212,14 @@ class SqlDeskStore:
         async with self.sessions.begin() as session:
             audit(session, actor, action, bot_id, _jsonable(details))
 
-    async def pending_items(self) -> int:
-        async with self.sessions() as session:
-            return int(await session.scalar(select(func.count()).select_from(RecoveryItem)
-                                            .where(RecoveryItem.status == "pending")) or 0)
+
+
+def _utc(value: Any) -> datetime | None:
+    """A timestamp a view returns (SQLite: text without its zone) as an aware UTC datetime."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.engine import Checkpoint, Decision
@@ -28,7 +28,7 @@ from core.persistence import Batch, Restored, StoreUnavailable
 from core.phantom import Phantom, PhantomStats
 from storage.db import DB_DOWN, dialect_insert, is_db_down, session_factory
 from storage.hotstate import PREFIX
-from storage.models import BotState, PhantomTrade
+from storage.models import Bot, BotState, PhantomTrade
 from storage.models import Signal as SignalRow
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 MAX_PARAMS = 30_000  # under asyncpg's 32,767 bind parameters per statement
 BLOCKED_TTL_S = 8 * 86_400
 PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_time", "realized_r", "pnl_pct", "mfe_r",
-                     "mae_r", "tp1_time", "candles_seen", "updated_at")
+                     "mae_r", "tp1_time", "candles_seen", "action", "reason", "was_executed", "updated_at")
+SIGNAL_UPDATABLE = ("action", "reason", "trade_id")  # an executed signal whose entry the exchange refused
 
 
 @dataclass
@@ -136,7 +137,9 @@ class SqlEngineStore:
             insert = dialect_insert(session)
             signals = [signal_row(d, now) for d in batch.decisions]
             for chunk in _chunks(signals):
-                await session.execute(insert(SignalRow).values(chunk).on_conflict_do_nothing(index_elements=["id"]))
+                stmt = insert(SignalRow).values(chunk)
+                await session.execute(stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE}))
             phantoms = [phantom_row(p, now) for p in batch.phantoms.values()]
             for chunk in _chunks(phantoms):
                 stmt = insert(PhantomTrade).values(chunk)
@@ -156,6 +159,19 @@ class SqlEngineStore:
             open_positions=list(extra.get("open_positions", [])), trailing_stops=dict(extra.get("trailing_stops", {})),
             counters=cp.as_json(),
         ))
+        if extra.get("halted"):  # the halt and the state that caused it commit together: a restart finds both
+            await session.execute(update(Bot).where(Bot.id == bot_id, Bot.status != "halted").values(
+                status="halted", status_reason=extra.get("halt_reason"), status_since=now, updated_at=now))
+
+    async def amend_signal(self, signal_id: str, action: str, reason: str) -> None:
+        """A stored signal (and its phantom) gets a new action at once: an entry the exchange refused is
+        REJECTED now, not at the next batch (which stores the same change if the signal is not saved yet)."""
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            await session.execute(update(SignalRow).where(SignalRow.id == signal_id).values(
+                action=action, reason=reason, trade_id=None))
+            await session.execute(update(PhantomTrade).where(PhantomTrade.id == signal_id).values(
+                action=action, reason=reason, was_executed=action == "EXECUTED", updated_at=now))
 
     async def restore(self, bot_id: str) -> Restored:
         async with self.sessions() as session:

@@ -45,7 +45,7 @@ SIGNAL_ACTIONS = ("EXECUTED", "REJECTED", "BLOCKED")
 PHANTOM_STATUSES = ("active", "closed")
 PHANTOM_OUTCOMES = ("win", "loss", "timeout")
 TRADE_STATUSES = ("open", "closed", "cancelled")
-EXIT_REASONS = ("tp", "sl", "trailing", "manual", "reconciled", "liquidation", "timeout", "gap")
+EXIT_REASONS = ("tp", "sl", "trailing", "manual", "reconciled", "reconciled_manual", "liquidation", "timeout", "gap")
 ORDER_SIDES = ("Buy", "Sell")
 STATS_PERIODS = ("all_time", "7d", "30d")
 EQUITY_KINDS = ("scheduled", "manual", "initial", "reset")
@@ -106,6 +106,7 @@ class Bot(Base):
     mode: Mapped[str] = mapped_column(String(8), default="paper")
     status: Mapped[str] = mapped_column(String(8), default="running")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    status_since: Mapped[datetime | None]  # when the status last changed (a halt shows since when)
     last_heartbeat: Mapped[datetime | None]
     owner_instance: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
@@ -257,12 +258,14 @@ class Trade(Base):
     take_profit: Mapped[Decimal | None]
     exit_price: Mapped[Decimal | None]
     exit_time: Mapped[datetime | None]
-    exit_reason: Mapped[str | None] = mapped_column(String(16))
+    exit_reason: Mapped[str | None] = mapped_column(String(24))
     fees: Mapped[Decimal] = mapped_column(default=Decimal(0))
     gross_pnl: Mapped[Decimal | None]
-    net_pnl: Mapped[Decimal | None]
+    net_pnl: Mapped[Decimal | None]  # gross − fees + funding
     pnl_pct: Mapped[float | None]
     realized_r: Mapped[float | None]
+    funding: Mapped[Decimal] = mapped_column(default=Decimal(0))  # received (+) / paid (−) while open
+    exit_estimated: Mapped[bool] = mapped_column(default=False)  # exit at a mark price, not an execution
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -397,6 +400,7 @@ class RecoveryItem(Base):
     expires_at: Mapped[datetime | None]
     decided_by: Mapped[int | None] = mapped_column(BigInteger)
     decided_at: Mapped[datetime | None]
+    effect: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the decision did (core/recovery.py Effect)
 
 
 class AuditLog(Base):

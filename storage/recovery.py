@@ -1,34 +1,29 @@
 """Recovery items (decisions the desk must not take alone) and the audit log of who decided what.
 
-An item is created once per problem (`dedupe_key` while pending), decided at most once (the status
-is re-checked in the same UPDATE, so a second press changes nothing), expires, and every decision is
+An item is created once per problem and state (`dedupe_key`): not again while it is pending, nor once
+it was decided and its decision held (an "ignore" of that state stays ignored); again when it expired
+undecided or its decision found the state changed or failed. An item is decided at most once (the
+status is re-checked in the same UPDATE, so a second press changes nothing), and its effect is recorded
+on it: "acting" with the decision, then what was done (core/recovery.py). Every decision and effect is
 written to audit_log with its actor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from core.decisions import Decided
 from storage.db import session_factory
 from storage.models import AuditLog, RecoveryItem
 
 DEFAULT_TTL = timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class Decided:
-    ok: bool  # False: already decided, expired or unknown
-    item_id: int
-    status: str
-    decision: str | None
-    bot_id: str | None = None
-    kind: str | None = None
-    details: dict[str, Any] | None = None
+ACTING = "acting"  # core.recovery.PENDING_EFFECT: decided, effect not (yet) performed
+REDO = frozenset({ACTING, "queued"})  # performed again by the process trading the bot
+REOPEN = frozenset({"changed", "failed"})  # the decision did not settle the problem: it may be raised again
 
 
 def audit(session: AsyncSession, actor: str, action: str, bot_id: str | None = None,
@@ -47,10 +42,12 @@ class RecoveryBook:
         """(item id, created?) — an identical pending problem is not raised twice."""
         now = now or datetime.now(UTC)
         async with self.sessions.begin() as session:
-            existing = await session.scalar(select(RecoveryItem.id).where(
-                RecoveryItem.dedupe_key == dedupe_key, RecoveryItem.status == "pending"))
-            if existing is not None:
-                return int(existing), False
+            rows = (await session.execute(select(RecoveryItem.id, RecoveryItem.status, RecoveryItem.effect).where(
+                RecoveryItem.dedupe_key == dedupe_key, RecoveryItem.status != "expired")
+                .order_by(RecoveryItem.id.desc()))).all()
+            for row in rows:
+                if row.status == "pending" or (row.effect or {}).get("state") not in REOPEN:
+                    return int(row.id), False
             item = RecoveryItem(bot_id=bot_id, kind=kind, critical=critical, dedupe_key=dedupe_key, details=details,
                                 options=options, status="pending", created_at=now, expires_at=now + ttl)
             session.add(item)
@@ -65,6 +62,10 @@ class RecoveryBook:
                 query = query.where(RecoveryItem.bot_id == bot_id)
             return list((await session.scalars(query)).all())
 
+    async def get(self, item_id: int) -> RecoveryItem | None:
+        async with self.sessions() as session:
+            return await session.get(RecoveryItem, item_id)
+
     async def critical_pending(self, bot_id: str) -> int:
         async with self.sessions() as session:
             return int(await session.scalar(select(func.count()).select_from(RecoveryItem).where(
@@ -72,7 +73,9 @@ class RecoveryBook:
 
     async def decide(self, item_id: int, decision: str, actor: str, actor_id: int | None,
                      now: datetime | None = None) -> Decided:
-        """Approve (an option) or reject; only a pending, unexpired item with that option changes."""
+        """Approve one of the item's options; only a pending, unexpired item with that option changes. The
+        effect is recorded as "acting" in the same UPDATE: a crash before it is performed leaves a trace
+        the process trading the bot finishes at its next reconciliation."""
         now = now or datetime.now(UTC)
         async with self.sessions.begin() as session:
             item = await session.get(RecoveryItem, item_id)
@@ -83,17 +86,37 @@ class RecoveryBook:
                                                                  RecoveryItem.status == "pending")
                                       .values(status="expired", decided_at=now))
                 return Decided(False, item_id, "expired", item.decision, item.bot_id, item.kind, item.details)
-            if item.status != "pending" or (decision != "reject" and decision not in (item.options or [])):
-                return Decided(False, item_id, item.status, item.decision, item.bot_id, item.kind, item.details)
-            status = "rejected" if decision == "reject" else "approved"
+            if item.status != "pending" or decision not in (item.options or []):
+                return Decided(False, item_id, item.status, item.decision, item.bot_id, item.kind, item.details,
+                               item.effect)
             done = await session.execute(update(RecoveryItem).where(
                 RecoveryItem.id == item_id, RecoveryItem.status == "pending").values(
-                status=status, decision=decision, decided_by=actor_id, decided_at=now))
+                status="approved", decision=decision, decided_by=actor_id, decided_at=now, effect={"state": ACTING}))
             if not done.rowcount:  # type: ignore[attr-defined]  # another press won the race
                 return Decided(False, item_id, "decided", None, item.bot_id, item.kind, item.details)
-            audit(session, actor, f"recovery_{status}:{item.kind}", item.bot_id,
+            audit(session, actor, f"recovery_approved:{item.kind}", item.bot_id,
                   {"item": item_id, "decision": decision}, now)
-            return Decided(True, item_id, status, decision, item.bot_id, item.kind, item.details)
+            return Decided(True, item_id, "approved", decision, item.bot_id, item.kind, item.details,
+                           {"state": ACTING})
+
+    async def record_effect(self, item_id: int, effect: dict[str, Any], actor: str,
+                            now: datetime | None = None) -> None:
+        """What a decision did, on the item and in audit_log (with who decided)."""
+        now = now or datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            item = await session.get(RecoveryItem, item_id)
+            if item is None:
+                return
+            item.effect = effect
+            audit(session, actor, f"recovery_effect:{item.kind}", item.bot_id,
+                  {"item": item_id, "decision": item.decision, **effect}, now)
+
+    async def unfinished(self, bot_id: str) -> list[RecoveryItem]:
+        """Decisions of this bot whose effect is still to be performed (a crash, another process)."""
+        async with self.sessions() as session:
+            rows = (await session.scalars(select(RecoveryItem).where(
+                RecoveryItem.bot_id == bot_id, RecoveryItem.status == "approved").order_by(RecoveryItem.id))).all()
+        return [r for r in rows if (r.effect or {}).get("state") in REDO]
 
     async def expire(self, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)

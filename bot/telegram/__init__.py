@@ -30,7 +30,7 @@ from bot.telegram.auth import AuthMiddleware
 from bot.telegram.commands import COMMANDS
 from bot.telegram.handlers import build_router
 from bot.telegram.keyboards import Confirmations
-from core.desk import Actor, Desk
+from core.desk import Desk
 
 log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/telegram/webhook"
@@ -57,7 +57,6 @@ def build_dispatcher(desk: Desk, settings: Settings) -> Dispatcher:
     dp["confirmations"] = Confirmations()
     dp.include_router(build_router())
     dp.startup.register(_warm_stats)
-    wire_decisions(desk, settings)
     if not settings.admin_ids:
         log.warning("TELEGRAM_ADMIN_IDS is empty: nobody can change the desk from Telegram")
     return dp
@@ -80,33 +79,6 @@ def _warmed(task: asyncio.Task[Any]) -> None:
 
 
 _background: set[asyncio.Task[Any]] = set()
-
-
-def wire_decisions(desk: Desk, settings: Settings) -> None:
-    """An approved "promote" of an ml_promote recovery item makes that challenger the champion (the
-    registry's promotion, audited) and the running bot adopts it at once. The item itself was decided
-    (once, re-checked) by RecoveryBook.decide before this runs."""
-    handlers: dict[str, Any] | None = getattr(desk.store, "on_decision", None)
-    engine = getattr(desk.store, "db", None)
-    if handlers is None or engine is None or "ml_promote" in handlers:
-        return
-    from storage.ml_registry import SqlModelRegistry
-
-    async def ml_promote(done: Any, actor: Actor) -> str:
-        details = done.details or {}
-        strategy, version = details.get("strategy"), details.get("version")
-        if done.decision != "promote" or done.bot_id is None or strategy is None or version is None:
-            return "dismissed: the champion stays"
-        registry = SqlModelRegistry(engine, settings.signing_key(), getattr(desk.runtime, "redis", None))
-        await registry.set_champion(done.bot_id, strategy, int(version), actor=actor.label,
-                                    reason=f"promoted anyway (recovery item {done.item_id})")
-        running = getattr(desk.runtime, "bots", {}).get(done.bot_id)
-        if running is not None:  # the live scorer switches now, not at the next restart
-            in_force = await running.scorer.reload_champion(registry, strategy)
-            return f"{strategy} v{in_force} is the champion and scores from now on"
-        return f"{strategy} v{version} is the champion (the bot adopts it when it starts)"
-
-    handlers["ml_promote"] = ml_promote
 
 
 def bot_commands() -> list[BotCommand]:
@@ -186,4 +158,4 @@ class ConflictOnce(BaseRequestMiddleware):
 
 
 __all__ = ["WEBHOOK_PATH", "AuthMiddleware", "ConflictOnce", "bot_commands", "build_bot", "build_dispatcher",
-           "mount_webhook", "set_webhook", "start_polling", "wire_decisions"]
+           "mount_webhook", "set_webhook", "start_polling"]

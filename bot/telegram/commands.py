@@ -19,6 +19,7 @@ from bot.telegram import render as rd
 from bot.telegram.keyboards import Confirmations, promote_button, recovery_rows, refresh_row
 from bot.telegram.render import Reply, esc
 from core.config import STRATEGY_NAMES
+from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
 
 log = logging.getLogger(__name__)
@@ -206,18 +207,22 @@ async def bots(ctx: Context) -> Reply:
     table = rd.table([[b["id"], b["status"], b["mode"], b.get("open_positions", 0), rd.money(b.get("equity"), False),
                        b.get("pending_recovery") or 0, "yes" if b.get("running_here") else "no"] for b in rows],
                      ["bot", "status", "mode", "open", "equity", "recov", "here"], right=(3, 4, 5))
-    reasons = [f"{esc(b['id'])}: {esc(b['reason'])}" for b in rows if b.get("reason")]
+    reasons = [f"{esc(b['id'])} {esc(b['status'])}{_since(b)}: {esc(b['reason'])}" for b in rows if b.get("reason")]
     return Reply("\n".join([rd.title("Bots"), table, *reasons]), buttons=[refresh_row("bots")])
+
+
+def _since(doc: dict[str, Any]) -> str:
+    return f" since {rd.when(doc['since'])} UTC" if doc.get("since") else ""
 
 
 async def status(ctx: Context, bot_id: str | None = None) -> Reply:
     parts = [rd.title("Status")]
     for s in await ctx.desk.status(bot_id):
         head = f"<b>{esc(s['bot_id'])}</b> {esc(s.get('status') or '?')}"
+        if s.get("status") != "running":
+            head += _since(s)
         if s.get("reason"):
             head += f" ({esc(s['reason'])})"
-        if s.get("halted"):
-            head += f" — halted: {esc(s['halted'])}"
         if s.get("equity") is not None:
             head += f" · equity {rd.money(s['equity'], False)}"
         if not s.get("running_here", True):
@@ -352,20 +357,39 @@ async def pause(ctx: Context, target: str, reason: str | None = None) -> Reply:
     return Reply(f"⏸ paused: <b>{esc(', '.join(done))}</b>{why}\nno new positions open until /resume")
 
 
-async def resume(ctx: Context, target: str) -> Reply:
-    done = await ctx.desk.resume(target, ctx.actor)
-    return Reply(f"▶️ running: <b>{esc(', '.join(done))}</b>" if done else "nothing resumed")
+async def resume(ctx: Context, target: str) -> list[Reply]:
+    """Paused bots resume at once; a halted one only after a button that says what resets."""
+    result = await ctx.desk.resume(target, ctx.actor)
+    replies = [Reply(f"▶️ running: <b>{esc(', '.join(result.resumed))}</b>")] if result.resumed else []
+    if result.halted:
+        ids = [h.bot_id for h in result.halted]
+        pending = ctx.confirmations.add("resume", ",".join(ids), ctx.actor, {"target": target, "bots": ids})
+        lines = ["⚠️ <b>Halted</b> — resuming accepts the loss that halted the bot:"]
+        for h in result.halted:
+            lines.append(f"• <b>{esc(h.bot_id)}</b>{_since(h.__dict__)}: {esc(h.reason or 'no reason stored')}")
+            if h.equity is not None:
+                lines.append(f"  the peak equity {rd.money(h.peak, False)} resets to the equity now "
+                             f"{rd.money(h.equity, False)}: the drawdown guard measures from here")
+            else:
+                lines.append("  its peak equity resets to its equity when it resumes: the drawdown guard measures "
+                             "from there")
+        lines.append("The buttons expire in 5 minutes.")
+        replies.append(Reply("\n".join(lines), buttons=ctx.confirmations.buttons(pending, f"resume {', '.join(ids)}"),
+                             confirm_token=pending.token))
+    return replies or [Reply("nothing resumed")]
 
 
 async def close(ctx: Context, target: str, bot_id: str | None = None) -> Reply:
     positions = await ctx.desk.close_preview(target, bot_id)
     if not positions:
         return Reply(f"no open position{' for ' + esc(target) if target != 'all' else ''}: nothing to close")
-    pending = ctx.confirmations.add("close", target, ctx.actor, {"target": target, "bot": bot_id})
-    rows = [[p["symbol"], p["side"], rd.price(p["qty"]), rd.money(p["unrealized"])] for p in positions]
+    # the button closes exactly what this message lists, nothing opened after it
+    pending = ctx.confirmations.add("close", target, ctx.actor, {"target": target, "bot": bot_id,
+                                                                 "trades": [p["trade_id"] for p in positions]})
+    rows = [[p["symbol"], p["side"], p["status"], rd.price(p["qty"]), rd.money(p["unrealized"])] for p in positions]
     text = "\n".join([f"⚠️ Close <b>{len(positions)}</b> position(s) at market?",
-                      rd.table(rows, ["symbol", "side", "qty", "uPnL"], right=(2, 3)),
-                      "The buttons expire in 5 minutes."])
+                      rd.table(rows, ["symbol", "side", "state", "qty", "uPnL"], right=(3, 4)),
+                      "A pending entry is withdrawn (or closed as soon as it fills). The buttons expire in 5 minutes."])
     return Reply(text, buttons=ctx.confirmations.buttons(pending, f"close {target}"), confirm_token=pending.token)
 
 
@@ -506,10 +530,14 @@ def recovery_text(item: dict[str, Any]) -> str:
     details = item.get("details") or {}
     flag = "🚨 critical" if item.get("critical") else "ℹ️"
     lines = [f"{flag} <b>recovery #{item['id']}</b> — {esc(item['kind'])}, bot {esc(item.get('bot_id') or '-')}"]
+    if item.get("kind") == "unknown_position" and not details.get("stop_loss"):
+        lines.append("⚠️ this position has NO stop-loss; adopting it keeps it without one (the desk never invents one)")
     lines += [f"{esc(k)}: {esc(v)}" for k, v in details.items() if not isinstance(v, dict | list)]
     lines += [f"{esc(k)}: {esc(', '.join(f'{a}={b}' for a, b in v.items()))}" for k, v in details.items()
               if isinstance(v, dict)]
     lines.append(f"raised {rd.when(item.get('created_at'))} UTC, expires {rd.when(item.get('expires_at'))} UTC")
+    lines += [f"• <b>{esc(str(o).replace('_', ' '))}</b>: {esc(MEANING[Option(o)])}" for o in item.get("options") or []
+              if o in Option.__members__.values()]
     return "\n".join(lines)
 
 

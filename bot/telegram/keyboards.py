@@ -20,7 +20,7 @@ from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.telegram.render import Button, Reply, esc, value
-from core.desk import Actor, BadArgument, NotAllowed
+from core.desk import Actor, BadArgument, NotAllowed, RecoveryResult
 
 if TYPE_CHECKING:
     from bot.telegram.commands import Context
@@ -35,14 +35,14 @@ class Confirm(CallbackData, prefix="cf"):
     """Yes/cancel of a destructive action; `token` names the pending confirmation (in memory only:
     after a restart an old button is simply expired)."""
 
-    action: str  # close | risk | cancel
+    action: str  # close | risk | resume | cancel
     target: str
     token: str
 
 
 class Recovery(CallbackData, prefix="rv"):
     item_id: int
-    option: str  # one of the item's options, or "reject"
+    option: str  # one of the item's options (core/decisions.py OPTIONS: each has an effect)
 
 
 class Promote(CallbackData, prefix="pm"):
@@ -90,16 +90,14 @@ def refresh_row(view: str, args: list[str] | str = "") -> list[Button]:
 
 
 def recovery_rows(item: dict[str, Any]) -> list[list[Button]]:
-    """One button per option of the item, then "reject"; promotions of a model get "promote anyway"."""
-    options = [*list(item.get("options") or []), "reject"]
+    """One button per option of the item: each option has an effect (core/recovery.py), nothing else is offered."""
     buttons = []
-    for option in options:
+    for option in item.get("options") or []:
         data: CallbackData = Recovery(item_id=int(item["id"]), option=option)
         if not fits(data):
             log.warning("recovery option %r of item %s does not fit a button", option, item["id"])
             continue
-        label = "❌ reject" if option == "reject" else f"✅ {option.replace('_', ' ')}"
-        buttons.append(Button(label, data))
+        buttons.append(Button(f"✅ {option.replace('_', ' ')}", data))
     return [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
 
 
@@ -172,9 +170,9 @@ async def press(ctx: Context, data: CallbackData) -> Pressed:
         if isinstance(data, Confirm):
             result = await _confirm(ctx, data)
         elif isinstance(data, Recovery):
-            result = _decided(await ctx.desk.decide(data.item_id, data.option, ctx.actor), data.option)
+            result = _decided(await ctx.desk.decide(data.item_id, data.option, ctx.actor))
         elif isinstance(data, Promote):
-            result = _decided(await ctx.desk.promote(data.bot, data.strategy, data.version, ctx.actor), "promote")
+            result = _decided(await ctx.desk.promote(data.bot, data.strategy, data.version, ctx.actor))
         elif isinstance(data, Refresh):
             result = await _refresh(ctx, data)
         else:
@@ -194,10 +192,17 @@ async def _confirm(ctx: Context, data: Confirm) -> Pressed:
     if data.action == "cancel":
         return Pressed("cancelled", edit=Reply(f"✖️ cancelled: {esc(pending.action)} {esc(pending.target)}"))
     if pending.action == "close":
-        closed = await ctx.desk.close(pending.params["target"], ctx.actor, pending.params.get("bot"))
-        text = (f"✅ close sent for {len(closed)} position(s): {esc(', '.join(closed))}" if closed
-                else "nothing was open any more: nothing closed")
-        return Pressed(f"closing {len(closed)}", edit=Reply(text))
+        listed: list[str] = pending.params["trades"]
+        closed = await ctx.desk.close(pending.params["target"], ctx.actor, pending.params.get("bot"), listed)
+        done = {c.trade_id for c in closed}
+        lines = [f"✅ {esc(c.symbol)} {esc(c.trade_id)} {value(c.qty)}: {esc(str(c.step))}" for c in closed]
+        lines += [f"– {esc(t)}: no longer open, nothing sent" for t in listed if t not in done]
+        return Pressed(f"closing {len(closed)}", edit=Reply("\n".join(lines) or "nothing closed"))
+    if pending.action == "resume":
+        result = await ctx.desk.resume(pending.params["target"], ctx.actor, confirmed=pending.params["bots"])
+        text = (f"▶️ running again: <b>{esc(', '.join(result.resumed))}</b>; the drawdown guard measures from the "
+                "equity now" if result.resumed else "nothing resumed (no longer halted)")
+        return Pressed("resumed" if result.resumed else "nothing resumed", edit=Reply(text))
     if pending.action == "risk":
         p = pending.params
         changes = await ctx.desk.risk_set(p["key"], p["value"], ctx.actor, p.get("bot"), confirmed=True)
@@ -207,17 +212,25 @@ async def _confirm(ctx: Context, data: Confirm) -> Pressed:
     return Pressed(ALREADY_DECIDED)
 
 
-def _decided(result: dict[str, Any], option: str) -> Pressed:
-    if not result.get("ok"):
-        status = result.get("status")
-        if status == "pending":  # still open: the option is not one of the item's
-            return Pressed(f"{option!r} is not an option of this item", alert=True)
-        return Pressed(f"{ALREADY_DECIDED} ({status})", drop_keyboard=True)
-    verb = "rejected" if result.get("status") == "rejected" else f"approved: {option.replace('_', ' ')}"
-    effect = result.get("effect")
-    text = (f"✅ recovery #{result['item_id']} ({esc(result.get('kind'))}, bot {esc(result.get('bot_id'))}) "
-            f"<b>{esc(verb)}</b>" + (f"\n{esc(effect)}" if effect else ""))
-    return Pressed(verb, edit=Reply(text))
+def _decided(result: RecoveryResult) -> Pressed:
+    """The answer to a decision: what the effect did (ids, prices, quantities), and the buttons of any item
+    it led to (a position adopted without a stop-loss)."""
+    d = result.decided
+    if not d.ok:
+        if d.status == "pending":  # still open: the option is not one of the item's
+            return Pressed(f"{result.option!r} is not an option of this item", alert=True)
+        return Pressed(f"{ALREADY_DECIDED} ({d.status})", drop_keyboard=True)
+    option = result.option.replace("_", " ")
+    effect = result.effect
+    icon = {"changed": "↩️", "failed": "❌", "queued": "⏳"}.get(str(effect.outcome) if effect else "", "✅")
+    lines = [f"{icon} recovery #{d.item_id} ({esc(d.kind)}, bot {esc(d.bot_id)}): <b>{esc(option)}</b>"]
+    if effect is not None:
+        lines.append(esc(effect.text))
+    follow = result.follow_up[0] if result.follow_up else None
+    if follow is not None:
+        lines.append(f"➡️ decision needed: recovery #{follow['id']} ({esc(follow['kind'])})")
+    answer = f"{option}: {effect.outcome}" if effect is not None else option
+    return Pressed(answer[:200], edit=Reply("\n".join(lines), buttons=recovery_rows(follow) if follow else []))
 
 
 async def _refresh(ctx: Context, data: Refresh) -> Pressed:

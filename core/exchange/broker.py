@@ -17,15 +17,48 @@ OrderSide = Literal["Buy", "Sell"]
 Purpose = Literal["open", "close", "tp", "sl"]
 
 # open / reduce-only close sent by the desk; tp / sl: the fills of a position's own TP/SL orders
-_PURPOSE_CODE = {"open": "o", "close": "c", "tp": "tp", "sl": "sl"}
+_PURPOSE_CODE: dict[Purpose, str] = {"open": "o", "close": "c", "tp": "tp", "sl": "sl"}
+_CODE_PURPOSE: dict[str, Purpose] = {v: k for k, v in _PURPOSE_CODE.items()}
+TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
 
 
-def order_link_id(signal_id: str, purpose: Purpose = "open") -> str:
-    """`pd-<signal id>-o|c`: ≤ 36 characters of [A-Za-z0-9_-] (Bybit's rule), the purpose encoded in it."""
-    link = f"pd-{signal_id}-{_PURPOSE_CODE[purpose]}"
+def order_link_id(base: str, purpose: Purpose = "open") -> str:
+    """`pd-<base>-o|c|tp|sl`: ≤ 36 characters of [A-Za-z0-9_-] (Bybit's rule), the purpose encoded in it.
+    The base is a signal id, or `rv<item id>` for an order a recovery decision sends."""
+    link = f"pd-{base}-{_PURPOSE_CODE[purpose]}"
     if len(link) > 36:
         raise ValueError(f"order link id {link!r} is longer than Bybit's 36 characters")
     return link
+
+
+def parse_link(link: str | None) -> tuple[str, Purpose] | None:
+    """(base, purpose) of a link id this desk made; None for anything else (a TP/SL order has none)."""
+    if not link or not link.startswith("pd-"):
+        return None
+    base, _, code = link[3:].rpartition("-")
+    purpose = _CODE_PURPOSE.get(code)
+    return (base, purpose) if base and purpose else None
+
+
+class BrokerError(Exception):
+    """Base of the broker's errors."""
+
+
+class OrderRejected(BrokerError):
+    """The order was not placed: refused locally (rounding, minimums, price sides) or by the venue (`code`)."""
+
+    def __init__(self, message: str, *, code: int | None = None, order_link_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.order_link_id = order_link_id
+
+
+class OrderUnknown(BrokerError):
+    """A create may have reached the venue but no lookup could confirm it: reconcile before acting again."""
+
+
+class VenueUnavailable(BrokerError):
+    """The venue could not be reached (or banned this IP); nothing was placed by this call."""
 
 
 def entry_side(side: Side) -> OrderSide:
@@ -87,6 +120,18 @@ class Fill:
 
 
 @dataclass(frozen=True, slots=True)
+class FundingFee:
+    """A funding settlement on a held position (Bybit: an execution row with execType Funding). `fee` is
+    what the account paid (negative: received), as Bybit's execFee says; exec_id makes it count once."""
+
+    exec_id: str
+    symbol: str
+    fee: Decimal
+    time: datetime
+    rate: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     symbol: str
     side: Side
@@ -97,6 +142,8 @@ class Position:
     take_profit: Decimal | None = None
     unrealized_pnl: Decimal = Decimal(0)
     liquidation_price: Decimal | None = None
+    mark_price: Decimal | None = None
+    opened_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +163,10 @@ class Broker(Protocol):
         """Reduce-only market close of (part of) a position."""
         ...
 
+    async def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
+        """Move a position's stop-loss (trailing stop, breakeven)."""
+        ...
+
     async def order(self, order_link_id: str) -> OrderState | None:
         """Look an order up by its link id (None: the venue never saw it)."""
         ...
@@ -126,4 +177,14 @@ class Broker(Protocol):
 
     async def balance(self) -> Balance: ...
 
-    async def executions(self, since: datetime) -> list[Fill]: ...
+    async def executions(self, since: datetime) -> list[Fill]:
+        """Trade fills since `since` (funding rows are not fills: see `funding`)."""
+        ...
+
+    async def funding(self, since: datetime) -> list[FundingFee]:
+        """Funding settlements since `since`."""
+        ...
+
+    async def last_price(self, symbol: str) -> Decimal:
+        """The symbol's last traded price (a mark for estimates)."""
+        ...

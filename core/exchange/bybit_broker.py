@@ -46,25 +46,32 @@ from pybit.unified_trading import HTTP
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from core.exchange.broker import (
+    TERMINAL_STATUSES,
     Balance,
+    BrokerError,
     Fill,
+    FundingFee,
     OrderIntent,
+    OrderRejected,
     OrderState,
+    OrderUnknown,
     Position,
+    VenueUnavailable,
     entry_side,
     exit_side,
     order_link_id,
 )
 from core.exchange.bybit_private import (
     OPEN_STATUSES,
-    TERMINAL_STATUSES,
     BadMessage,
     PrivateEvent,
     PrivateStream,
     dec,
     dec_or_zero,
+    is_funding,
     ms_time,
     parse_execution,
+    parse_funding,
     parse_order,
     parse_position,
     private_url,
@@ -82,28 +89,6 @@ LEVERAGE_UNCHANGED = 110043  # "Set leverage not modified": already at that leve
 RATE_LIMIT_CODES = frozenset({10006, 10018})  # per-UID and per-IP request limits
 SERVER_ERROR_CODES = frozenset({10000, 10016})  # server timeout / internal error: the outcome is unknown
 EXECUTION_WINDOW = timedelta(days=7)  # get_executions' widest startTime..endTime
-NOT_FILLS = frozenset({"Funding"})  # execution rows that are not trades
-
-
-class BrokerError(Exception):
-    """Base of the broker's errors."""
-
-
-class OrderRejected(BrokerError):
-    """The order was not placed: refused locally (rounding, minimums, price sides) or by the venue (`code`)."""
-
-    def __init__(self, message: str, *, code: int | None = None, order_link_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.order_link_id = order_link_id
-
-
-class OrderUnknown(BrokerError):
-    """A create may have reached the venue but no lookup could confirm it: reconcile before acting again."""
-
-
-class VenueUnavailable(BrokerError):
-    """The venue could not be reached (or banned this IP); nothing was placed by this call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,11 +618,24 @@ class BybitBroker:
         """Trade fills in [since, until], oldest first; funding rows left out; a row reported twice counted once."""
         fills: dict[str, Fill] = {}
         for row in await self._windows("get_executions", since, until, symbol=symbol):
-            if isinstance(row, dict) and row.get("execType") in NOT_FILLS:
+            if is_funding(row):
                 continue
             fill = self._parsed(parse_execution, row)
             fills.setdefault(fill.exec_id, fill)
         return sorted(fills.values(), key=lambda f: (f.time, f.seq or 0, f.exec_id))
+
+    async def funding(self, since: datetime, until: datetime | None = None, *,
+                      symbol: str | None = None) -> list[FundingFee]:
+        """Funding settlements in [since, until], oldest first, each once."""
+        fees: dict[str, FundingFee] = {}
+        for row in await self._windows("get_executions", since, until, symbol=symbol, execType="Funding"):
+            if is_funding(row):
+                fee = self._parsed(parse_funding, row)
+                fees.setdefault(fee.exec_id, fee)
+        return sorted(fees.values(), key=lambda f: (f.time, f.exec_id))
+
+    async def last_price(self, symbol: str) -> Decimal:
+        return await self._last_price(symbol)
 
     async def closed_pnl(self, since: datetime, until: datetime | None = None) -> list[ClosedPnl]:
         """Bybit's closed P&L rows in [since, until], oldest first (what a TP/SL close while away earned)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 from pybit.unified_trading import WebSocket
 
-from core.exchange.broker import Fill, OrderSide, OrderState, Position, Side
+from core.exchange.broker import TERMINAL_STATUSES, Fill, FundingFee, OrderSide, OrderState, Position, Side
 from core.exchange.bybit_public import PublicSocket, Sink
 from core.market.candle import MAX_MS, ms_to_dt
 
@@ -37,10 +37,8 @@ MAINNET_PRIVATE = "wss://stream.bybit.com/v5/private"
 TESTNET_PRIVATE = "wss://stream-testnet.bybit.com/v5/private"
 DEMO_PRIVATE = "wss://stream-demo.bybit.com/v5/private"
 
-PrivateEvent = Fill | OrderState | Position
+PrivateEvent = Fill | FundingFee | OrderState | Position
 
-# order statuses after which Bybit reports nothing new about an order
-TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Rejected", "Deactivated", "PartiallyFilledCanceled"})
 OPEN_STATUSES = frozenset({"Created", "New", "PartiallyFilled", "Untriggered", "Triggered", "Active"})
 ERROR_LOG_EVERY = timedelta(hours=1)
 _LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -182,6 +180,24 @@ def parse_execution(row: Any) -> Fill:
     )
 
 
+def is_funding(row: Any) -> bool:
+    """A funding settlement, not a trade: Bybit reports both as execution rows."""
+    return isinstance(row, dict) and row.get("execType") == "Funding"
+
+
+def parse_funding(row: Any) -> FundingFee:
+    """A funding execution row: execFee is what the account paid (negative: received)."""
+    if not isinstance(row, dict):
+        raise BadMessage("bad_shape", f"execution {type(row).__name__}")
+    exec_id = _text(row, "execId")
+    if not exec_id:
+        raise BadMessage("bad_value", "execId is empty")
+    rate = row.get("feeRate")
+    return FundingFee(exec_id=exec_id, symbol=_text(row, "symbol"), fee=dec(_field(row, "execFee"), "execFee"),
+                      time=ms_time(_field(row, "execTime"), "execTime"),
+                      rate=dec(rate, "feeRate") if rate not in (None, "") else None)
+
+
 def parse_position(row: Any, previous_side: Side | None = None) -> Position:
     """A position row: REST says avgPrice, the stream says entryPrice. A flat position (size 0, side "")
     becomes qty 0 with the side it had (`previous_side`, else "long")."""
@@ -209,6 +225,8 @@ def parse_position(row: Any, previous_side: Side | None = None) -> Position:
         take_profit=price_or_none(row.get("takeProfit"), "takeProfit"),
         unrealized_pnl=dec_or_zero(row.get("unrealisedPnl"), "unrealisedPnl"),
         liquidation_price=price_or_none(row.get("liqPrice"), "liqPrice"),
+        mark_price=price_or_none(row.get("markPrice"), "markPrice"),
+        opened_at=_optional_time(row, "createdTime"),
     )
 
 
@@ -472,13 +490,18 @@ class PrivateStream:
                 log.warning("bybit private stream re-authenticated (reconnect %d): fills may have been missed",
                             self.auths - 1)
 
-    def _execution(self, entry: dict[str, Any]) -> Fill | None:
-        fill = parse_execution(entry)
-        key = (fill.symbol, fill.seq, fill.exec_id)
+    def _execution(self, entry: dict[str, Any]) -> Fill | FundingFee | None:
+        event: Fill | FundingFee
+        if is_funding(entry):  # a settlement on the position, never a fill
+            event = parse_funding(entry)
+            key: Hashable = ("funding", event.exec_id)
+        else:
+            event = parse_execution(entry)
+            key = (event.symbol, event.seq, event.exec_id)
         if not self._seen_fills.add(key):
             self.duplicates["execution"] += 1
             return None
-        return fill
+        return event
 
     def _order(self, entry: dict[str, Any]) -> OrderState | None:
         state = parse_order(entry)

@@ -20,6 +20,7 @@ from typing import Any
 from core.exchange.broker import (
     Balance,
     Fill,
+    FundingFee,
     OrderIntent,
     OrderState,
     Position,
@@ -65,7 +66,7 @@ class PaperBroker:
         self.pending: dict[str, OrderIntent] = {}  # symbol -> entry or close waiting for the next open
         self.held: dict[str, PaperPosition] = {}  # symbol -> the open position
         self.orders: dict[str, OrderState] = {}
-        self.last_price: dict[str, Decimal] = {}
+        self.closes: dict[str, Decimal] = {}  # symbol -> last close seen
         self.seq = 0
 
     # --- the venue's side of the protocol (sync; async wrappers below) --------------------------------
@@ -79,6 +80,14 @@ class PaperBroker:
         self.orders[intent.order_link_id] = state
         self.pending[intent.symbol] = intent
         return state
+
+    def cancel_entry(self, intent: OrderIntent) -> bool:
+        """An entry waits for the next open here: withdrawing it is certain."""
+        pending = self.pending.get(intent.symbol)
+        if pending is not None and pending.order_link_id == intent.order_link_id:
+            del self.pending[intent.symbol]
+            self.orders[intent.order_link_id] = _with(self.orders[intent.order_link_id], status="Cancelled")
+        return True
 
     def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
         position = self.held.get(symbol)
@@ -97,7 +106,7 @@ class PaperBroker:
         position = self.held.get(candle.symbol)  # possibly opened at this very open
         if position is not None and (fill := self._protective(position, candle)) is not None:
             fills.append(fill)
-        self.last_price[candle.symbol] = inst.price(candle.close)
+        self.closes[candle.symbol] = inst.price(candle.close)
         return fills
 
     def _adverse(self, price: Decimal, buying: bool, symbol: str) -> Decimal:
@@ -166,7 +175,7 @@ class PaperBroker:
     def equity(self) -> Decimal:
         unrealized = Decimal(0)
         for p in self.held.values():
-            last = self.last_price.get(p.symbol, p.entry_price)
+            last = self.closes.get(p.symbol, p.entry_price)
             unrealized += (last - p.entry_price) * p.qty * (1 if p.side == "long" else -1)
         return self.balance_usd + unrealized
 
@@ -175,13 +184,13 @@ class PaperBroker:
         return {"balance": str(self.balance_usd), "seq": self.seq,
                 "positions": [p.as_json() for p in self.held.values()],
                 "pending": [_intent_json(i) for i in self.pending.values()],
-                "last_price": {k: str(v) for k, v in self.last_price.items()}}
+                "last_price": {k: str(v) for k, v in self.closes.items()}}
 
     def restore(self, doc: dict[str, Any]) -> None:
         self.balance_usd = Decimal(doc["balance"])
         self.seq = int(doc["seq"])
         self.held = {p["symbol"]: PaperPosition.from_json(p) for p in doc["positions"]}
-        self.last_price = {k: Decimal(v) for k, v in doc.get("last_price", {}).items()}
+        self.closes = {k: Decimal(v) for k, v in doc.get("last_price", {}).items()}
         self.pending = {}
         for d in doc["pending"]:
             intent = _intent_of(d)
@@ -215,6 +224,12 @@ class PaperBroker:
 
     async def executions(self, since: datetime) -> list[Fill]:
         return []  # fills are delivered as they happen (on_candle); the paper venue keeps no history
+
+    async def funding(self, since: datetime) -> list[FundingFee]:
+        return []
+
+    async def last_price(self, symbol: str) -> Decimal:
+        return self.closes[symbol]
 
 
 def _with(o: OrderState, **changes: Any) -> OrderState:

@@ -23,6 +23,10 @@ accepted, the X-BAPI-API-KEY header is required):
 - WebSocket `/v5/private`: auth op, subscribe to order / execution / position / wallet (all-in-one or `.linear`,
   never mixed), automatic pushes of what the venue does, and test pushes (duplicates, garbage).
 - `close_position_by`: the venue closes a position by its TP or SL (e.g. while the desk is down).
+- Margin: an entry whose initial margin exceeds the available balance is refused with 110007 ("ab not enough
+  for new order"). `set_partial_fill(symbol, ratio)`: the next entry on the symbol fills only that share (an
+  IOC market order meeting thin liquidity) and the rest is cancelled. `settle_funding(symbol, rate)`: a
+  funding settlement on the position (an execution row with execType Funding; pushed like any execution).
 
 Every public method is called from the test's thread; it runs on the server's loop and waits for it.
 """
@@ -219,6 +223,7 @@ class _Venue:
         self.closed_pnl: list[dict[str, Any]] = []
         self.wallet_balance = Decimal("10000")
         self.fill_parts = 1  # a market fill split into this many executions sharing one seq
+        self.partial: dict[str, Decimal] = {}  # symbol -> share of the next entry that fills (IOC remainder cancelled)
         self._seq = itertools.count(4_688_002_127)
         self._ids = itertools.count(1)
 
@@ -270,6 +275,9 @@ class _Venue:
                 raise VenueError(10001, "fake: reversing a position in one order is not simulated")
             if qty * price < Decimal(lots["minNotionalValue"]):
                 raise VenueError(110094, f"Order does not meet minimum order value {lots['minNotionalValue']}USDT")
+            margin = qty * price / self.leverage.get(symbol, Decimal(10))
+            if margin > Decimal(self.wallet_row()["totalAvailableBalance"]):
+                raise VenueError(110007, "ab not enough for new order")
         tick = Decimal(instrument["priceFilter"]["tickSize"])
         tp = self._level(body, "takeProfit", tick)
         sl = self._level(body, "stopLoss", tick)
@@ -325,6 +333,18 @@ class _Venue:
             "updatedTime": str(now),
         }
         self._store(order)
+        share = None if reduce_only else self.partial.pop(symbol, None)
+        if share is not None:  # thin book: part fills, the IOC remainder is cancelled
+            step = Decimal(lots["qtyStep"])
+            filled = (qty * share // step) * step
+            pushes = self._fill(order, filled, price, tp=tp, sl=sl) if filled > 0 else []
+            for kind, rows in pushes:  # the stream says PartiallyFilled first, then Cancelled
+                for row in rows:
+                    if kind == "order" and row["orderId"] == order["orderId"]:
+                        row["orderStatus"] = "PartiallyFilled"
+            order.update(orderStatus="Cancelled", cancelType="CancelByUser", qty=_s(qty),
+                         leavesQty="0", leavesValue="0", updatedTime=str(self.now_ms()))
+            return {"orderId": order["orderId"], "orderLinkId": link}, [*pushes, ("order", [dict(order)])]
         pushes = self._fill(order, qty, price, tp=tp, sl=sl)
         return {"orderId": order["orderId"], "orderLinkId": link}, pushes
 
@@ -508,6 +528,28 @@ class _Venue:
         order.update(qty=_s(position.size), orderStatus="Triggered")
         pushes = self._fill(order, position.size, price, stop_type=kind)
         return dict(self.executions[-1]), pushes
+
+    def settle_funding(self, symbol: str, rate: Decimal) -> tuple[dict[str, Any], list[Push]]:
+        """A funding settlement: a long pays `rate` × position value (a short receives it), as an execution row
+        with execType Funding whose execFee is what the account paid."""
+        position = self.positions.get(symbol)
+        if position is None:
+            raise ValueError(f"no {symbol} position to settle funding on")
+        mark = self.prices.get(symbol, position.avg)
+        direction = 1 if position.side == "Buy" else -1
+        fee = position.size * mark * rate * direction
+        self.wallet_balance -= fee
+        row = {
+            "symbol": symbol, "orderId": "", "orderLinkId": "", "side": position.side, "orderPrice": "0",
+            "orderQty": "0", "leavesQty": "0", "createType": "", "orderType": "UNKNOWN", "stopOrderType": "",
+            "execFee": _s(fee), "execId": str(uuid.uuid4()), "execPrice": _s(mark), "execQty": _s(position.size),
+            "execType": "Funding", "execValue": _s(position.size * mark), "execTime": str(self.now_ms()),
+            "feeCurrency": "USDT", "isMaker": False, "feeRate": _s(rate), "tradeIv": "", "markIv": "",
+            "markPrice": _s(mark), "indexPrice": "", "underlyingPrice": "", "blockTradeId": "", "closedSize": "0",
+            "execPnl": "", "seq": next(self._seq),
+        }
+        self.executions.append(row)
+        return dict(row), [("execution", [dict(row)])]
 
     def set_leverage(self, body: dict[str, Any]) -> None:
         symbol = body.get("symbol")
@@ -869,6 +911,16 @@ class FakeBybit:
         """Market fills come as `parts` executions sharing one seq (an order sweeping several makers)."""
         with self._vlock:
             self.venue.fill_parts = parts
+
+    def set_partial_fill(self, symbol: str, ratio: Decimal | str) -> None:
+        """The next entry on `symbol` fills only `ratio` of its qty (rounded down to the step); the rest is
+        cancelled, as an IOC market order does on a thin book."""
+        with self._vlock:
+            self.venue.partial[symbol] = Decimal(str(ratio))
+
+    def settle_funding(self, symbol: str, rate: Decimal | str, *, push: bool = True) -> dict[str, Any]:
+        """A funding settlement on the open position (see _Venue.settle_funding); returns the execution row."""
+        return self._call(self._settle_funding(symbol, Decimal(str(rate)), push))
 
     def fail_next(
         self, path: str, kind: str, *, act: bool | None = None, delay: float = 2.0, count: int = 1
@@ -1324,6 +1376,13 @@ class FakeBybit:
             result, pushes = self.venue.place(body)
         await self._push_private(pushes)
         return result
+
+    async def _settle_funding(self, symbol: str, rate: Decimal, push: bool) -> dict[str, Any]:
+        with self._vlock:
+            row, pushes = self.venue.settle_funding(symbol, rate)
+        if push:
+            await self._push_private(pushes)
+        return row
 
     async def _close_position_by(self, symbol: str, kind: str, price: Decimal | None, push: bool) -> dict[str, Any]:
         with self._vlock:

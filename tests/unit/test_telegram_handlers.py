@@ -41,14 +41,19 @@ from bot.telegram.commands import COMMANDS, READ_ONLY
 from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import Notifier, seconds_until
 from core.config import BotConfig
+from core.decisions import Option
 from core.desk import Desk
 from core.engine import Engine
+from core.exchange.paper import PaperBroker
+from core.instruments import Instruments
 from core.ledger import LedgerEvent, TradeRecord
+from core.lifecycle import TradeStatus
 from core.market.candle import dt_to_ms
 from core.market.replay import sort_key
+from core.recovery import Effect, Item, perform
 from core.risk import RiskState
 from core.stats import summarize
-from core.trader import Notice, OpenTrade
+from core.trader import Closing, Notice, Trader
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
 from storage.db import create_engine
@@ -95,26 +100,33 @@ def desk_url(replay_db: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{copy}"
 
 
-# --- a fake runtime: one open position, a real engine warmed on the stored candles --------------------------
-class FakeTrader:
-    def __init__(self) -> None:
-        record = TradeRecord("t-open-1", "replay", "s-1", "BTCUSDT", "trend_pullback", "long", "open", "paper",
-                             Decimal("0.05"), Decimal(5), Decimal(50000), NOW - timedelta(hours=3), Decimal(49000),
-                             Decimal(52000))
-        self.trades = {record.id: OpenTrade(record, Decimal(49000), status="open")}
-        self.state = RiskState(Decimal(10000), Decimal(10500))
-
-    def equity(self) -> Decimal:
-        return Decimal("10012.5")
+# --- a runtime stand-in: a real Trader (one open position, paper venue), a real engine warmed on the candles --
+def _trader() -> Trader:
+    config = BotConfig(id="replay", symbols=["BTCUSDT", "ETHUSDT"])
+    trader = Trader(config, Instruments(), PaperBroker(Instruments(), Decimal("10012.5")), mode="paper")
+    trader.state = RiskState(Decimal(10000), Decimal(10500))
+    trader.load_open([TradeRecord("t-open-1", "replay", "s-1", "BTCUSDT", "trend_pullback", "long", "open", "paper",
+                                  Decimal("0.05"), Decimal(5), Decimal(50000), NOW - timedelta(hours=3),
+                                  Decimal(49000), Decimal(52000))])
+    return trader
 
 
 @dataclass
 class FakeRuntime:
     engine_: Engine
-    trader_: FakeTrader = field(default_factory=FakeTrader)
+    db: Any  # the desk's AsyncEngine: a promotion is the registry's, as in the host
+    trader_: Trader = field(default_factory=_trader)
     paused: dict[str, bool] = field(default_factory=dict)
-    closed: list[str] = field(default_factory=list)
     retrained: list[tuple[str, str | None]] = field(default_factory=list)
+    resumed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def closed(self) -> list[str]:
+        """Trades whose reduce-only close waits at the paper venue (it fills at the next candle's open)."""
+        venue = self.trader_.broker
+        assert isinstance(venue, PaperBroker)
+        return [t.record.id for t in self.trader_.trades.values() if t.status == TradeStatus.CLOSING
+                and (i := venue.pending.get(t.record.symbol)) is not None and i.reduce_only]
 
     def engine(self, bot_id: str) -> Engine | None:
         return self.engine_ if bot_id == "replay" else None
@@ -130,14 +142,27 @@ class FakeRuntime:
         self.retrained.append((bot_id, strategy))
         return [strategy] if strategy else ["trend_pullback", "mean_reversion", "scalp"]
 
-    async def close_positions(self, bot_id: str, symbol: str | None, actor: str) -> list[str]:
-        out = []
-        for t in self.trader_.trades.values():
-            if t.status == "open" and (symbol is None or t.record.symbol == symbol):
-                t.status = "closed"
-                out.append(t.record.id)
-        self.closed += out
-        return out
+    async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
+                              trade_ids: list[str] | None = None) -> list[Closing]:
+        return self.trader_.close_at_market(symbol, trade_ids) if bot_id == "replay" else []
+
+    # core.recovery ports: no live account here (paper), a halt and a model as the host does them
+    async def act_on(self, item: Item, option: Option, actor: str) -> Effect:
+        return await perform(item, option, self, actor)
+
+    def account(self, bot_id: str) -> None:
+        return None
+
+    async def commit(self, bot_id: str) -> None:
+        return None
+
+    async def resume_halted(self, bot_id: str, actor: str) -> str:
+        self.resumed.append((bot_id, actor))
+        return f"bot {bot_id} trades again"
+
+    async def promote_model(self, bot_id: str, strategy: str, version: int, actor: str) -> str:
+        await SqlModelRegistry(self.db, b"k" * 32).set_champion(bot_id, strategy, version, actor=actor)
+        return f"{strategy} v{version} is the champion"
 
 
 async def _warm_engine(url: str, config: BotConfig) -> Engine:
@@ -204,7 +229,7 @@ async def h(desk_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     store = SqlDeskStore(engine)
     config = await store.bot_config("replay")
     assert config is not None
-    runtime = FakeRuntime(await _warm_engine(desk_url, config))
+    runtime = FakeRuntime(await _warm_engine(desk_url, config), engine)
 
     async def health() -> dict[str, Any]:
         return {"status": "ok", "database": "ok", "bots": [{"id": "replay", "status": "running", "mode": "paper",
@@ -406,7 +431,7 @@ async def test_close_needs_the_confirmation_button(h: Harness) -> None:
     assert all(len(d.encode()) <= 64 for d in (yes, cancel))
     answer, edits = await h.press(ADMIN, yes)
     assert answer == "closing 1" and h.runtime.closed == ["t-open-1"]
-    assert edits[0].name == "editMessageText" and "close sent for 1 position" in edits[0].text
+    assert edits[0].name == "editMessageText" and "t-open-1" in edits[0].text and "close sent" in edits[0].text
     answer, edits = await h.press(ADMIN, yes)
     assert answer == "already decided" and h.runtime.closed == ["t-open-1"]
     answer, _ = await h.press(ADMIN, cancel)
@@ -447,26 +472,32 @@ async def test_dangerous_risk_setting_needs_confirmation(h: Harness) -> None:
     assert len(await _audit(h.store, "risk_set")) == 1
 
 
-async def test_recovery_approved_once(h: Harness) -> None:
+async def test_recovery_decided_once(h: Harness) -> None:
+    """The transport's part: only the item's options are buttons, a press decides once and is audited with the
+    user id, the effect is recorded on the item. (What each effect does at the exchange: tests/e2e/
+    test_recovery_effects.py; this bot is not traded live here, so the exchange effect is queued.)"""
     book = RecoveryBook(h.store.db)
     item_id, _ = await book.raise_item("replay", "unknown_position", dedupe_key="pos:BTC",
                                        details={"symbol": "BTCUSDT", "qty": "0.1", "note": "<script>"},
-                                       options=["adopt", "close_at_market"])
+                                       options=["adopt", "close_at_market", "ignore"])
     sent = await h.send(ADMIN, "/recovery")
     assert len(sent) == 1 and f"recovery #{item_id}" in sent[0].text and "&lt;script&gt;" in sent[0].text
     data = sent[0].callback_data
-    assert data == [f"rv:{item_id}:adopt", f"rv:{item_id}:close_at_market", f"rv:{item_id}:reject"]
+    assert data == [f"rv:{item_id}:adopt", f"rv:{item_id}:close_at_market", f"rv:{item_id}:ignore"]
     answer, edits = await h.press(ADMIN, data[0])
-    assert answer == "approved: adopt"
-    assert edits[0].name == "editMessageText" and "approved: adopt" in edits[0].text
+    assert answer == "adopt: queued"
     answer, edits = await h.press(ADMIN, data[1])
     assert answer == "already decided (approved)"
     assert [e.name for e in edits] == ["editMessageReplyMarkup"]  # the stale buttons go away
     async with h.store.sessions() as session:
         item = await session.get(RecoveryItem, item_id)
         assert item is not None and (item.status, item.decision, item.decided_by) == ("approved", "adopt", ADMIN)
-    assert [r.details["outcome"] for r in await _audit(h.store)] == ["approved: adopt", "already decided (approved)"]
+        assert item.effect is not None and item.effect["state"] == "queued"
+    assert [r.details["outcome"] for r in await _audit(h.store)] == ["adopt: queued", "already decided (approved)"]
+    effects = await _audit(h.store, "recovery_effect:unknown_position")
+    assert [(r.actor, r.details["state"]) for r in effects] == [("tg:1001", "queued")]
     assert (await h.send(ADMIN, "/recovery"))[0].text == "✅ no recovery item is waiting"
+    assert (await h.press(ADMIN, Recovery(item_id=item_id, option="reject").pack()))[0].startswith("already decided")
 
 
 async def test_expired_recovery_item(h: Harness) -> None:
@@ -478,20 +509,15 @@ async def test_expired_recovery_item(h: Harness) -> None:
 
 
 async def test_drawdown_halt_resume_button(h: Harness) -> None:
-    """The host's on_decision handler for halts runs after the item is decided, exactly once."""
-    calls = []
-
-    async def resume(done: Any, actor: Any) -> str:
-        calls.append((done.decision, actor.label))
-        return "resumed"
-
-    h.store.on_decision["drawdown_halt"] = resume
+    """The halt's "resume" is performed after the item is decided, exactly once; "reject" is not an option."""
     item_id, _ = await RecoveryBook(h.store.db).raise_item("replay", "drawdown_halt", dedupe_key="dd", details={},
                                                            options=["resume", "keep_halted"], critical=False)
+    assert (await h.press(ADMIN, Recovery(item_id=item_id, option="reject").pack()))[0] == \
+        "'reject' is not an option of this item"
     answer, edits = await h.press(ADMIN, Recovery(item_id=item_id, option="resume").pack())
-    assert answer == "approved: resume" and "resumed" in edits[0].text
+    assert answer == "resume: done" and "trades again" in edits[0].text
     await h.press(ADMIN, Recovery(item_id=item_id, option="resume").pack())
-    assert calls == [("resume", "tg:1001")]
+    assert h.runtime is not None and h.runtime.resumed == [("replay", "tg:1001")]
 
 
 async def test_promote_anyway(h: Harness) -> None:
@@ -502,7 +528,7 @@ async def test_promote_anyway(h: Harness) -> None:
     promote = [d for d in sent[0].callback_data if d.startswith("pm:")]
     assert promote == ["pm:replay:trend_pullback:80"]
     answer, edits = await h.press(ADMIN, promote[0])
-    assert answer == "approved: promote"
+    assert answer == "promote: done"
     assert "trend_pullback v80 is the champion" in edits[0].text
     async with h.store.sessions() as session:
         champion = await session.scalar(select(MLModel.version).where(MLModel.is_champion.is_(True)))
@@ -721,8 +747,7 @@ async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h
     notifier.start()
     await _drain(notifier, session, 2)
     sent = session.named("sendMessage")
-    assert f"recovery #{item_id}" in sent[0].text and sent[0].callback_data == [f"rv:{item_id}:adopt",
-                                                                                f"rv:{item_id}:reject"]
+    assert f"recovery #{item_id}" in sent[0].text and sent[0].callback_data == [f"rv:{item_id}:adopt"]
     assert "Daily report" in sent[1].text
     assert seconds_until(datetime.strptime("07:30", "%H:%M").time(), datetime(2026, 1, 1, 7, 31, tzinfo=UTC)) == \
         24 * 3600 - 60
