@@ -313,8 +313,9 @@ async def test_positions_orders_and_balance_are_decimal_dataclasses(
     assert position == Position(
         symbol="BTCUSDT", side="long", qty=Decimal("0.012"), entry_price=Decimal("100000"), leverage=Decimal("5"),
         stop_loss=Decimal("95000.00"), take_profit=Decimal("105000.10"), unrealized_pnl=Decimal("12.000"),
-        liquidation_price=None,
+        liquidation_price=None, mark_price=Decimal("101000"), opened_at=position.opened_at,
     )
+    assert position.opened_at is not None and position.opened_at.tzinfo is not None
     orders = await broker.open_orders()  # the entry is filled: only its TP and SL orders are working
     assert sorted((o.status, o.side, o.reduce_only, o.order_link_id) for o in orders) == [
         ("Untriggered", "Sell", True, ""), ("Untriggered", "Sell", True, ""),

@@ -16,11 +16,11 @@ from core.config import BotConfig
 from core.exchange.bybit_broker import BybitBroker
 from core.instruments import Instruments
 from core.ledger import LedgerEvent
-from core.live import LiveVenue, reconcile_once, run_orders
+from core.live import LiveVenue, OrderOutcome, reconcile_once, run_orders
 from core.ml.scorer import UNSCORED
 from core.reconcile import RecoveryDraft
 from core.signal import Signal
-from core.trader import Notice, Trader
+from core.trader import Trader
 from storage import migrations
 from storage.db import create_engine
 from storage.journal import Journal
@@ -31,6 +31,7 @@ from tests.fakes.clock import Clock
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 CONFIG = BotConfig(id="live1", symbols=["BTCUSDT", "ETHUSDT"], mode="live", max_positions=3)
+SCOPE = set(CONFIG.symbols)
 
 
 @pytest.fixture
@@ -65,8 +66,8 @@ def _signal(sid: str, symbol: str = "BTCUSDT") -> Signal:
                   Decimal("102000"), T0)
 
 
-async def _notify(notice: Notice) -> None:
-    raise AssertionError(f"unexpected order failure: {notice.text}")
+async def _report(outcome: OrderOutcome) -> None:
+    assert outcome.state is not None, f"unexpected order outcome: {outcome}"
 
 
 async def test_tp_while_down_and_unknown_position(broker: BybitBroker, fake: FakeBybit, clock: Clock,
@@ -98,12 +99,13 @@ async def test_tp_while_down_and_unknown_position(broker: BybitBroker, fake: Fak
         signal = _signal("a" * 24)
         assert trader.guard(signal, UNSCORED) is None
         trader.on_decisions([SimpleNamespace(signal=signal, action="EXECUTED")])
-        sender = asyncio.create_task(run_orders(venue, _notify, CONFIG.id))
+        sender = asyncio.create_task(run_orders(venue, _report))
         await asyncio.wait_for(venue.queue.join(), 10)
         sender.cancel()
         assert len(fake.creates(f"pd-{signal.id}-o")) == 1
         clock.now = T0 + timedelta(minutes=1)
-        await reconcile_once(trader, broker, since=T0 - timedelta(minutes=1), now=clock.now, raise_item=raise_item)
+        await reconcile_once(trader, broker, since=T0 - timedelta(minutes=1), now=clock.now, raise_item=raise_item,
+                             scope=SCOPE)
         opened = await drain(trader)
         assert [e.kind for e in opened] == ["open"] and opened[0].trade.entry_price == Decimal("100000")
         open_trade = opened[0].trade
@@ -117,7 +119,8 @@ async def test_tp_while_down_and_unknown_position(broker: BybitBroker, fake: Fak
         trader2, _ = _trader(broker)
         trader2.load_open(await ledger.open_trades(CONFIG.id))
         assert list(trader2.trades) == [open_trade.id]
-        notes = await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item)
+        notes = (await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item,
+                                      scope=SCOPE)).notes
         closed = await drain(trader2)
         assert [e.kind for e in closed] == ["close"], notes
         trade = closed[0].trade
@@ -130,17 +133,28 @@ async def test_tp_while_down_and_unknown_position(broker: BybitBroker, fake: Fak
         # 4. a position nobody on the desk opened: a critical item, and no new entries
         fake.place_directly({"category": "linear", "symbol": "ETHUSDT", "side": "Sell", "orderType": "Market",
                              "qty": "1", "positionIdx": 0})
-        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item)
+        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item, scope=SCOPE)
         items = await book.pending(CONFIG.id)
         assert [i.kind for i in items] == ["unknown_position"] and items[0].critical
         assert items[0].details["side"] == "short" and items[0].details["stop_loss"] is None  # none invented
         assert "critical recovery item" in (trader2.guard(_signal("b" * 24, "BTCUSDT"), UNSCORED) or "")
-        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item)
+        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item, scope=SCOPE)
         assert len(await book.pending(CONFIG.id)) == 1  # raised once, not every round
 
-        # 5. an admin decides; a second press changes nothing
+        # 5. an admin decides; a second press changes nothing; the ignored state is not raised again, and the
+        # bot keeps off the symbol it does not manage
         first = await book.decide(items[0].id, "ignore", "tg:42", 42)
         second = await book.decide(items[0].id, "adopt", "tg:42", 42)
         assert first.ok and not second.ok and second.status == "approved"
+        await book.record_effect(items[0].id, {"state": "nothing"}, "tg:42")
+        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item, scope=SCOPE)
+        assert not await book.pending(CONFIG.id)
+        trader2.state.critical_pending = await book.critical_pending(CONFIG.id) > 0  # as the host recomputes it
+        assert "does not manage" in (trader2.guard(_signal("c" * 24, "ETHUSDT"), UNSCORED) or "")
+        # a new divergence (the position grew) is raised again
+        fake.place_directly({"category": "linear", "symbol": "ETHUSDT", "side": "Sell", "orderType": "Market",
+                             "qty": "1", "positionIdx": 0})
+        await reconcile_once(trader2, broker, since=T0, now=clock.now, raise_item=raise_item, scope=SCOPE)
+        assert [i.details["qty"] for i in await book.pending(CONFIG.id)] == ["2"]
     finally:
         await db.dispose()
