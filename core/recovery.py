@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from core.decisions import MEANING, OPTIONS, Option, RecoveryDraft, RecoveryKind, options_of
 from core.exchange.broker import Broker, OrderRejected, Position, order_link_id
+from core.live import EXECUTION_LOOKBACK
 from core.lifecycle import HELD_STATES, TradeStatus
 from core.reconcile import fmt
 from core.trader import OpenTrade, Trader
@@ -274,7 +275,7 @@ async def _mark_closed(item: Item, account: Account) -> Effect:
     if p is not None and p.side == trade.record.side:
         return Effect(Outcome.CHANGED, f"{symbol}: the exchange holds a {_describe(p)} position again: nothing done; "
                                        "the desk looks again")
-    fills = [f for f in await account.broker.executions(trade.record.entry_time) if f.symbol == symbol]
+    fills = [f for f in await account.broker.executions(account.now() - EXECUTION_LOOKBACK) if f.symbol == symbol]
     if fills:
         last = max(fills, key=lambda f: (f.time, f.seq or 0))
         price, estimated, source = last.price, False, f"the last execution on {symbol} ({last.exec_id})"

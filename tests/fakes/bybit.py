@@ -872,10 +872,10 @@ class FakeBybit:
         """Close every public connection (a close frame, or with abrupt=True a TCP abort)."""
         return self._call(self._drop(abrupt))
 
-    def go_silent(self, silent: bool = True) -> None:
-        """Silence the current connections: no pushes, replies or pongs; the socket stays open.
-        New connections are served normally; go_silent(False) unmutes everyone."""
-        for conn in list(self._conns):
+    def go_silent(self, silent: bool = True, *, private: bool = False) -> None:
+        """Silence the current connections (public, or with private=True the private ones): no pushes, replies
+        or pongs; the socket stays open. New connections are served normally; go_silent(False) unmutes."""
+        for conn in list(self._private_conns if private else self._conns):
             conn.muted = silent
 
     def refuse_connections(self, refuse: bool = True) -> None:
