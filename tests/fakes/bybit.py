@@ -935,6 +935,11 @@ class FakeBybit:
         with self._vlock:
             self._faults.setdefault(path, deque()).extend([fault] * count)
 
+    def clear_faults(self) -> None:
+        """Forget the faults not yet used."""
+        with self._vlock:
+            self._faults.clear()
+
     def lag_lookups(self, order_link_id: str, requests: int = 2) -> None:
         """The next `requests` order queries (realtime or history) filtering on this link id find nothing, as if
         the query side lagged behind the matching engine. A broker's lookup is two requests."""

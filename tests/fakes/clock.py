@@ -4,10 +4,12 @@ that no pybit thread outlives its client."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 
 class Clock:
@@ -20,9 +22,15 @@ class Clock:
         return self.now
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
+async def wait_until(predicate: Callable[[], Any], what: str, within: float = 5.0) -> None:
+    """Until `predicate()` (a value, or an awaitable of one: a database read) is truthy."""
     deadline = time.monotonic() + within
-    while not predicate():
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
