@@ -403,7 +403,7 @@ async def _show(engine: AsyncEngine, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"# bot {row.id!r}, status {row.status}" + (f" ({row.status_reason})" if row.status_reason else ""))
+        print(f"# bot {row.id!r}, status {_status(row)}")
         print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None).rstrip())
     return EXIT_OK
 
@@ -416,6 +416,7 @@ def _strategies(row: Bot) -> list[str]:
 def _listing(row: Bot) -> dict[str, Any]:
     return {
         "id": row.id, "name": row.name, "mode": row.mode, "status": row.status, "status_reason": row.status_reason,
+        "status_since": row.status_since.isoformat() if row.status_since else None,
         "symbols": list(row.symbols or []), "intervals": list(row.intervals or []), "strategies": _strategies(row),
         "capital": _plain(row.capital), "risk_pct": _plain(row.risk_pct), "risk_usd": _plain(row.risk_usd),
         "max_leverage": _plain(row.max_leverage), "max_positions": row.max_positions,
@@ -424,6 +425,12 @@ def _listing(row: Bot) -> dict[str, Any]:
         "owner_instance": row.owner_instance,
         "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
     }
+
+
+def _status(row: Bot) -> str:
+    """running, or "halted since 2026-11-30 02:10 UTC (drawdown ...)": a stopped bot says since when and why."""
+    since = f" since {row.status_since:%Y-%m-%d %H:%M} UTC" if row.status != "running" and row.status_since else ""
+    return row.status + since + (f" ({row.status_reason})" if row.status_reason else "")
 
 
 async def _list(engine: AsyncEngine, args: argparse.Namespace) -> int:
@@ -440,7 +447,7 @@ async def _list(engine: AsyncEngine, args: argparse.Namespace) -> int:
         return EXIT_OK
     header = ("ID", "NAME", "MODE", "STATUS", "SYMBOLS", "STRATEGIES", "RISK")
     table = [header] + [(
-        r.id, r.name, r.mode, r.status + (f" ({r.status_reason})" if r.status_reason else ""),
+        r.id, r.name, r.mode, _status(r),
         ",".join(r.symbols or []), ",".join(_strategies(r)) or "-", _risk(r.risk_pct, r.risk_usd),
     ) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -22,11 +22,14 @@ HOST_KEY: web.AppKey[Host] = web.AppKey("host")
 async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
     try:
         async with asyncio.timeout(3), host.engine.connect() as conn:
-            rows = (await conn.execute(text("SELECT bot_id, status, mode, open_trades FROM bot_status_view"))).all()
+            rows = (await conn.execute(text("SELECT bot_id, status, status_reason, status_since, mode, open_trades "
+                                            "FROM bot_status_view"))).all()
     except Exception as exc:  # any failure means "not healthy"; the reason goes to the log, not the body
         log.warning("health: database check failed: %s", type(exc).__name__)
         return "unavailable", []
-    return "ok", [{"id": r.bot_id, "status": r.status, "mode": r.mode, "open_trades": r.open_trades} for r in rows]
+    return "ok", [{"id": r.bot_id, "status": r.status, "reason": r.status_reason,
+                   "since": None if r.status_since is None else str(r.status_since), "mode": r.mode,
+                   "open_trades": r.open_trades} for r in rows]
 
 
 async def health(request: web.Request) -> web.Response:
@@ -41,6 +44,9 @@ async def health_document(host: Host) -> dict[str, Any]:
         running = runtime.bots.get(b["id"]) if runtime else None
         b["running_here"] = running is not None
         if running is not None:
+            state = running.trader.state
+            if state.halted:  # the trader halted before its checkpoint reached the database: never "running"
+                b["status"], b["reason"] = "halted", state.halt_reason
             b["error"] = running.error
             b["candles"] = running.processed
             b["backlog"] = running.queue.qsize()  # candles queued, not yet processed
