@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -50,10 +51,12 @@ from core.ledger import LedgerEvent, TradeRecord
 from core.lifecycle import TradeStatus
 from core.market.candle import dt_to_ms
 from core.market.replay import sort_key
+from core.ml.scorer import UNSCORED
 from core.recovery import Effect, Item, perform
 from core.risk import RiskState
+from core.signal import Signal
 from core.stats import summarize
-from core.trader import Closing, Notice, Trader
+from core.trader import Closing, Notice, OpenTrade, Trader
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
 from storage.db import create_engine
@@ -439,6 +442,38 @@ async def test_close_needs_the_confirmation_button(h: Harness) -> None:
     rows = await _audit(h.store)
     assert [r.actor for r in rows] == ["tg:1001"] * 3
     assert [r.details["outcome"] for r in rows] == ["closing 1", "already decided", "already decided"]
+
+
+async def test_close_acts_on_exactly_what_it_listed(h: Harness) -> None:
+    """/close all confirms the positions it lists; one that opens before the press is not closed, and a pending
+    entry the operator can see is withdrawn (the paper venue drops its order)."""
+    assert h.runtime is not None
+    trader = h.runtime.trader_
+    late = Signal("late" + "0" * 20, "replay", "ETHUSDT", "15", "trend_pullback", "long", Decimal(3000),
+                  Decimal(2900), Decimal(3200), NOW)
+    sent = await h.send(ADMIN, "/close all")
+    assert "<b>1</b> position" in sent[0].text
+    trader.trades["t-" + late.id] = OpenTrade(TradeRecord(
+        "t-" + late.id, "replay", late.id, "ETHUSDT", "trend_pullback", "long", "open", "paper", Decimal(1),
+        Decimal(1), Decimal(3000), NOW, Decimal(2900), Decimal(3200)), Decimal(2900), TradeStatus.OPEN)
+    answer, edits = await h.press(ADMIN, sent[0].callback_data[0])
+    assert answer == "closing 1" and h.runtime.closed == ["t-open-1"]
+    assert trader.trades["t-" + late.id].status == TradeStatus.OPEN  # opened after the listing: untouched
+    # a pending entry: listed with its state, withdrawn at once on the paper venue
+    pending = Signal("pend" + "0" * 20, "replay", "ETHUSDT", "15", "scalp", "long", Decimal(3000), Decimal(2900),
+                     Decimal(3200), NOW)
+    del trader.trades["t-" + late.id]
+    trader.state.paused = False
+    assert trader.guard(pending, UNSCORED) is None, "the paper venue takes the entry"
+    trader.on_decisions([SimpleNamespace(signal=pending, action="EXECUTED")])
+    venue = trader.broker
+    assert isinstance(venue, PaperBroker) and venue.pending["ETHUSDT"].order_link_id == f"pd-{pending.id}-o"
+    sent = await h.send(ADMIN, "/close ETHUSDT")
+    assert "pending" in sent[0].text
+    answer, edits = await h.press(ADMIN, sent[0].callback_data[0])
+    assert "entry cancelled" in edits[0].text
+    assert "t-" + pending.id not in trader.trades and "ETHUSDT" not in venue.pending
+    assert [e.status for e in trader.ended] == [TradeStatus.CANCELLED]
 
 
 async def test_close_cancelled_and_expired(h: Harness) -> None:
