@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from core.decisions import MEANING, OPTIONS, Option, RecoveryDraft, RecoveryKind, options_of
 from core.exchange.broker import Broker, OrderRejected, Position, order_link_id
-from core.live import EXECUTION_LOOKBACK
 from core.lifecycle import HELD_STATES, TradeStatus
+from core.live import EXECUTION_LOOKBACK
 from core.reconcile import fmt
 from core.trader import OpenTrade, Trader
 
