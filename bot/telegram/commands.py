@@ -512,7 +512,7 @@ async def risk(ctx: Context, bot_id: str | None = None, key: str | None = None, 
         return Reply("\n".join(lines) or "no bot changed")
     danger = RISK_KEYS[key].danger
     pending = ctx.confirmations.add("risk", f"{key}={value}", ctx.actor,
-                                    {"key": key, "value": value, "bot": bot_id})
+                                    {"key": key, "value": value, "bots": [c.bot_id for c in waiting]})
     lines.append(f"⚠️ {esc(key)} = <b>{esc(value)}</b> is at or above the danger level {esc(danger)} for "
                  f"{esc(', '.join(c.bot_id for c in waiting))}: confirm?")
     return Reply("\n".join(lines), buttons=ctx.confirmations.buttons(pending, f"set {key} {value}"),

@@ -205,7 +205,8 @@ async def _confirm(ctx: Context, data: Confirm) -> Pressed:
         return Pressed("resumed" if result.resumed else "nothing resumed", edit=Reply(text))
     if pending.action == "risk":
         p = pending.params
-        changes = await ctx.desk.risk_set(p["key"], p["value"], ctx.actor, p.get("bot"), confirmed=True)
+        changes = [c for bot_id in p["bots"]  # the bots the confirmation listed, not whatever exists now
+                   for c in await ctx.desk.risk_set(p["key"], p["value"], ctx.actor, bot_id, confirmed=True)]
         lines = [f"✅ {esc(c.bot_id)}: {esc(c.key)} {value(c.old)} → <b>{value(c.new)}</b>" for c in changes
                  if c.applied]
         return Pressed("applied", edit=Reply("\n".join(lines) or "no bot changed"))
