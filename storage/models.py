@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -264,8 +265,9 @@ class Trade(Base):
     net_pnl: Mapped[Decimal | None]  # gross − fees + funding
     pnl_pct: Mapped[float | None]
     realized_r: Mapped[float | None]
-    funding: Mapped[Decimal] = mapped_column(default=Decimal(0))  # received (+) / paid (−) while open
-    exit_estimated: Mapped[bool] = mapped_column(default=False)  # exit at a mark price, not an execution
+    # received (+) / paid (−) while open; server defaults: rows written by older code or by hand stay valid
+    funding: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
+    exit_estimated: Mapped[bool] = mapped_column(default=False, server_default=false())  # exit at a mark price
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

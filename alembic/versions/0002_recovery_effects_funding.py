@@ -68,10 +68,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column('exit_estimated', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.create_check_constraint(op.f('ck_trades_exit_reason'),
                                       f"exit_reason IN ({NEW_REASONS}) OR exit_reason IS NULL")
-    with op.batch_alter_table('trades') as batch:  # the defaults only filled the existing rows
-        batch.alter_column('funding', server_default=None, existing_type=sa.Numeric(precision=28, scale=10),
-                           existing_nullable=False)
-        batch.alter_column('exit_estimated', server_default=None, existing_type=sa.Boolean(), existing_nullable=False)
     with op.batch_alter_table('recovery_items') as batch:
         batch.add_column(sa.Column('effect', sa.JSON(), nullable=True))
     with op.batch_alter_table('bots') as batch:
