@@ -119,7 +119,13 @@ async def test_heartbeat_applies_a_status_changed_elsewhere(db_url: str) -> None
         trader.state.paused = paused
         return True
 
-    runtime = SimpleNamespace(bots={"j": SimpleNamespace(trader=trader)}, set_paused=set_paused)
+    finished: list[str] = []
+
+    async def finish_decisions(bot_id: str) -> None:  # decisions taken in the console are performed here too
+        finished.append(bot_id)
+
+    runtime = SimpleNamespace(bots={"j": SimpleNamespace(trader=trader)}, set_paused=set_paused,
+                              finish_decisions=finish_decisions)
     host = SimpleNamespace(engine=db, runtime=runtime, instance="test-1", settings=None)
     jobs = DeskJobs(host)  # type: ignore[arg-type]
     try:
@@ -133,5 +139,6 @@ async def test_heartbeat_applies_a_status_changed_elsewhere(db_url: str) -> None
             await set_status(session, "j", "running", None)
         await jobs.heartbeat()
         assert calls[-1] == ("j", False) and not trader.state.paused
+        assert finished == ["j", "j", "j"]
     finally:
         await db.dispose()
