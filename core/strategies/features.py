@@ -59,7 +59,9 @@ FEATURES: dict[str, str] = {
 
 
 def _ret(closes: np.ndarray, k: int) -> float:
-    return float(closes[-1] / closes[-1 - k] - 1.0) if len(closes) > k and closes[-1 - k] > 0 else 0.0
+    if len(closes) <= k or not closes[-1 - k] > 0:
+        return 0.0
+    return float(closes[-1]) / float(closes[-1 - k]) - 1.0  # Python floats: an overflow is inf, not a warning
 
 
 def _finite(x: float) -> float:
