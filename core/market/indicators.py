@@ -32,7 +32,7 @@ NAN = math.nan
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     """Mean and population standard deviation of a small window, for any finite values.
 
-    The plain sums first (bit-identical to the vectorized twin); only when they overflow (values beyond
+    The plain sums first (the numbers this code always gave); only when they overflow (values beyond
     ~1e154) again in units of 2**e, a power-of-two scale that loses no precision, so nothing overflows."""
     n = len(xs)
     mean = sum(xs) / n
