@@ -123,12 +123,13 @@ async def _import(store: CandleStore, args: argparse.Namespace) -> int:
         raise CliError(f"{root}: no candle files (named like BTC-USDT_15m_bybit.csv) found")
 
     # check every file before writing anything: a bad file anywhere means nothing is written
+    now = datetime.now(UTC)  # a candle that has not closed yet must not reach the live desk's store
     loaded: list[tuple[Path, Any, list[BadLine]]] = []
     with _progress() as progress:
         task = progress.add_task("checking", total=len(files))
         for path in files:
             try:
-                series, bad = await asyncio.to_thread(read_candle_file, path, skip_bad=args.skip_bad)
+                series, bad = await asyncio.to_thread(read_candle_file, path, skip_bad=args.skip_bad, now=now)
             except BadCandleFile as exc:
                 raise CliError(f"{exc} (nothing was imported)") from None
             loaded.append((path, series, bad))

@@ -1,7 +1,8 @@
 """Candle files in and out: CSV (`timestamp_ms,open,high,low,close,volume[,turnover]`) and Parquet.
 
 Files are named `<BASE>-<QUOTE>_<tf>_<exchange>.<csv|parquet>` (e.g. `BTC-USDT_15m_binance.csv`);
-the Bybit symbol is `<BASE><QUOTE>`. Every row is validated; a bad row stops the read with the file
+the Bybit symbol is `<BASE><QUOTE>`. Every row is validated — parsed, in time order, and a sane candle
+(core/market/sanity.py: the rule the live feed applies too) — and a bad row stops the read with the file
 name, line number and reason, unless `skip_bad` is given, in which case the bad lines are returned.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.market.candle import INTERVAL_MS, BadInterval, interval_label, parse_interval
+from core.market.sanity import refusal_masks
 from core.market.series import FIELDS, CandleSeries
 
 COLUMNS = ("timestamp_ms", *FIELDS)
@@ -82,8 +85,12 @@ def _load_frame(path: Path) -> pd.DataFrame:
         raise BadCandleFile(path, "the file is empty (expected a header line)") from None
 
 
-def read_candle_file(path: Path, *, skip_bad: bool = False) -> tuple[CandleSeries, list[BadLine]]:
-    """Read and validate one file. Raises BadCandleFile at the first bad line unless skip_bad."""
+def read_candle_file(path: Path, *, skip_bad: bool = False,
+                     now: datetime | None = None) -> tuple[CandleSeries, list[BadLine]]:
+    """Read and validate one file. Raises BadCandleFile at the first bad line unless skip_bad.
+
+    `now` (an import into the live desk's store) also refuses candles that had not closed by then; a replay
+    of old files has no "now" to compare with."""
     name = parse_name(path)
     frame = _load_frame(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
@@ -105,15 +112,13 @@ def read_candle_file(path: Path, *, skip_bad: bool = False) -> tuple[CandleSerie
             reasons.setdefault(int(i), f"{c} is not a number: {cell[:24]!r}" if cell else f"{c} is empty")
     ts = numbers["timestamp_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
     o, h, lo, cl, v = (numbers[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in FIELDS)
+    turnover = numbers["turnover"].to_numpy(dtype=np.float64, na_value=np.nan) if has_turnover else None
     with np.errstate(invalid="ignore"):
         flag(ts != np.floor(ts), "timestamp_ms is not a whole number of milliseconds")
         flag(np.fmod(ts, INTERVAL_MS[name.interval]) != 0,
              f"timestamp_ms is not aligned to the {interval_label(name.interval)} interval")
-        flag((o <= 0) | (h <= 0) | (lo <= 0) | (cl <= 0), "prices must be positive")
-        flag(v < 0, "volume is negative")
-        flag(h < lo, "high < low")
-        flag(h < np.maximum(o, cl), "high is below open or close")
-        flag(lo > np.minimum(o, cl), "low is above open or close")
+        for reason, mask in refusal_masks(ts, name.interval, o, h, lo, cl, v, turnover, now):
+            flag(mask, reason.text)
         # strictly increasing: each timestamp above every earlier one
         running = np.fmax.accumulate(np.concatenate([[-np.inf], ts[:-1]]))
         flag(ts <= running, "timestamp_ms is not after the previous line (unsorted or duplicate)")
@@ -125,7 +130,7 @@ def read_candle_file(path: Path, *, skip_bad: bool = False) -> tuple[CandleSerie
     keep[list(reasons)] = False
     series = CandleSeries(
         name.symbol, name.interval, ts[keep].astype(np.int64), o[keep], h[keep], lo[keep], cl[keep], v[keep],
-        turnover=numbers["turnover"].to_numpy(dtype=np.float64)[keep] if has_turnover else None,
+        turnover=turnover[keep] if turnover is not None else None,
     )
     return series, bad
 

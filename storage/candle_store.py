@@ -19,6 +19,10 @@ shortest round-trip decimal text (`repr`, or Arrow's identical C++ formatter), s
 float encoder would store, and reading it back as float8 gives the same float. (PostgreSQL's own
 float8 -> numeric cast keeps only 15 significant digits, so floats are never cast inside the server.)
 Values with more than 10 decimals are rounded to 10 by the column, as for any other writer.
+
+Reads skip candles that are not sane (core/market/sanity.py) — e.g. a volume of 1e160 or a candle from the
+future stored by an older version — counting them in `refused` with one log line per read: a stored absurd
+candle must not stop a bot's warm-up after every restart.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import io
 import logging
 import math
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
+from core.market.sanity import Refusal, sane_series
 from core.market.series import FIELDS, CandleSeries, Gap
 from storage.models import Candle as CandleRow
 
@@ -308,11 +314,20 @@ def _series_from_rows(symbol: str, interval: str, rows: Sequence[Sequence[Any]])
                         *(np.array(c, dtype=np.float64) for c in cols[1:6]), turnover=turnover)
 
 
-class CandleStore:
-    """Candles of every symbol and interval in one table, on PostgreSQL or SQLite."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class CandleStore:
+    """Candles of every symbol and interval in one table, on PostgreSQL or SQLite.
+
+    `clock` is "now" for `history` (the warm-up of a live bot): a stored candle that had not closed by then
+    is skipped. storage/ may read the wall clock; tests inject their own."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
         self.engine = engine
+        self.clock = clock
+        self.refused: Counter[Refusal] = Counter()  # stored candles skipped on reads, per reason
         self.dialect = engine.dialect.name  # "postgresql" | "sqlite"
         if self.dialect not in {"postgresql", "sqlite"}:
             raise ValueError(f"CandleStore supports PostgreSQL and SQLite, not {self.dialect}")
@@ -466,19 +481,30 @@ class CandleStore:
         return [_ms_expr(self.dialect).label("open_ms"),
                 *(cast(TABLE.c[f], Float).label(f) for f in VALUES)]
 
-    async def load(self, symbol: str, interval: str, limit: int) -> CandleSeries:
-        """The latest `limit` candles, oldest first (an engine's warm-up)."""
+    def _sane(self, s: CandleSeries, now: datetime | None) -> CandleSeries:
+        """The sane rows of what was read; the others are counted and named in one log line."""
+        sane, refused = sane_series(s, now)
+        if refused:
+            self.refused.update(refused)
+            log.warning("candle store: skipped %d unusable stored candle(s) of %s %s (%s); they stay in the "
+                        "table, delete or re-import them", len(s) - len(sane), s.symbol, s.interval,
+                        ", ".join(f"{r.value}: {n}" for r, n in sorted(refused.items(), key=lambda i: i[0].value)))
+        return sane
+
+    async def load(self, symbol: str, interval: str, limit: int, *, now: datetime | None = None) -> CandleSeries:
+        """The latest `limit` candles, oldest first (an engine's warm-up), without the ones that are not sane
+        (given `now`, also without those that had not closed by then); so possibly fewer than `limit`."""
         _check_interval(interval)
         t = TABLE.c
         stmt = (select(*self._value_columns()).where(t.symbol == symbol, t.interval == interval)
                 .order_by(t.open_time.desc()).limit(limit))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return _series_from_rows(symbol, interval, rows[::-1])
+        return self._sane(_series_from_rows(symbol, interval, rows[::-1]), now)
 
     async def history(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        """`load` as Candle objects: the shape of `Feed.history`."""
-        return list((await self.load(symbol, interval, limit)).candles())
+        """`load` as Candle objects, closed by the store's clock: the shape of `Feed.history`."""
+        return list((await self.load(symbol, interval, limit, now=self.clock())).candles())
 
     async def series(self, symbol: str, interval: str, start: datetime | None = None,
                      end: datetime | None = None) -> CandleSeries:
@@ -492,7 +518,7 @@ class CandleStore:
             stmt = stmt.where(t.open_time < end)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt.order_by(t.open_time))).all()
-        return _series_from_rows(symbol, interval, rows)
+        return self._sane(_series_from_rows(symbol, interval, rows), None)
 
     async def last_open_time(self, symbol: str, interval: str) -> datetime | None:
         """Open time of the newest stored candle (where a live feed's backfill starts)."""

@@ -12,7 +12,10 @@ How it holds that promise:
   server is pushing again, so whatever closed before it is in REST and whatever closes after is pushed.
   A live candle that still leaves a hole (say the REST call failed) is preceded by a REST fill of the hole.
 - A watchdog replaces a connection that has sent nothing for `silence_timeout` seconds with a fresh one.
-- Malformed messages are counted per kind in `errors`, logged once per kind per hour, and skipped.
+- Malformed messages are counted per kind in `errors`, logged once per kind per hour, and skipped. Candles
+  that parse but are not sane (core/market/sanity.py: absurd values, or not closed yet by the clock) are
+  counted per reason in `refused`, logged the same way, and skipped before they can move the dedupe mark:
+  a candle from the future must not make the real ones behind it look like duplicates.
 
 "Now" comes from the injected `clock` (which REST rows are closed). Timeouts use monotonic time inside the
 adapter and asyncio; neither decides which candles exist, so the candle sequence stays clock-independent.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Any
 
 from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket
 from core.market.candle import INTERVAL_MS, MAX_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
+from core.market.sanity import Refusal, closed_by, describe, refusal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,15 @@ class BadMessage(ValueError):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class RefusedCandle(BadMessage):
+    """A well-formed candle that is not sane (core/market/sanity.py); counted per reason, not as an error."""
+
+    def __init__(self, candle: Candle, reason: Refusal) -> None:
+        super().__init__("refused", describe(candle, reason))
+        self.candle = candle
+        self.reason = reason
 
 
 def candle_start_ms(ms: int, interval: str) -> int:
@@ -75,43 +87,44 @@ def _ms(value: Any, name: str) -> int:
     raise BadMessage("bad_value", f"{name}={value!r:.40}")
 
 
-def _price(value: Any, name: str) -> float:
-    # Bybit sends decimals as strings; accept numbers too, but never bools, NaN or infinities
+def _number(value: Any, name: str) -> float:
+    # Bybit sends decimals as strings; accept numbers too, never bools. NaN, infinities and absurd
+    # magnitudes parse here and are refused by the sanity rule, with its reason.
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise BadMessage("bad_value", f"{name}={value!r:.40}")
     try:
-        number = float(value)
-    except ValueError:
+        return float(value)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond float's range
         raise BadMessage("bad_value", f"{name}={value!r:.40}") from None
-    if not math.isfinite(number):
-        raise BadMessage("bad_value", f"{name}={value!r:.40}")
-    return number
 
 
-def _candle(symbol: str, interval: str, start: Any, o: Any, h: Any, lo: Any, c: Any, v: Any, t: Any) -> Candle:
+def _candle(symbol: str, interval: str, start: Any, o: Any, h: Any, lo: Any, c: Any, v: Any, t: Any,
+            now: datetime | None) -> Candle:
     candle = Candle(
         symbol=symbol,
         interval=interval,
         open_time=ms_to_dt(_ms(start, "start")),
-        open=_price(o, "open"),
-        high=_price(h, "high"),
-        low=_price(lo, "low"),
-        close=_price(c, "close"),
-        volume=_price(v, "volume"),
-        turnover=_price(t, "turnover"),
+        open=_number(o, "open"),
+        high=_number(h, "high"),
+        low=_number(lo, "low"),
+        close=_number(c, "close"),
+        volume=_number(v, "volume"),
+        turnover=_number(t, "turnover"),
     )
-    if not (0 < candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high):
-        raise BadMessage("bad_value", f"inconsistent OHLC {symbol} {interval} {start}")
-    if candle.volume < 0 or (candle.turnover or 0) < 0:
-        raise BadMessage("bad_value", f"negative volume {symbol} {interval} {start}")
+    reason = refusal(candle, now)
+    if reason is not None:
+        raise RefusedCandle(candle, reason)
     return candle
 
 
 _KLINE_FIELDS = ("start", "open", "high", "low", "close", "volume", "turnover")
 
 
-def parse_kline(topic: str, entry: Any) -> Candle | None:
-    """One entry of a `kline.{interval}.{symbol}` push -> the Candle if it closed, None while it is open."""
+def parse_kline(topic: str, entry: Any, *, now: datetime | None = None) -> Candle | None:
+    """One entry of a `kline.{interval}.{symbol}` push -> the Candle if it closed, None while it is open.
+
+    Raises RefusedCandle for a candle that is not sane, and (given `now`) for one that had not closed by then,
+    whatever its `confirm` says."""
     symbol, interval = topic_key(topic)
     if not isinstance(entry, dict):
         raise BadMessage("bad_shape", f"kline entry is {type(entry).__name__}")
@@ -125,15 +138,20 @@ def parse_kline(topic: str, entry: Any) -> Candle | None:
         raise BadMessage("missing_field", f"{topic}: {', '.join(missing)}")
     if str(entry.get("interval", interval)) != interval:
         raise BadMessage("bad_value", f"{topic}: interval {entry.get('interval')!r:.20}")
-    return _candle(symbol, interval, *(entry[name] for name in _KLINE_FIELDS))
+    return _candle(symbol, interval, *(entry[name] for name in _KLINE_FIELDS), now=now)
 
 
 def parse_rest_row(symbol: str, interval: str, row: Any) -> Candle:
-    """A get_kline row `[start, open, high, low, close, volume, turnover]` -> Candle."""
+    """A get_kline row `[start, open, high, low, close, volume, turnover]` -> Candle.
+
+    Raises RefusedCandle for absurd values; whether it had closed is the caller's rule (REST also answers
+    with the open candle, which is normal, not refused)."""
     if not isinstance(row, list | tuple) or len(row) < 7:
         raise BadMessage("bad_rest_row", f"{symbol} {interval}: {row!r:.80}")
     try:
-        return _candle(symbol, interval, *row[:7])
+        return _candle(symbol, interval, *row[:7], now=None)
+    except RefusedCandle:
+        raise
     except BadMessage as exc:
         raise BadMessage("bad_rest_row", f"{symbol} {interval}: {exc.detail}") from None
 
@@ -154,7 +172,8 @@ class BybitFeed:
 
     Usage: `async for candle in feed.stream(): ...`; `await feed.history(symbol, interval, limit)` (before
     streaming it also sets where the stream resumes); `await feed.close()` stops every socket and ends the
-    stream. `errors` counts malformed input and failures per kind; `stats()` tells how the feed is doing.
+    stream. `errors` counts malformed input and failures per kind, `refused` the candles that were not sane
+    per reason; `stats()` tells how the feed is doing.
     """
 
     def __init__(
@@ -208,17 +227,25 @@ class BybitFeed:
                 )
         self._keys = {key for shard in self._shards for key in shard.keys}
 
+        self.errors: Counter[str] = Counter()
+        self.refused: Counter[Refusal] = Counter()
+        self._logged_at: dict[str, datetime] = {}
+
         # the open time of the last candle yielded (or known to the caller) per key: the dedupe/resume mark
         self._last: dict[Key, datetime] = {}
+        now = clock()
         for (symbol, interval), seen in (last_seen or {}).items():
             if seen.tzinfo is None:
                 raise ValueError(f"last_seen[{symbol}, {interval}] must be timezone-aware (UTC)")
             key = (symbol.upper(), parse_interval(interval))
-            if key in self._keys:
-                self._last[key] = seen
-
-        self.errors: Counter[str] = Counter()
-        self._logged_at: dict[str, datetime] = {}
+            if key not in self._keys:
+                continue
+            if not closed_by(seen, key[1], now):  # e.g. a future candle stored by an older version
+                self.refused[Refusal.NOT_CLOSED] += 1
+                self._report(f"refused {Refusal.NOT_CLOSED.value}", self.refused[Refusal.NOT_CLOSED],
+                             f"last_seen {key[0]} {key[1]} {seen:%Y-%m-%d %H:%M} UTC is in the future: ignored")
+                continue
+            self._last[key] = seen
         self.duplicates = 0
         self.backfilled = 0
         self.reconnects = 0
@@ -250,6 +277,9 @@ class BybitFeed:
                 return
             try:
                 candidates = await self._handle(*item)
+            except RefusedCandle as exc:  # refused where parsed; this is a safety net
+                self._refuse(exc)
+                continue
             except BadMessage as exc:
                 self._count(exc.kind, exc.detail)
                 continue
@@ -323,6 +353,7 @@ class BybitFeed:
             "backfilled": self.backfilled,
             "duplicates": self.duplicates,
             "errors": sum(self.errors.values()),
+            "refused": sum(self.refused.values()),
         }
 
     @property
@@ -434,7 +465,16 @@ class BybitFeed:
         data = message.get("data")
         if not isinstance(data, list):
             raise BadMessage("bad_shape" if "data" in message else "missing_field", f"{topic}: data")
-        closed = [c for c in (parse_kline(topic, entry) for entry in data) if c is not None]
+        now = self._clock()
+        closed: list[Candle] = []
+        for entry in data:
+            try:
+                candle = parse_kline(topic, entry, now=now)
+            except RefusedCandle as exc:  # this entry only: the others in the push still count
+                self._refuse(exc)
+                continue
+            if candle is not None:
+                closed.append(candle)
         out: list[Candle] = []
         last = self._last.get(topic_key(topic))
         for candle in sorted(closed, key=lambda c: c.open_time):
@@ -528,6 +568,9 @@ class BybitFeed:
         for row in rows:
             try:
                 candle = parse_rest_row(symbol, interval, row)
+            except RefusedCandle as exc:
+                self._refuse(exc)
+                continue
             except BadMessage as exc:
                 self._count(exc.kind, exc.detail)
                 continue
@@ -541,8 +584,17 @@ class BybitFeed:
         return dt_to_ms(self._clock())
 
     def _count(self, kind: str, detail: str, exc: BaseException | None = None) -> None:
-        """Count every occurrence; log a kind at most once an hour so a flood cannot drown the log."""
+        """Count every occurrence in `errors`; the log is rate-limited by `_report`."""
         self.errors[kind] += 1
+        self._report(kind, self.errors[kind], detail, exc)
+
+    def _refuse(self, exc: RefusedCandle) -> None:
+        """Count a candle that was not sane in `refused`, per reason; logged like an error kind."""
+        self.refused[exc.reason] += 1
+        self._report(f"refused {exc.reason.value}", self.refused[exc.reason], exc.detail)
+
+    def _report(self, kind: str, so_far: int, detail: str, exc: BaseException | None = None) -> None:
+        """Log a kind at most once an hour so a flood cannot drown the log."""
         now = self._clock()
         logged = self._logged_at.get(kind)
         if logged is None or now - logged >= ERROR_LOG_EVERY or now < logged:
@@ -550,7 +602,7 @@ class BybitFeed:
             log.warning(
                 "bybit feed: %s (%d so far; next report of this kind in an hour): %s",
                 kind,
-                self.errors[kind],
+                so_far,
                 detail,
                 exc_info=exc,
             )

@@ -13,15 +13,37 @@ Definitions (the vectorized twin in core/market/vectorized.py computes the same 
   (0 when the std is 0, NaN until n candles).
 - Swings: a swing high is a high strictly above the `swing` highs on each side; it is known only
   `swing` candles later (no look-ahead). The latest confirmed swing high/low are kept.
+
+Feeds refuse absurd candles (core/market/sanity.py), but the arithmetic does not rely on it: any finite input
+gives finite or NaN values, never an exception (no float `**`, which raises OverflowError where `*` gives inf;
+squares are summed in units of a power of two when plain sums would overflow; ratios divide before scaling).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NAN = math.nan
+
+
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation of a small window, for any finite values.
+
+    The plain sums first (the numbers this code always gave); only when they overflow (values beyond
+    ~1e154) again in units of 2**e, a power-of-two scale that loses no precision, so nothing overflows."""
+    n = len(xs)
+    mean = sum(xs) / n
+    var = sum((x - mean) * (x - mean) for x in xs) / n
+    if math.isfinite(var):
+        return mean, math.sqrt(var)
+    e = math.frexp(max(abs(x) for x in xs))[1]
+    scaled = [math.ldexp(x, -e) for x in xs]  # all within [-1, 1]
+    m = sum(scaled) / n
+    std = math.sqrt(sum((x - m) * (x - m) for x in scaled) / n)
+    return math.ldexp(m, e), math.ldexp(std, e)  # std <= max |x|: finite (inf only for inf/NaN input)
 
 
 @dataclass(frozen=True)
@@ -104,9 +126,9 @@ class Indicators:
                 self.sm_plus += a * (pdm - self.sm_plus)
                 self.sm_minus += a * (mdm - self.sm_minus)
                 self.sm_tr += a * (tr - self.sm_tr)
-            if self.sm_tr > 0:
-                self.plus_di = 100.0 * self.sm_plus / self.sm_tr
-                self.minus_di = 100.0 * self.sm_minus / self.sm_tr
+            if self.sm_tr > 0:  # divide first: 100 * sm would overflow before the ratio brings it down
+                self.plus_di = 100.0 * (self.sm_plus / self.sm_tr)
+                self.minus_di = 100.0 * (self.sm_minus / self.sm_tr)
                 total = self.plus_di + self.minus_di
                 dx = 100.0 * abs(self.plus_di - self.minus_di) / total if total > 0 else 0.0
             else:
@@ -119,15 +141,13 @@ class Indicators:
         closes = self._closes
         closes.append(close)
         if len(closes) == closes.maxlen:
-            mean = sum(closes) / len(closes)
-            std = math.sqrt(sum((x - mean) ** 2 for x in closes) / len(closes))
+            mean, std = mean_std(closes)
             k = self.cfg.bb_k
             self.bb_mid, self.bb_std, self.bb_upper, self.bb_lower = mean, std, mean + k * std, mean - k * std
         vols = self._vols
         vols.append(volume)
         if len(vols) == vols.maxlen:
-            vmean = sum(vols) / len(vols)
-            vstd = math.sqrt(sum((x - vmean) ** 2 for x in vols) / len(vols))
+            vmean, vstd = mean_std(vols)
             self.vol_z = (volume - vmean) / vstd if vstd > 0 else 0.0
         # swings: the middle of the last 2k+1 candles
         highs, lows, times = self._highs, self._lows, self._swing_ms

@@ -2,7 +2,8 @@
 closed at or before the signal's candle (the no-look-ahead test truncates the future and compares).
 
 Missing values (too little history, no BTC in the universe) are 0, except the strategy win rate,
-whose prior is 0.5. Distances are in ATR so symbols of any price compare.
+whose prior is 0.5. Distances are in ATR so symbols of any price compare. A value that is not finite (an
+absurd input that got past the feeds) is 0 too: nothing here raises or hands NaN to the ML filter.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 
+from core.market.indicators import mean_std
 from core.market.state import SeriesState
 from core.strategies.regime import Regime
 
@@ -57,11 +59,20 @@ FEATURES: dict[str, str] = {
 
 
 def _ret(closes: np.ndarray, k: int) -> float:
-    return float(closes[-1] / closes[-1 - k] - 1.0) if len(closes) > k else 0.0
+    if len(closes) <= k or not closes[-1 - k] > 0:
+        return 0.0
+    return float(closes[-1]) / float(closes[-1 - k]) - 1.0  # Python floats: an overflow is inf, not a warning
 
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
+
+
+def _mean(values: np.ndarray) -> float:
+    """numpy's mean (the usual case, unchanged); past float's range in the sum, the overflow-safe one."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = float(values.mean())
+    return m if math.isfinite(m) else mean_std(values.tolist())[0]
 
 
 def compute_features(s: SeriesState, btc: SeriesState | None, regime: Regime, *, side: str, entry: float,
@@ -80,8 +91,9 @@ def compute_features(s: SeriesState, btc: SeriesState | None, regime: Regime, *,
     hour = (close_ms // 3_600_000) % 24
     day = ((close_ms // 86_400_000) + 3) % 7  # 1970-01-01 was a Thursday
     btc_closes = btc.last("close", 17) if btc is not None else np.empty(0)
+    vol_mean = _mean(volumes) if len(volumes) else 0.0
     f = {
-        "atr_pct": ind.atr / c.close,
+        "atr_pct": ind.atr / c.close if c.close > 0 else 0.0,
         "atr_percentile": regime.atr_percentile,
         "adx": ind.adx,
         "di_spread": ind.plus_di - ind.minus_di,
@@ -96,7 +108,7 @@ def compute_features(s: SeriesState, btc: SeriesState | None, regime: Regime, *,
         "rsi": ind.rsi,
         "rsi_change_3": float(rsis[-1] - rsis[0]) if len(rsis) == 4 else 0.0,
         "volume_z": ind.vol_z,
-        "volume_ratio": c.volume / float(volumes.mean()) if len(volumes) and volumes.mean() > 0 else 1.0,
+        "volume_ratio": c.volume / vol_mean if vol_mean > 0 else 1.0,
         "body_ratio": abs(c.close - c.open) / span if span > 0 else 0.0,
         "upper_wick": (c.high - max(c.open, c.close)) / span if span > 0 else 0.0,
         "lower_wick": (min(c.open, c.close) - c.low) / span if span > 0 else 0.0,
@@ -110,7 +122,7 @@ def compute_features(s: SeriesState, btc: SeriesState | None, regime: Regime, *,
         "swing_low_dist": (c.close - ind.swing_low) / atr,
         "btc_trend": float(regime.btc_trend),
         "btc_ret_16": _ret(btc_closes, 16),
-        "btc_atr_pct": btc.ind.atr / btc.ind.prev_close if btc is not None and btc.ind.n else 0.0,
+        "btc_atr_pct": btc.ind.atr / btc.ind.prev_close if btc is not None and btc.ind.prev_close > 0 else 0.0,
         "hour_sin": math.sin(2 * math.pi * hour / 24),
         "hour_cos": math.cos(2 * math.pi * hour / 24),
         "day_of_week": float(day),

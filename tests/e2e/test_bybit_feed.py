@@ -6,7 +6,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from core.market import bybit_feed
 from core.market.bybit_feed import BybitFeed
 from core.market.candle import INTERVAL_MS, Candle
+from core.market.sanity import Refusal
 from tests.fakes.bybit import FakeBybit, kline_entry
 from tests.fakes.clock import Clock as BaseClock
 from tests.fakes.clock import threads_stopped, wait_until
@@ -107,7 +110,10 @@ async def make_feed(fake: FakeBybit, clock: Clock) -> AsyncIterator[Callable[...
     await threads_stopped(before, "pybit threads to stop")
 
 
-async def test_only_confirmed_klines_become_candles(make_feed: Callable[..., BybitFeed], fake: FakeBybit) -> None:
+async def test_only_confirmed_klines_become_candles(
+    make_feed: Callable[..., BybitFeed], fake: FakeBybit, clock: Clock
+) -> None:
+    clock.inside("15", 6)  # candles 4 and 5 have closed (a confirmed kline that has not is refused)
     feed = make_feed(["BTCUSDT", "ETHUSDT"])
     got = Collector(feed)
     await wait_until(lambda: all(fake.subscribers(t) for t in topics(["BTCUSDT", "ETHUSDT"], ("15", "3"))), "subs")
@@ -136,7 +142,10 @@ async def test_only_confirmed_klines_become_candles(make_feed: Callable[..., Byb
     assert not feed.errors
 
 
-async def test_symbols_are_sharded_over_connections(make_feed: Callable[..., BybitFeed], fake: FakeBybit) -> None:
+async def test_symbols_are_sharded_over_connections(
+    make_feed: Callable[..., BybitFeed], fake: FakeBybit, clock: Clock
+) -> None:
+    clock.inside("15", 2)  # candle 1 of both intervals has closed
     symbols = [f"S{i:03d}USDT" for i in range(210)]
     feed = make_feed(symbols, ("15", "3"), symbols_per_connection=50)
     got = Collector(feed)
@@ -272,20 +281,21 @@ async def test_bad_messages_and_handler_errors_do_not_stop_the_stream(
     fake.push_message(topic, {"topic": topic, "data": {"not": "a list"}})
     fake.push_message(topic, {"topic": topic, "data": [{k: v for k, v in entry.items() if k != "close"}]})
     fake.push_message(topic, {"topic": topic, "data": [{**entry, "open": "abc"}]})
-    fake.push_message(topic, {"topic": topic, "data": [{**entry, "high": "NaN"}]})
+    fake.push_message(topic, {"topic": topic, "data": [{**entry, "high": "NaN"}]})  # parses, but is not sane
     fake.push_raw({"topic": "kline.15.XRPUSDT", "data": [entry]})
     fake.push_raw({"topic": "tickers.BTCUSDT", "data": {}})
-    await wait_until(lambda: sum(feed.errors.values()) == 10, "the bad messages to be counted")
+    await wait_until(lambda: sum(feed.errors.values()) == 9, "the bad messages to be counted")
+    assert feed.refused == Counter({Refusal.NOT_FINITE: 1})
 
     # the parser blows up once, on candle 6; candle 7 then arrives with a hole before it, filled from REST
     real_parse = bybit_feed.parse_kline
     calls = {"n": 0}
 
-    def flaky_parse(t: str, e: Any) -> Candle | None:
+    def flaky_parse(t: str, e: Any, **options: Any) -> Candle | None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("parser bug")
-        return real_parse(t, e)
+        return real_parse(t, e, **options)
 
     monkeypatch.setattr(bybit_feed, "parse_kline", flaky_parse)
     fake.push_kline(candle("BTCUSDT", "15", 6))
@@ -297,7 +307,7 @@ async def test_bad_messages_and_handler_errors_do_not_stop_the_stream(
         "bad_json": 2,
         "bad_shape": 3,
         "missing_field": 1,
-        "bad_value": 2,
+        "bad_value": 1,
         "unknown_topic": 2,
         "handler_error": 1,
     }
@@ -385,3 +395,81 @@ async def test_failed_backfill_is_counted_and_the_next_live_candle_fills_the_hol
     fake.push_kline(candle("SOLUSDT", "3", 9))  # 8 closed unpushed too; the hole 6..8 comes from REST first
     assert await got.take(4) == series("SOLUSDT", "3", 9, start=6)
     assert dict(feed.errors) == {"backfill_failed": 1}
+
+
+WEEK = 7 * 96  # 15m candles in a week
+
+
+async def test_absurd_and_future_klines_are_refused_and_the_real_ones_still_flow(
+    make_feed: Callable[..., BybitFeed], fake: FakeBybit, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="core.market.bybit_feed")
+    clock.inside("15", 6)
+    fake.set_history("BTCUSDT", "15", series("BTCUSDT", "15", 6))
+    feed = make_feed(["BTCUSDT"], ("15",))
+    got = Collector(feed)
+    await wait_until(lambda: fake.subscribers("kline.15.BTCUSDT") == 1, "subscribed")
+    fake.push_kline(candle("BTCUSDT", "15", 5))
+    assert await got.take(1) == [candle("BTCUSDT", "15", 5)]
+
+    # candle 6 closes with a volume of 1e160 (it used to kill the bot in the indicators), then a kline that
+    # says it is confirmed but closes a week from now (it used to make every real candle a "duplicate")
+    clock.inside("15", 7)
+    absurd = replace(candle("BTCUSDT", "15", 6), volume=1e160)
+    fake.push_klines([absurd, candle("BTCUSDT", "15", 6 + WEEK), replace(absurd, volume=2e160)])
+    await wait_until(lambda: sum(feed.refused.values()) == 3, "the three refusals")
+    assert feed.refused == Counter({Refusal.VOLUME_TOO_LARGE: 2, Refusal.NOT_CLOSED: 1})
+    await got.assert_quiet()
+
+    # the next real candle leaves a hole where 6 was refused: the real 6 comes from REST first, then 7, 8
+    fake.add_candles(series("BTCUSDT", "15", 7, start=6))
+    clock.inside("15", 8)
+    fake.push_kline(candle("BTCUSDT", "15", 7))
+    assert await got.take(2) == series("BTCUSDT", "15", 7, start=6)
+    clock.inside("15", 9)
+    fake.push_kline(candle("BTCUSDT", "15", 8))
+    assert await got.take(1) == [candle("BTCUSDT", "15", 8)]
+    await got.assert_quiet()
+
+    assert feed.duplicates == 0 and not feed.errors and feed.stats()["refused"] == 3
+    assert not got.task.done() and fake.connections_seen == 1
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len([m for m in logged if "volume_too_large" in m]) == 1  # twice refused, logged once (rate limit)
+    assert len([m for m in logged if "not_closed" in m]) == 1
+
+
+async def test_absurd_rest_rows_are_refused_in_history_and_backfill(
+    make_feed: Callable[..., BybitFeed], fake: FakeBybit, clock: Clock
+) -> None:
+    clock.inside("3", 10)
+    rows = series("BTCUSDT", "3", 10)  # 10 is the open candle
+    rows[4] = replace(rows[4], volume=1e160)
+    rows[7] = replace(rows[7], high=rows[7].low - 1.0)
+    fake.set_history("BTCUSDT", "3", rows)
+    feed = make_feed(["BTCUSDT"], ("3",))
+    warm = await feed.history("BTCUSDT", "3", 10)
+    assert [c.open_time for c in warm] == [open_time("3", i) for i in range(10) if i not in (4, 7)]
+    assert feed.refused == Counter({Refusal.VOLUME_TOO_LARGE: 1, Refusal.HIGH_BELOW_LOW: 1})
+
+    # the reconnect backfill refuses the same way and carries on with the sane rows
+    clock.inside("3", 14)
+    fake.add_candles([*series("BTCUSDT", "3", 14, start=11), replace(candle("BTCUSDT", "3", 12), open=-1.0)])
+    got = Collector(feed)
+    assert await got.take(3) == [candle("BTCUSDT", "3", i) for i in (10, 11, 13)]
+    assert feed.refused[Refusal.PRICE_NOT_POSITIVE] == 1 and not feed.errors
+
+
+async def test_a_last_seen_from_the_future_is_ignored(
+    make_feed: Callable[..., BybitFeed], fake: FakeBybit, clock: Clock
+) -> None:
+    """An older version stored a candle from the future: it must not make the feed drop a week of real ones."""
+    clock.inside("15", 6)
+    fake.set_history("BTCUSDT", "15", series("BTCUSDT", "15", 6))
+    feed = make_feed(["BTCUSDT"], ("15",), last_seen={("BTCUSDT", "15"): open_time("15", 6 + WEEK)})
+    assert feed.refused == Counter({Refusal.NOT_CLOSED: 1})
+    got = Collector(feed)
+    await wait_until(lambda: fake.subscribers("kline.15.BTCUSDT") == 1, "subscribed")
+    clock.inside("15", 7)
+    fake.push_kline(candle("BTCUSDT", "15", 6))
+    assert await got.take(1) == [candle("BTCUSDT", "15", 6)]
+    assert feed.duplicates == 0

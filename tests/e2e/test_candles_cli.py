@@ -77,7 +77,9 @@ def test_import_real_folder(desk: Path) -> None:
     ([HEADER, GOOD[0], GOOD[1].replace("70622.9", "7o622.9"), GOOD[2]], 3, "close is not a number"),
     ([HEADER, GOOD[0], GOOD[1], GOOD[2].replace(",70500.5,", ",70800.5,")], 4, "high < low"),
     ([HEADER, GOOD[0], GOOD[2], GOOD[1], GOOD[3]], 4, "not after the previous line"),
-], ids=["missing-column", "non-numeric-price", "high-below-low", "unsorted"])
+    ([HEADER, GOOD[0], GOOD[1].replace("1037.294", "1e160"), GOOD[2]], 3, "volume or turnover is above 1e+17"),
+    ([HEADER, *GOOD, "4102444800000,70450.25,70500,70400,70480,10"], 6, "had not closed yet"),  # 2100-01-01
+], ids=["missing-column", "non-numeric-price", "high-below-low", "unsorted", "absurd-volume", "not-closed"])
 def test_bad_file_stops_the_import_and_writes_nothing(desk: Path, lines: list[str], line: int, reason: str) -> None:
     folder = desk / "in"
     folder.mkdir()

@@ -321,3 +321,44 @@ async def test_db_stats(store: CandleStore) -> None:
     assert stats.table_bytes is not None and 0 < stats.table_bytes <= stats.database_bytes
     if store.dialect == "sqlite":
         assert stats.file_bytes is not None and stats.file_bytes > 0
+
+
+# -- stored candles that are not sane ----------------------------------------------------------------------------
+
+
+async def test_stored_absurd_candles_do_not_stop_a_warm_up(store: CandleStore,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """An older version stored what the feed now refuses (its writes only refused NaN): after a restart the
+    warm-up skips those candles, counts them, says so once, and the bot warms and trades on the rest."""
+    from core.config import BotConfig
+    from core.engine import Engine
+    from core.market.sanity import Refusal
+
+    caplog.set_level(logging.WARNING, logger="storage.candle_store")
+    s = make_series("BTCUSDT", "15", 300)
+    now = ms_to_dt(int(s.open_ms[-1])) + timedelta(minutes=20)  # the last one closed 5 minutes ago
+    candles = list(s.candles())
+    huge = 1e160 if store.dialect == "sqlite" else 5e17  # PostgreSQL's Numeric(28,10) cannot hold 1e160 at all
+    candles[100] = replace(candles[100], volume=huge)
+    candles[200] = replace(candles[200], high=candles[200].low - 1)
+    future = replace(candles[-1], open_time=now + timedelta(days=7))  # "confirmed" a week early
+    await store.upsert([*candles, future])
+    assert await store.count("BTCUSDT", "15") == 301
+
+    warm = CandleStore(store.engine, clock=lambda: now)
+    history = await warm.history("BTCUSDT", "15", 400)
+    assert history == [c for i, c in enumerate(candles) if i not in (100, 200)]
+    assert warm.refused == {Refusal.VOLUME_TOO_LARGE: 1, Refusal.HIGH_BELOW_LOW: 1, Refusal.NOT_CLOSED: 1}
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "skipped 3 unusable stored candle(s) of BTCUSDT 15" in line and "volume_too_large: 1" in line
+
+    engine = Engine(BotConfig(id="w", symbols=["BTCUSDT"], slow_interval="15", fast_interval="5"))
+    for c in history:
+        engine.warm(c)
+    nxt = replace(candles[-1], open_time=candles[-1].open_time + timedelta(minutes=15))
+    engine.on_candle(nxt)  # the real next candle is new to the engine, not a "duplicate" of the future one
+    assert engine.counters["candles"] == 1 and engine.counters["duplicates"] == 0
+
+    # the other reads skip the absurd values too (charts, export); a future candle is theirs to show
+    assert len(await store.series("BTCUSDT", "15")) == 299
+    assert len(await store.load("BTCUSDT", "15", 1000, now=now)) == 298

@@ -3,9 +3,13 @@ invariants or refuses it with its own clear error — never another exception, n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import json
+import math
 import string
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,14 @@ from bot.settings import SettingsError, load_settings
 from core.config import BotConfig
 from core.exchange.bybit_private import BadMessage as PrivateBadMessage
 from core.exchange.bybit_private import parse_execution, parse_order, parse_position
-from core.market.bybit_feed import BadMessage, parse_kline, parse_rest_row
+from core.market import bybit_feed as feed_module
+from core.market.bybit_feed import BadMessage, BybitFeed, RefusedCandle, parse_kline, parse_rest_row
+from core.market.candle import INTERVAL_MS, Candle, dt_to_ms
+from core.market.indicators import Indicators
+from core.market.sanity import MAX_PRICE, MAX_VOLUME, MIN_PRICE, first_refusals, refusal
+from core.market.state import MarketState
+from core.strategies.features import compute_features
+from core.strategies.regime import Regime
 from storage.candle_files import BadCandleFile, read_candle_file
 from storage.journal import Journal, decode, encode
 
@@ -32,6 +43,10 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
 numeric_text = st.one_of(st.from_regex(r"-?[0-9]{1,7}(\.[0-9]{1,6})?", fullmatch=True), st.text(max_size=6),
                          st.sampled_from(["", "nan", "inf", "1e309", "0", "-1", "99999999999999999999"]),
                          st.integers(-10**20, 10**20).map(str))
+# absurd but parseable: what an exchange or a file could say that no market ever did
+wild_floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [1e308, -1e308, 1e160, 2e17, 1e15, 1e9, 1.5e9, 1e-300, 5e-324, 1e-11, 0.0, -0.0, -1.0, math.nan, math.inf])
+wild_number = numeric_text | wild_floats | wild_floats.map(repr)
 
 
 # --- the local journal -------------------------------------------------------------------------------------
@@ -85,12 +100,42 @@ def test_candle_file_rows(tmp_path_factory: pytest.TempPathFactory, rows: list[t
         if exc.line is None:  # only a file the CSV tokenizer cannot read at all has no line to name
             assert exc.reason.startswith("not a readable CSV file")
             return
-        assert 1 <= exc.line <= len(rows) + 1
+        # a generated cell may hold a line break: lines are the file's, not the rows'
+        assert 1 <= exc.line <= len(path.read_text().splitlines()) + 1
         assert str(exc).startswith(f"{path.name}:{exc.line}: ")
         return
     assert not bad and len(series) == len(rows)
     assert (series.high >= series.low).all() and (series.low > 0).all()
     assert (series.open_ms[1:] > series.open_ms[:-1]).all() and (series.open_ms % 300_000 == 0).all()
+    assert_sane(series.open_ms, series.interval, series.open, series.high, series.low, series.close, series.volume)
+
+
+def assert_sane(open_ms: Any, interval: str, *columns: Any, now: datetime | None = None) -> None:
+    """What passed a boundary is a sane candle, checked by the rule and by its plain meaning."""
+    assert first_refusals(open_ms, interval, *columns, None, now) == [None] * len(open_ms)
+    o, h, lo, c, v = (list(map(float, col)) for col in columns)
+    for i in range(len(o)):
+        assert all(math.isfinite(x) for x in (o[i], h[i], lo[i], c[i], v[i]))
+        assert MIN_PRICE <= lo[i] <= min(o[i], c[i]) <= max(o[i], c[i]) <= h[i] <= MAX_PRICE
+        assert 0 <= v[i] <= MAX_VOLUME
+
+
+cell = st.from_regex(r"-?[0-9]{1,7}(\.[0-9]{1,6})?", fullmatch=True) | wild_floats.map(repr) | st.sampled_from(
+    ["", "nan", "inf", "1e309", "abc", "99999999999999999999"])  # one CSV cell: no separators or line breaks
+row_numbers = st.tuples(*(cell for _ in range(5)))
+
+
+@FILE_FUZZ
+@given(rows=st.lists(row_numbers, min_size=1, max_size=12), start=st.integers(0, 10**7))
+def test_candle_file_absurd_values(tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, ...]],
+                                   start: int) -> None:
+    path = tmp_path_factory.mktemp("c") / "ABC-USDT_5m_test.csv"
+    lines = [f"{(start + i) * 300_000},{','.join(r)}" for i, r in enumerate(rows)]
+    path.write_text("timestamp_ms,open,high,low,close,volume\n" + "".join(line + "\n" for line in lines))
+    series, bad = read_candle_file(path, skip_bad=True)
+    assert len(series) + len(bad) == len(rows)  # every line is either a sane candle or named with its reason
+    assert all(2 <= b.line <= len(rows) + 1 and b.reason for b in bad)
+    assert_sane(series.open_ms, series.interval, series.open, series.high, series.low, series.close, series.volume)
 
 
 # --- exchange messages ---------------------------------------------------------------------------------------
@@ -100,28 +145,126 @@ kline_entry = st.fixed_dictionaries({}, optional={
     "confirm": st.booleans() | st.none() | st.text(max_size=3), "interval": st.text(max_size=3)})
 
 
+NOW = datetime(2025, 1, 6, 12, tzinfo=UTC)
+
+
+def wild_kline(starts: st.SearchStrategy[int]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({
+        "start": starts, "open": wild_number, "high": wild_number, "low": wild_number, "close": wild_number,
+        "volume": wild_number, "turnover": wild_number, "confirm": st.just(True)})
+
+
+# 15m candles around NOW: recent ones, the open one, the next, a week ahead, far in the future
+near_now = st.sampled_from([-40, -3, -2, -1, 0, 1, 672, 10**6]).map(lambda k: dt_to_ms(NOW) + k * 900_000)
+wild_entry = wild_kline(near_now | st.integers(0, 2 * 10**12))
+
+
+def assert_sane_candle(candle: Candle, now: datetime | None) -> None:
+    assert refusal(candle, now) is None and candle.symbol and candle.interval
+    assert_sane([candle.open_ms], candle.interval, [candle.open], [candle.high], [candle.low], [candle.close],
+                [candle.volume], now=now)
+
+
 @FUZZ
 @given(topic=st.sampled_from(["kline.15.BTCUSDT", "kline.3.ETHUSDT", "kline.7.X", "orderbook.1.BTCUSDT", ""]),
-       entry=kline_entry | json_values)
-def test_kline_messages(topic: str, entry: Any) -> None:
+       entry=kline_entry | wild_entry | json_values, now=st.none() | st.just(NOW))
+def test_kline_messages(topic: str, entry: Any, now: datetime | None) -> None:
     try:
-        candle = parse_kline(topic, entry)
+        candle = parse_kline(topic, entry, now=now)
+    except RefusedCandle as exc:
+        assert refusal(exc.candle, now) is exc.reason
+        return
     except BadMessage as exc:
         assert exc.kind
         return
     if candle is not None:
-        assert candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high
-        assert candle.symbol and candle.interval
+        assert_sane_candle(candle, now)
 
 
 @FUZZ
-@given(row=st.lists(numeric_text | st.integers(), max_size=8) | json_values)
+@given(row=st.lists(numeric_text | wild_number | st.integers(), max_size=8) | json_values)
 def test_rest_kline_rows(row: Any) -> None:
     try:
         candle = parse_rest_row("BTCUSDT", "15", row)
     except BadMessage:
         return
-    assert candle.high >= candle.low > 0
+    assert_sane_candle(candle, None)
+
+
+class _Rest:
+    """Stands in for the feed's KlineClient: the (fuzzed) rows for any window reaching the last 50 candles,
+    and nothing older (the symbol's listing), so a walk back in time ends."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def get_kline(self, *_args: Any, end_ms: int, **_options: Any) -> tuple[list[Any], int | None]:
+        return (self.rows if end_ms >= dt_to_ms(NOW) - 50 * 900_000 else []), None
+
+    def close(self) -> None:
+        pass
+
+
+async def _through_the_feed(messages: list[Any], rest_rows: list[Any], history: int) -> tuple[BybitFeed, list[Candle]]:
+    feed = BybitFeed(["BTCUSDT"], ("15",), clock=lambda: NOW, ws_url="ws://127.0.0.1:9", rest_url="http://127.0.0.1:9")
+    feed._rest = _Rest(rest_rows)  # type: ignore[assignment]
+    got = await feed.history("BTCUSDT", "15", history) if history else []
+    feed._started = True  # no sockets: the test hands messages to the stream as pybit's callback would
+    for message in messages:
+        feed._queue.put_nowait((0, None, message))
+    feed._queue.put_nowait(feed_module._STOP)
+    got += [c async for c in feed.stream()]
+    await feed.close()
+    return feed, got
+
+
+@FUZZ
+@given(entries=st.lists(wild_kline(near_now), max_size=6),  # near NOW: a hole to fill stays a few REST pages
+       rest=st.lists(st.tuples(st.integers(-40, 2).map(lambda k: str(dt_to_ms(NOW) + k * 900_000)),
+                               *(wild_number for _ in range(6))).map(list), max_size=6),
+       history=st.sampled_from([0, 5]))
+def test_the_feed_lets_only_sane_candles_through(entries: list[Any], rest: list[Any], history: int) -> None:
+    """Arbitrary klines and REST rows never raise out of the feed, and only sane, closed, ordered candles
+    come out of it (so none of the rest can reach the engine); what it refused is counted."""
+    messages = [{"topic": "kline.15.BTCUSDT", "data": [e]} for e in entries]
+    feed, got = asyncio.run(_through_the_feed(messages, rest, history))
+    for candle in got:
+        assert_sane_candle(candle, NOW)
+        assert candle.open_ms + INTERVAL_MS["15"] <= dt_to_ms(NOW + timedelta(seconds=30))
+    assert all(a.open_time < b.open_time for a, b in itertools.pairwise(got))
+    refused_here = 0
+    for e in entries:
+        with contextlib.suppress(BadMessage):
+            try:
+                parse_kline("kline.15.BTCUSDT", e, now=NOW)
+            except RefusedCandle:
+                refused_here += 1
+    assert sum(feed.refused.values()) >= refused_here  # every refused push is counted (REST rows add more)
+    assert "handler_error" not in feed.errors
+    state = MarketState()
+    for candle in got:  # and what came out is food the indicators digest
+        state.update(candle)
+
+
+# --- the indicators and features, with whatever finite numbers get past everything -------------------------
+finite = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1e308, -1e308, 1e160, 5e-324, 0.0])
+
+
+@FUZZ
+@given(bars=st.lists(st.tuples(finite, finite, finite, finite, finite), min_size=1, max_size=45))
+def test_indicators_and_features_never_raise(bars: list[tuple[float, float, float, float, float]]) -> None:
+    """No OverflowError, ZeroDivisionError or NaN reaches a signal, whatever finite candle gets in."""
+    state = MarketState()
+    ind = Indicators()
+    for i, (o, h, lo, c, v) in enumerate(bars):
+        candle = Candle("XUSDT", "15", NOW + timedelta(minutes=15 * i), o, h, lo, c, v)
+        ind.update(candle.open_ms, h, lo, c, v)
+        update = state.update(candle)
+        assert update.series is not None
+        features = compute_features(update.series, update.series, Regime(0, False, False, 0.5, 0), side="long",
+                                    entry=1.0, stop=0.5, target=2.0, close_ms=candle.open_ms + 900_000,
+                                    win_rate=0.5, outcomes=3)
+        assert all(math.isfinite(x) for x in features.values())
 
 
 private_row = st.dictionaries(st.sampled_from([

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
-from core.market.indicators import Indicators
+from core.market.indicators import Indicators, mean_std
 from core.market.state import MarketState
 from core.market.synthetic import (
     DEFAULT_SYMBOLS,
@@ -128,3 +128,24 @@ def test_synthetic_symbols_are_correlated_and_aggregation_exact() -> None:
     assert btc15.high[0] == btc1.high[:15].max() and btc15.open[0] == btc1.open[0]
     assert (np.diff(btc15.open_ms) == INTERVAL_MS["15"]).all()
     assert eth1.symbol == "ETHUSDT"
+
+
+def test_mean_std_is_the_plain_formula_and_cannot_overflow() -> None:
+    window = [70159.1, 70766.5, 70021.3, 70320.0, 70001.25]
+    mean = sum(window) / 5
+    assert mean_std(window) == (mean, math.sqrt(sum((x - mean) ** 2 for x in window) / 5))  # bit for bit
+    for scale in (1e154, 1e200, 1e300):  # (x - mean) ** 2 used to raise OverflowError from ~1e154 on
+        m, s = mean_std([x * scale for x in window])
+        assert m == pytest.approx(mean * scale, rel=1e-12) and s == pytest.approx(mean_std(window)[1] * scale, rel=1e-9)
+    assert mean_std([1e308, 1.7e308, 1e308]) == pytest.approx((1.2333333333333333e308, 3.2998316455372216e307))
+
+
+def test_a_volume_of_1e300_moves_the_z_score_not_the_process() -> None:
+    ind = Indicators()
+    for i in range(40):
+        volume = 1e300 if i == 30 else 10.0 + i % 3
+        ind.update(i * 60_000, 101.0, 99.0, 100.0 + i % 5, volume)
+        if i == 30:
+            assert ind.vol_z == pytest.approx(math.sqrt(19))  # one outlier among 20: z = sqrt(n - 1)
+    assert not any(math.isinf(v) for v in ind.snapshot().values())  # NaN only where undefined (no swing yet)
+    assert math.isfinite(ind.vol_z) and math.isfinite(ind.rsi)
