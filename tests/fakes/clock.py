@@ -20,12 +20,13 @@ class Clock:
         return self.now
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
+async def wait_until(predicate: Callable[[], bool], what: str, within: float = 5.0, every: float = 0.01) -> None:
+    """Poll `predicate` every `every` seconds (longer for a costly one, e.g. an HTTP call to a process)."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
 
 
 async def threads_stopped(before: set[threading.Thread], what: str) -> None:
