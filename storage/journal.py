@@ -149,12 +149,16 @@ class Journal:
             self.path.unlink(missing_ok=True)
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for doc in remaining:
-                f.write(encode(doc))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                for doc in remaining:
+                    f.write(encode(doc))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: the journal stays as it was, the partial copy goes
+            raise
 
 
 def _glued(line: str) -> tuple[str, dict[str, Any]] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from core.ledger import LedgerEvent, TradeRecord
 from storage import migrations
 from storage.bots import upsert_bot
 from storage.db import create_engine, session_factory
-from storage.journal import Journal
+from storage.journal import Journal, encode
 from storage.ledger import Landed, SqlLedger
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,3 +144,15 @@ async def test_a_statement_the_database_refuses_still_raises(ledger: tuple[SqlLe
     with pytest.raises(IntegrityError):
         await sql.record(_event(1))
     assert not sql.held and sql.fault is None  # not held: the caller got the exception, as before
+
+
+async def test_a_record_glued_to_a_torn_tail_is_replayed_into_the_database(ledger: tuple[SqlLedger, Faults]) -> None:
+    """An older version's torn append, with the next (acknowledged) record glued to it."""
+    sql, _ = ledger
+    sql.journal.path.parent.mkdir(parents=True, exist_ok=True)
+    torn = encode(_event(1).as_json())[:40]
+    sql.journal.path.write_text(torn + encode(_event(2).as_json()))
+    report = await sql.flush_journal()
+    assert (report.replayed, report.corrupt, report.remaining) == (1, 1, 0)
+    assert await _rows(sql) == {"t-2": "open"}
+    assert [json.loads(x)["text"] for x in sql.journal.corrupt_path.read_text().splitlines()] == [torn]
