@@ -99,9 +99,11 @@ async def test_disk_full_stops_opening_shows_and_heals(tmp_path: Path, small_dis
 
         (small_disk / "ballast").unlink()
         await wait_until(lambda: status(200, fault=False), "/health 200 once space is back", 120, 0.5)
-        blocked = _query(db, "SELECT min(time), max(time), count(*) FROM signals WHERE action = 'BLOCKED' "
-                             "AND reason LIKE 'storage unavailable: disk full%'")[0]
-        assert blocked[2] > 0, "no signal was blocked while the ledger was faulted"
+        blocked_sql = ("SELECT min(time), max(time), count(*) FROM signals WHERE action = 'BLOCKED' "
+                       "AND reason LIKE 'storage unavailable: disk full%'")
+        # the engine's batch of signals is saved once the store takes it again (soon after the ledger)
+        await wait_until(lambda: _query(db, blocked_sql)[0][2] > 0, "signals blocked while faulted, saved", 60, 0.5)
+        blocked = _query(db, blocked_sql)[0]
         # not one position opened while faulted
         assert _query(db, f"SELECT count(*) FROM signals WHERE action = 'EXECUTED' AND time > '{blocked[0]}' "
                           f"AND time < '{blocked[1]}'") == [(0,)]
