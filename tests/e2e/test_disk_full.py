@@ -117,7 +117,7 @@ async def test_disk_full_stops_opening_shows_and_heals(tmp_path: Path, small_dis
     assert code == 0, log[-3000:]
     assert "held in memory" in log and "ledger writes again" in log, log[-3000:]  # the fault really happened
     for death in ("never written", "bot main stopped", "Task exception was never retrieved"):
-        assert death not in log, log[log.index(death) - 3000:][:5000]
+        assert death not in log, log[max(0, log.index(death) - 3000):][:5000]
     # every trade the desk reported (opened, closed) is in the database, once
     opened, closed = log.count("notice trade_open main:"), log.count("notice trade_close main:")
     assert _query(db, "SELECT count(*), sum(status = 'closed') FROM trades") == [(opened, closed)]
