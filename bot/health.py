@@ -1,4 +1,5 @@
-"""GET /health: 200 only when the database answers (Railway's deploy health check relies on that)."""
+"""GET /health: 200 only when the database answers (Railway's deploy health check relies on that) and
+no bot's ledger is faulted (trades held in memory because nothing could store them: a full disk)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
 
 async def health(request: web.Request) -> web.Response:
     body = await health_document(request.app[HOST_KEY])
-    return web.json_response(body, status=200 if body["database"] == "ok" else 503)
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
 async def health_document(host: Host) -> dict[str, Any]:
@@ -51,9 +52,10 @@ async def health_document(host: Host) -> dict[str, Any]:
             b["candles"] = running.processed
             b["backlog"] = running.queue.qsize()  # candles queued, not yet processed
             b["unsaved"] = running.processed - running.saved  # processed, not yet in the database
+            b["fault"] = running.ledger.fault  # trades held in memory: no new positions until it clears
     newest = host.newest_candle
     body = {
-        "status": "ok" if database == "ok" else "error",
+        "status": "ok" if database == "ok" and not any(b.get("fault") for b in bots) else "error",
         "version": host.version,
         "database": database,
         "redis": await redis_status(host.redis),

@@ -44,7 +44,7 @@ from core.trader import Closing, EntryEnded, Notice, Trader
 from storage.bots import config_of, list_bots, set_status, upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
-from storage.db import session_factory
+from storage.db import DB_DOWN, is_db_down, session_factory
 from storage.engine_store import SqlEngineStore
 from storage.journal import Journal
 from storage.leases import Leases
@@ -205,6 +205,8 @@ class Runtime:
         journal = Journal(self.settings.data_dir / "journal" / f"ledger-{config.id}-{digest}.jsonl")
         ledger = SqlLedger(self.db, journal, self.redis)
         await ledger.flush_journal()  # before trading resumes: what the last run could not write
+        # no new position while trades wait in memory (a full disk): exits of open ones still run
+        engine.guards.insert(0, lambda *_: f"storage unavailable: {ledger.fault}" if ledger.fault else None)
         async with session_factory(self.db)() as session:  # their candles keep coming until they close
             held = set((await session.scalars(select(Trade.symbol).where(
                 Trade.bot_id == config.id, Trade.status == "open"))).all())
@@ -463,13 +465,16 @@ class Runtime:
         loop = asyncio.get_running_loop()
         started = last_store = loop.time()
         sent = 0
+        store_at = STORE_BATCH
         try:
             async for candle in source.stream():
                 pending.append(candle)  # stored in batches: one transaction per burst, not per candle
                 now = loop.time()
-                if len(pending) >= STORE_BATCH or now - last_store >= 1.0:
-                    await self.candles.upsert(pending)
-                    pending, last_store = [], now
+                if len(pending) >= store_at or now - last_store >= 1.0:
+                    if await self._store_candles(pending):
+                        pending = []
+                    # a store that failed (a full disk) is retried once a second, not at every candle
+                    last_store, store_at = now, len(pending) + STORE_BATCH
                 if self.newest_candle is None or candle.open_time > self.newest_candle:
                     self.newest_candle = candle.open_time
                 for bot in self.bots.values():
@@ -479,13 +484,24 @@ class Runtime:
                 if speed and (ahead := sent / speed - (loop.time() - started)) > 0.01:
                     await asyncio.sleep(ahead)  # paced in small batches: a sleep per candle is too coarse
             if pending:
-                await self.candles.upsert(pending)
+                await self._store_candles(pending)
         finally:
             self.feed_done.set()
             with contextlib.suppress(Exception):
                 close = getattr(source, "close", None)
                 if close is not None:
                     await close()
+
+    async def _store_candles(self, candles: list[Candle]) -> bool:
+        """False while the database cannot take them (the caller keeps them): the bots trade on regardless."""
+        try:
+            await self.candles.upsert(candles)
+        except DB_DOWN as exc:
+            if not is_db_down(exc):
+                raise
+            log.warning("candles not stored (%s): %d kept for the next try", type(exc).__name__, len(candles))
+            return False
+        return True
 
     # --- operator actions ---------------------------------------------------------------------------------
     def set_paused(self, bot_id: str, paused: bool) -> bool:
@@ -546,6 +562,8 @@ class Runtime:
             await asyncio.wait(tasks, timeout=5)
         for task in tasks:
             task.cancel()
+        for b in self.bots.values():
+            b.ledger.log_held()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         if self.leases is not None:

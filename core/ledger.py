@@ -106,7 +106,8 @@ def _typed(cls: type, doc: dict[str, Any]) -> Any:
 
 class Ledger(Protocol):
     async def record(self, event: LedgerEvent) -> str:
-        """Write one event durably; returns where it landed ("db" or "journal")."""
+        """Write one event durably; returns where it landed ("db" or "journal"), or "held": nothing
+        could take it yet (a full disk), it waits in memory and is written first next time."""
         ...
 
 

@@ -88,6 +88,8 @@ class DeskJobs:
         log.info("retention: candles %s, metrics %s", deleted, pruned)
 
     async def journal_flush(self) -> None:
+        """The journal's backlog into the database, and trades held in memory (a full disk) written at
+        last: a faulted ledger heals here even when no new trade comes to retry it."""
         for bot in self.bots.values():
             report = await bot.ledger.flush_journal()
             if report.corrupt:

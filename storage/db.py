@@ -21,7 +21,8 @@ DB_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, ConnectionErro
 
 
 # SQLSTATE classes of a server that cannot serve now: connection exceptions (08), insufficient
-# resources (53), operator intervention (57: shutting down, starting up, crash recovery)
+# resources (53: disk_full 53100, out of memory, too many connections), operator intervention (57:
+# shutting down, starting up, crash recovery). SQLite's "database or disk is full" is an OperationalError.
 UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 
 

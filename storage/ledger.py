@@ -4,16 +4,25 @@ If the database does not answer, the record goes to the local journal (fsynced) 
 Redis backup list, and the desk carries on. `flush_journal` replays the journal as soon as the
 database answers again; replay is an upsert by trade id (a close is never overwritten by its open),
 so replaying twice is harmless. While a backlog exists, new records join it, to keep their order.
+
+If the journal cannot take a record either (a full disk), `record` does not raise: the record is held
+in memory, in order, and `fault` says why until every held record is written (the next `record` or
+`flush_journal` tries again: journal backlog first, then the held records, then the new one). The
+runtime blocks new positions while `fault` is set, so only exits of open positions can pile up there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,11 +44,20 @@ BACKUP_CAP = 1000
 WINDOWS = {"7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
+class Landed(StrEnum):
+    """Where `record` put an event: acknowledged (db, journal) or held in memory (not durable yet)."""
+
+    DB = "db"
+    JOURNAL = "journal"
+    HELD = "held"
+
+
 @dataclass
 class FlushReport:
     replayed: int = 0
     corrupt: int = 0
-    remaining: int = 0
+    remaining: int = 0  # journal records and held records still waiting
+    held: int = 0
 
 
 def trade_row(t: TradeRecord, now: datetime) -> dict[str, Any]:
@@ -56,28 +74,85 @@ class SqlLedger:
         self.sessions = session_factory(engine)
         self.journal = journal
         self.redis = redis
+        self.held: deque[LedgerEvent] = deque()  # neither the database nor the journal took them
+        self._fault: str | None = None
+        # one writer at a time: a flush job's journal rewrite must not drop a record appended meanwhile
+        self._lock = asyncio.Lock()
 
-    async def record(self, event: LedgerEvent) -> str:
-        if self.journal.backlog():
-            await self.flush_journal()  # the backlog goes first: records keep their order
+    @property
+    def fault(self) -> str | None:
+        """Why records wait in memory (e.g. "disk full: journal append failed (...)"); None when none do."""
+        return self._fault if self.held else None
+
+    async def record(self, event: LedgerEvent) -> Landed:
+        async with self._lock:
+            if self.journal.backlog():
+                await self._replay_journal()  # the backlog goes first: records keep their order
+            self.held.append(event)  # behind the records already held, for the same reason
+            try:
+                landed = await self._place_held()
+            except Exception:
+                if self.held and self.held[-1] is event:
+                    self.held.pop()  # a statement the database refused (a bug) raises, as it always did
+                raise
+        if landed is not Landed.DB:
+            await self._backup(event)
+        return landed
+
+    async def flush_journal(self) -> FlushReport:
+        """Replay the journal into the database, oldest first (stop at the first failure), then write the
+        records held in memory behind it."""
+        async with self._lock:
+            report = await self._replay_journal()
+            await self._place_held()
+        report.held = len(self.held)
+        report.remaining += report.held
+        return report
+
+    async def _place_held(self) -> Landed:
+        """Write the held records in order: HELD if one could not be written, else where the last went."""
+        landed = Landed.DB
+        count = len(self.held)
+        while self.held:
+            landed = await self._place(self.held[0])
+            if landed is Landed.HELD:
+                return landed
+            self.held.popleft()
+        if self._fault is not None:
+            log.warning("ledger writes again: %d held record(s) written (%s)", count, self._fault)
+            self._fault = None
+        return landed
+
+    async def _place(self, event: LedgerEvent) -> Landed:
+        """The database if no journal backlog waits, else (or if it does not answer) the journal."""
         if not self.journal.backlog():
             try:
                 await self._write(event)
-                return "db"
+                return Landed.DB
             except DB_DOWN as exc:
                 if not is_db_down(exc):
                     raise
                 log.warning("database unavailable (%s): trade %s goes to the journal", type(exc).__name__,
                             event.trade.id)
-        self.journal.append(event.as_json())
-        await self._backup(event)
-        return "journal"
+        try:
+            self.journal.append(event.as_json())
+        except OSError as exc:  # a full disk, a read-only or vanished volume: keep it, never lose it
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self._fault = f"{'disk full' if full else 'storage failing'}: journal append failed ({exc.strerror or exc})"
+            log.error("ledger %s of trade %s not written, held in memory (%d record(s) wait): %s", event.kind,
+                      event.trade.id, len(self.held), self._fault)
+            return Landed.HELD
+        return Landed.JOURNAL
 
-    async def flush_journal(self) -> FlushReport:
-        """Replay the journal into the database, oldest first; stop at the first failure."""
+    async def _replay_journal(self) -> FlushReport:
         good, bad = self.journal.read()
         report = FlushReport(corrupt=len(bad))
-        self.journal.set_aside(bad)
+        rewrite = True
+        try:
+            self.journal.set_aside(bad)
+        except OSError as exc:  # the journal keeps them (and everything else) until they can be set aside
+            log.error("journal %s: corrupt lines not set aside yet (%s)", self.journal.path.name, exc)
+            report.corrupt, rewrite = 0, False
         remaining = [doc for _, doc in good]
         try:
             while remaining:
@@ -88,12 +163,22 @@ class SqlLedger:
             if not is_db_down(exc):
                 raise
             log.info("journal flush paused (%s): %d records wait", type(exc).__name__, len(remaining))
-        if report.replayed or bad:
-            self.journal.keep_only(remaining)
+        if rewrite and (report.replayed or bad):
+            try:
+                self.journal.keep_only(remaining)
+            except OSError as exc:  # the journal keeps them all; replaying again is harmless (upserts)
+                log.warning("journal %s not rewritten (%s): replayed records stay in it", self.journal.path.name,
+                            exc)
         report.remaining = len(remaining)
         if report.replayed:
             log.info("journal flushed: %d records replayed into the database", report.replayed)
         return report
+
+    def log_held(self) -> None:
+        """At shutdown: held records exist nowhere else, so the log gets them whole (a human can replay them)."""
+        for event in self.held:
+            log.error("ledger record never written (held in memory at shutdown: %s): %s", self.fault,
+                      json.dumps(event.as_json()))
 
     async def _write(self, event: LedgerEvent) -> None:
         now = datetime.now(UTC)

@@ -22,8 +22,9 @@ class Clock:
         return self.now
 
 
-async def wait_until(predicate: Callable[[], Any], what: str, within: float = 5.0) -> None:
-    """Until `predicate()` (a value, or an awaitable of one: a database read) is truthy."""
+async def wait_until(predicate: Callable[[], Any], what: str, within: float = 5.0, every: float = 0.01) -> None:
+    """Until `predicate()` (a value, or an awaitable of one: a database read) is truthy, polled every `every`
+    seconds (longer for a costly one, e.g. an HTTP call to a process)."""
     deadline = time.monotonic() + within
     while True:
         value = predicate()
@@ -33,7 +34,7 @@ async def wait_until(predicate: Callable[[], Any], what: str, within: float = 5.
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
 
 
 async def threads_stopped(before: set[threading.Thread], what: str) -> None:
