@@ -1,4 +1,5 @@
-"""GET /health: 200 only when the database answers (Railway's deploy health check relies on that)."""
+"""GET /health: 200 only when the database answers (Railway's deploy health check relies on that) and
+nothing is broken: every bot task alive, the market feed running or done. `faults` says what is not."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
 
 async def health(request: web.Request) -> web.Response:
     body = await health_document(request.app[HOST_KEY])
-    return web.json_response(body, status=200 if body["database"] == "ok" else 503)
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
 async def health_document(host: Host) -> dict[str, Any]:
@@ -46,8 +47,10 @@ async def health_document(host: Host) -> dict[str, Any]:
             b["backlog"] = running.queue.qsize()  # candles queued, not yet processed
             b["unsaved"] = running.processed - running.saved  # processed, not yet in the database
     newest = host.newest_candle
+    faults = runtime.faults() if runtime else []
     body = {
-        "status": "ok" if database == "ok" else "error",
+        "status": "ok" if database == "ok" and not faults else "error",
+        "faults": faults,
         "version": host.version,
         "database": database,
         "redis": await redis_status(host.redis),
@@ -60,8 +63,8 @@ async def health_document(host: Host) -> dict[str, Any]:
         "instance": host.instance,
         "storage": await host.storage(),
         "standby_bots": sorted(runtime.standby) if runtime else [],
-        "feed": "off" if runtime is None or runtime.feed_task is None else (
-            "done" if runtime.feed_done.is_set() else "running"),
+        "feed": runtime.feed_state() if runtime else "off",
+        "feed_restarts": runtime.feed_restarts if runtime else 0,
     }
     return body
 

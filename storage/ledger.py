@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -73,14 +74,15 @@ class SqlLedger:
         await self._backup(event)
         return "journal"
 
-    async def flush_journal(self) -> FlushReport:
-        """Replay the journal into the database, oldest first; stop at the first failure."""
+    async def flush_journal(self, stop: Callable[[], bool] | None = None) -> FlushReport:
+        """Replay the journal into the database, oldest first; stop at the first failure, or between two
+        records once `stop()` is true (the desk is stopping: the rest waits in the journal)."""
         good, bad = self.journal.read()
         report = FlushReport(corrupt=len(bad))
         self.journal.set_aside(bad)
         remaining = [doc for _, doc in good]
         try:
-            while remaining:
+            while remaining and not (stop is not None and stop()):
                 await self._write(LedgerEvent.from_json(remaining[0]))
                 remaining.pop(0)
                 report.replayed += 1
