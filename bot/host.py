@@ -14,9 +14,8 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiogram import Bot, Dispatcher
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
@@ -39,6 +38,9 @@ from storage.hotstate import connect_redis
 from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
+
+if TYPE_CHECKING:  # aiogram takes seconds to import: only a desk with Telegram pays for it
+    from aiogram import Bot, Dispatcher
 
 log = logging.getLogger("phantomdesk")
 
