@@ -213,12 +213,13 @@ class Runs:
         if stopped is None:  # stopped before the bot ran: nothing to save
             return
         processed, unsaved = int(stopped[1]), int(stopped[2])
-        assert unsaved == 0 and processed >= processed_before, (case, stopped[0], processed_before)
+        assert processed >= processed_before, (case, stopped[0], processed_before)
         checkpoint = _checkpoint(db)
         assert checkpoint is not None, f"{case}: no checkpoint after {processed} candles"
         counted, taken = checkpoint
         assert counted == processed, f"{case}: the checkpoint counts {counted} candles, the bot processed {processed}"
         assert taken >= signalled, f"{case}: the last checkpoint ({taken}) predates the signal ({signalled})"
+        assert unsaved == 0, (case, stopped[0])
         case.notes.append(f"{processed} candles saved")
 
     @staticmethod
