@@ -276,8 +276,10 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
             await host.jobs.settle(JOBS_SETTLE_S)
             host.scheduler.shutdown(wait=False)
             if dp is not None and polling is not None:
-                with contextlib.suppress(RuntimeError):
+                try:
                     await dp.stop_polling()
+                except RuntimeError:  # not polling yet (deleteWebhook, setMyCommands): it would start after this
+                    polling.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await polling
             await host.detach_telegram()

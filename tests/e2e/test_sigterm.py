@@ -146,7 +146,7 @@ class Runs:
         if case.kind == "journal":
             journal = _journal_file(cwd / "var")
             shutil.copytree(self.root / "journal-template" / "journal", journal.parent)
-        api = FakeBotAPI().start() if case.kind == "retrain" else None
+        api = FakeBotAPI().start() if case.kind in ("retrain", "listening") else None
         env = dict(self.env)
         if case.kind == "trading":
             env.update(MARKET_FEED="replay", FEED_DATA=str(CANDLES / "binance_spot_2020-12_2021-07"),
@@ -279,3 +279,21 @@ def _failure(runs: Runs, case: Case) -> BaseException | None:
     except BaseException as exc:  # reported by the caller with the seed
         return exc
     return None
+
+
+def test_sigterm_while_telegram_polling_prepares(tmp_path: Path) -> None:
+    """The signal lands while polling still prepares (deleteWebhook, slow here): the stop does not wait for
+    the polling that would start afterwards."""
+    with FakeBotAPI() as api:
+        api.delays["deleteWebhook"] = 6.0  # longer than the stop takes, shorter than the fake's own cleanup
+        env = desk_env(SECRET_KEY="k" * 40, TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_SERVER=api.url,
+                       TELEGRAM_ADMIN_IDS=str(ADMIN))
+        assert run(["migrate"], tmp_path, env).returncode == 0
+        desk = DeskProcess(tmp_path, env).start()
+        try:
+            api.wait_for(lambda: "deleteWebhook" in api.requests, 120, "polling to prepare")
+            code, took = desk.terminate(15)
+        finally:
+            desk.kill()
+    assert code == 0 and took < 5.0, (code, took, desk.output[-3000:])  # not waiting for deleteWebhook's 6 s
+    assert "getUpdates" not in api.requests

@@ -178,6 +178,7 @@ class FakeBotAPI:
         self._callback_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._conflicts = 0
+        self.delays: dict[str, float] = {}  # method -> seconds before it answers (a slow Bot API)
         self._loop = asyncio.new_event_loop()
         self._new_update: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -283,6 +284,7 @@ class FakeBotAPI:
         method = request.match_info["method"]
         params, files = await _params(request)
         self.requests.append(method)
+        await asyncio.sleep(self.delays.get(method, 0))
         handler = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"},
