@@ -358,6 +358,8 @@ class Runtime:
             while not self.stopping.is_set():
                 try:
                     await self._feed_once()
+                    if self.settings.market_feed == "bybit" and not self.stopping.is_set():
+                        raise ConnectionError("the live market stream ended")  # it never should: restart it
                     if not self.stopping.is_set():  # the replayed market ended: its last batch, then done
                         await self._store_pending()
                 except Exception as exc:
@@ -378,9 +380,10 @@ class Runtime:
                         self.feed_done.set()
                     break
         finally:
-            # written now, never cut short: stop() cancels this task only outside a write and waits for this one
-            with contextlib.suppress(Exception):
+            try:  # never cut short: stop() cancels this task only outside a write, then waits for this one
                 await self._store_pending()
+            except Exception as exc:
+                log.warning("the last %d candles fed were not stored (%s)", len(self._pending), exc)
 
     async def _feed_once(self) -> None:
         source = await self._feed_source()
