@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
+from bot import stopping
+
+if __name__ == "__main__" and stopping.serving(sys.argv[1:]):
+    stopping.exit_at_once()  # first: the imports below take seconds, and a SIGTERM meanwhile must exit 0
+
 import argparse
 import asyncio
 import logging
-import sys
 
 from bot import __version__
 from bot.logs import setup_logging
@@ -27,7 +33,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     settings.signing_key()  # embedded mode: create the key now, not in the middle of a retrain
-    return asyncio.run(serve(settings, check_only=args.check))
+    code = asyncio.run(serve(settings, check_only=args.check))
+    import sentry_sdk
+
+    sentry_sdk.flush(timeout=1.0)  # what its exit hook would have sent
+    stopping.exit_now(code)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """GET /health: 200 only when the database answers (Railway's deploy health check relies on that) and
-no bot's ledger is faulted (trades held in memory because nothing could store them: a full disk)."""
+nothing is broken: every bot task alive, the market feed running or done, no bot's ledger faulted (trades
+held in memory because nothing could store them: a full disk). `faults` says what is wrong."""
 
 from __future__ import annotations
 
@@ -54,8 +55,10 @@ async def health_document(host: Host) -> dict[str, Any]:
             b["unsaved"] = running.processed - running.saved  # processed, not yet in the database
             b["fault"] = running.ledger.fault  # trades held in memory: no new positions until it clears
     newest = host.newest_candle
+    faults = runtime.faults() if runtime else []
     body = {
-        "status": "ok" if database == "ok" and not any(b.get("fault") for b in bots) else "error",
+        "status": "ok" if database == "ok" and not faults else "error",
+        "faults": faults,
         "version": host.version,
         "database": database,
         "redis": await redis_status(host.redis),
@@ -68,8 +71,8 @@ async def health_document(host: Host) -> dict[str, Any]:
         "instance": host.instance,
         "storage": await host.storage(),
         "standby_bots": sorted(runtime.standby) if runtime else [],
-        "feed": "off" if runtime is None or runtime.feed_task is None else (
-            "done" if runtime.feed_done.is_set() else "running"),
+        "feed": runtime.feed_state() if runtime else "off",
+        "feed_restarts": runtime.feed_restarts if runtime else 0,
     }
     return body
 

@@ -10,21 +10,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiogram import Bot, Dispatcher
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import __version__
+from bot import __version__, stopping
 from bot.health import health_routes
 from bot.runtime import Runtime
 from bot.sentry import setup_sentry
@@ -41,11 +39,17 @@ from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
 
+if TYPE_CHECKING:  # aiogram takes seconds to import: only a desk with Telegram pays for it
+    from aiogram import Bot, Dispatcher
+
 log = logging.getLogger("phantomdesk")
 
 SHUTDOWN_BUDGET_S = 8.0  # of the 10 s Railway and the acceptance test allow
+JOBS_SETTLE_S = 0.5  # job runs in progress (a journal flush ends between two records once stopping)
+STOP_DEADLINE_S = 9.5  # from the signal: past this, whatever hangs, the process exits (bot/stopping.py)
 
 EXIT_OK, EXIT_FAILURE, EXIT_NOT_MIGRATED = 0, 1, 3
+T = TypeVar("T")
 
 
 def instance_id() -> str:
@@ -128,20 +132,50 @@ async def _newest_candle(engine: AsyncEngine) -> datetime | None:
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stopping.exit_within(STOP_DEADLINE_S, EXIT_FAILURE)
+        stop.set()
+
+    for sig in stopping.SIGNALS:
+        loop.add_signal_handler(sig, on_signal)
+
+
+class Stopped(Exception):
+    """A SIGTERM/SIGINT came during start-up."""
+
+
+async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, T]) -> T:
+    """A start-up step that writes nothing (a check, a connection, a webhook), cancelled by a stop."""
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise Stopped
+    return task.result()
 
 
 async def serve(settings: Settings, *, check_only: bool = False) -> int:
     """Run the desk until SIGTERM/SIGINT. With check_only, exit 0 once /health answers 200 (no trading)."""
-    setup_sentry(settings, __version__)
     stop = asyncio.Event()
-    _install_signal_handlers(stop)
+    _install_signal_handlers(stop)  # first: from here on a signal stops the desk cleanly, start-up included
+    setup_sentry(settings, __version__)
 
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # the head check is routine
     engine = create_engine(settings.database_url)
     try:
-        await ensure_at_head(engine)
+        await _unless_stopped(stop, ensure_at_head(engine))
+        newest = await _unless_stopped(stop, _newest_candle(engine))
+        redis = await _unless_stopped(stop, connect_redis(settings.redis_url))
+    except Stopped:
+        await engine.dispose()
+        log.info("stopped during start-up")
+        return EXIT_OK
     except NotAtHead as exc:
         log.error("%s", exc)
         await engine.dispose()
@@ -151,11 +185,10 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
         await engine.dispose()
         return EXIT_FAILURE
 
-    host = Host(settings=settings, engine=engine)
-    host.newest_candle = await _newest_candle(engine)
-    host.redis = await connect_redis(settings.redis_url)
+    host = Host(settings=settings, engine=engine, redis=redis)
+    host.newest_candle = newest
     host.leases = Leases(engine, host.instance, settings.data_dir / "leases", host.redis, settings.lease_ttl_s)
-    host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases)
+    host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases, stopping=stop)
     desk_store = SqlDeskStore(engine)
     desk_store.storage_fn = host.storage
     host.desk = Desk(desk_store, host.runtime, clock=lambda: datetime.now(UTC), health_fn=host.health_doc,
@@ -190,45 +223,55 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.scheduler.start()
     host.jobs = JobRecorder(engine, host.notify)
     install(host.scheduler, DeskJobs(host).specs(), host.jobs)
-    if not check_only:
-        await host.runtime.start()
-        bots = ", ".join(host.runtime.bots) or "no bots"
-        host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}"))
-
-    polling: asyncio.Task[None] | None = None
-    if tg_bot is not None and dp is not None:
-        if host.telegram_mode == "webhook":
-            from bot.telegram import set_webhook
-
-            try:
-                await set_webhook(tg_bot, settings, dp)
-            except Exception as exc:
-                log.error("could not set the Telegram webhook: %s", exc)
-        else:
-            from bot.telegram import start_polling
-
-            polling = asyncio.create_task(start_polling(dp, tg_bot), name="telegram-polling")  # a 409 logged once
 
     code = EXIT_OK
-    if check_only:
-        code = await _check_health(settings.port)
-        stop.set()
-    await stop.wait()
+    polling: asyncio.Task[None] | None = None
+    try:
+        if not check_only:
+            await host.runtime.start()  # not cancelled (it writes): a stop ends it between bots and journal records
+            if stop.is_set():
+                raise Stopped
+            bots = ", ".join(host.runtime.bots) or "no bots"
+            host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}"))
+        if tg_bot is not None and dp is not None:
+            if host.telegram_mode == "webhook":
+                from bot.telegram import set_webhook
+
+                try:
+                    await _unless_stopped(stop, set_webhook(tg_bot, settings, dp))
+                except Stopped:
+                    raise
+                except Exception as exc:
+                    log.error("could not set the Telegram webhook: %s", exc)
+            else:
+                from bot.telegram import start_polling
+
+                polling = asyncio.create_task(start_polling(dp, tg_bot), name="telegram-polling")  # a 409 logged once
+        if check_only:
+            code = await _check_health(settings.port)
+            stop.set()
+        await stop.wait()
+    except Stopped:
+        log.info("stopped during start-up")
     log.info("stopping")
     if not check_only:
         host.notify(Notice("stop", "", f"phantomdesk {__version__} stopping"))
+    host.scheduler.pause()  # no job starts now; the runs in progress finish below
     try:
         async with asyncio.timeout(SHUTDOWN_BUDGET_S):
             for hook in reversed(host.shutdown_hooks):
                 await hook()
             await host.runtime.stop()  # each bot saves its last batch: the state snapshot
+            await host.jobs.settle(JOBS_SETTLE_S)
+            host.scheduler.shutdown(wait=False)
             if dp is not None and polling is not None:
-                with contextlib.suppress(RuntimeError):
+                try:
                     await dp.stop_polling()
+                except RuntimeError:  # not polling yet (deleteWebhook, setMyCommands): it would start after this
+                    polling.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await polling
             await host.detach_telegram()
-            host.scheduler.shutdown(wait=False)
             await runner.cleanup()
             if tg_bot is not None:
                 await tg_bot.session.close()

@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,11 @@ Notify = Callable[[Notice], None]  # enqueues for the notifier: never blocks tra
 WARMUP = 300  # candles per series from the store before going live
 STORE_BATCH = 2000  # candles per candle-store transaction at most
 CHECK_AFTER_S = 5.0  # an entry whose send stayed unconfirmed is looked up again after this
+FEED_RETRY_S, FEED_RETRY_MAX_S = 1.0, 60.0  # a failed feed restarts after 1 s, doubled per failure in a row
+# stop(): the parts of the host's SHUTDOWN_BUDGET_S (8 s), each bounded so the whole stays within it
+FEED_STOP_S = 1.0  # twice at most: the write in progress, then the last batch
+BOT_DRAIN_S = 3.5  # every bot's final save (its last batch and checkpoint)
+SIDE_STOP_S = 0.5  # lease heartbeat, halts being stored
 
 
 @dataclass
@@ -97,7 +103,8 @@ class Runtime:
     """Every bot of this process, the feed they share, and what the desk needs to steer them."""
 
     def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis | None, notify: Notify,
-                 leases: Leases | None = None) -> None:
+                 leases: Leases | None = None, stopping: asyncio.Event | None = None) -> None:
+        """`stopping`: the host's stop event (SIGTERM), so that a start-up in progress ends early too."""
         self.settings = settings
         self.leases = leases
         self.standby: dict[str, BotConfig] = {}  # bots another process holds: taken over when it stops
@@ -110,7 +117,15 @@ class Runtime:
         self.feed_task: asyncio.Task[Any] | None = None
         self.lease_task: asyncio.Task[Any] | None = None
         self.broker: BybitBroker | None = None
-        self.feed_done = asyncio.Event()
+        self.feed_done = asyncio.Event()  # a replayed market ended (not set when the feed fails or is stopped)
+        self.feed_error: str | None = None  # the feed failed and has not restarted yet
+        self.feed_restarts = 0
+        self.feed_retry_s = FEED_RETRY_S
+        self._feed_failures = 0  # in a row: reset by the next candle
+        self._fed: dict[tuple[str, str], datetime] = {}  # (symbol, interval) -> newest open time sent to the bots
+        self._pending: list[Candle] = []  # fed to the bots, not yet in the candle store
+        self._store_lock = asyncio.Lock()  # held by a candle-store write: stop() never cancels the feed inside one
+        self.stopping = stopping or asyncio.Event()
         self.pool: ProcessPoolExecutor | None = None
         self.on_result: list[Callable[[str, CandleResult], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -134,12 +149,14 @@ class Runtime:
     async def start(self) -> None:
         self.standby = {c.id: c for c in await self.load_bots()}
         await self._take_leases()
-        if self.leases is not None:
+        if self.leases is not None and not self.stopping.is_set():
             self.lease_task = asyncio.create_task(self._lease_heartbeat(), name="lease-heartbeat")
 
     async def _take_leases(self) -> None:
-        """Start every standby bot whose lease this process can take now."""
+        """Start every standby bot whose lease this process can take now (none once stopping)."""
         for bot_id, config in list(self.standby.items()):
+            if self.stopping.is_set():
+                break
             if self.leases is not None and not await self.leases.acquire(bot_id):
                 continue
             del self.standby[bot_id]
@@ -149,16 +166,17 @@ class Runtime:
                 log.exception("bot %s could not start", bot_id)
                 self.notify(Notice("bot_failed", bot_id, f"bot {bot_id} could not start: {exc}"))
                 continue
+            if self.stopping.is_set():  # stopped during its journal flush: built, never traded, nothing to save
+                break
             bot.task = asyncio.create_task(self._run_bot(bot), name=f"bot-{bot_id}")
         # a replayed market starts once a bot is held: a standby process must not consume it unheard
-        if self.bots and self.feed_task is None:
+        if self.bots and self.feed_task is None and not self.stopping.is_set():
             self.feed_task = asyncio.create_task(self._feed(), name="market-feed")
 
     async def _lease_heartbeat(self) -> None:
         assert self.leases is not None
         interval = max(1.0, self.leases.ttl_s / 3)
-        while True:
-            await asyncio.sleep(interval)
+        while not await self._sleep_unless_stopping(interval):
             try:
                 for bot_id in await self.leases.renew():  # lost: stop at once, save nothing (not ours now)
                     bot = self.bots.pop(bot_id, None)
@@ -204,7 +222,9 @@ class Runtime:
         digest = hashlib.sha256(self.settings.database_url.encode()).hexdigest()[:8]
         journal = Journal(self.settings.data_dir / "journal" / f"ledger-{config.id}-{digest}.jsonl")
         ledger = SqlLedger(self.db, journal, self.redis)
-        await ledger.flush_journal()  # before trading resumes: what the last run could not write
+        if backlog := journal.backlog():  # before trading resumes: what the last run could not write
+            log.info("bot %s: replaying %d journal records", config.id, backlog)
+        await ledger.flush_journal(stop=self.stopping.is_set)  # a stop ends it between two records
         # no new position while trades wait in memory (a full disk): exits of open ones still run
         engine.guards.insert(0, lambda *_: f"storage unavailable: {ledger.fault}" if ledger.fault else None)
         async with session_factory(self.db)() as session:  # their candles keep coming until they close
@@ -459,49 +479,123 @@ class Runtime:
         return BybitFeed(symbols, intervals, clock=_utc_now, last_seen=seen, rest_url=s.bybit_rest_url)
 
     async def _feed(self) -> None:
+        """The market feed, supervised. A failure is logged with its traceback and reported once per run of
+        failures, shows on /health until the feed runs again, and restarts it after a capped backoff (a
+        live feed resumes from the newest stored candle). A replayed market that ended is done."""
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._feed_once()
+                    if self.settings.market_feed == "bybit" and not self.stopping.is_set():
+                        raise ConnectionError("the live market stream ended")  # it never should: restart it
+                    if not self.stopping.is_set():  # the replayed market ended: its last batch, then done
+                        await self._store_pending()
+                except Exception as exc:
+                    self._feed_failures += 1
+                    self.feed_error = f"{type(exc).__name__}: {exc}"
+                    delay = min(FEED_RETRY_MAX_S, self.feed_retry_s * 2 ** min(self._feed_failures - 1, 10))
+                    if self._feed_failures == 1:
+                        log.exception("market feed failed; restarting in %.1fs", delay)
+                        self.notify(Notice("feed_failed", "", f"market feed failed ({self.feed_error}); restarting"))
+                    else:
+                        log.warning("market feed failed again (%d in a row): %s; restarting in %.1fs",
+                                    self._feed_failures, self.feed_error, delay)
+                    if await self._sleep_unless_stopping(delay):
+                        break
+                    self.feed_restarts += 1
+                else:
+                    if not self.stopping.is_set():
+                        self.feed_done.set()
+                    break
+        finally:
+            try:  # never cut short: stop() cancels this task only outside a write, then waits for this one
+                await self._store_pending()
+            except Exception as exc:
+                log.warning("the last %d candles fed were not stored (%s)", len(self._pending), exc)
+
+    async def _feed_once(self) -> None:
         source = await self._feed_source()
+        self.feed_error = None  # running again
         speed = self.settings.feed_speed
-        pending: list[Candle] = []
         loop = asyncio.get_running_loop()
         started = last_store = loop.time()
         sent = 0
+        fed = self._fed
         store_at = STORE_BATCH
         try:
             async for candle in source.stream():
-                pending.append(candle)  # stored in batches: one transaction per burst, not per candle
-                now = loop.time()
-                if len(pending) >= store_at or now - last_store >= 1.0:
-                    if await self._store_candles(pending):
-                        pending = []
-                    # a store that failed (a full disk) is retried once a second, not at every candle
-                    last_store, store_at = now, len(pending) + STORE_BATCH
+                if self.stopping.is_set():
+                    break
+                key = (candle.symbol, candle.interval)
+                if (last := fed.get(key)) is not None and candle.open_time <= last:
+                    continue  # a restarted feed: the bots have this one already
+                fed[key] = candle.open_time
+                if self._feed_failures:
+                    log.info("market feed running again")
+                    self._feed_failures = 0
                 if self.newest_candle is None or candle.open_time > self.newest_candle:
                     self.newest_candle = candle.open_time
                 for bot in self.bots.values():
                     if bot.error is None:
                         bot.queue.put_nowait(candle)
+                self._pending.append(candle)  # stored in batches: one transaction per burst, not per candle
+                now = loop.time()
+                if len(self._pending) >= store_at or now - last_store >= 1.0:
+                    await self._store_pending()
+                    # a store that failed (a full disk) is retried once a second, not at every candle
+                    last_store, store_at = now, len(self._pending) + STORE_BATCH
                 sent += 1
                 if speed and (ahead := sent / speed - (loop.time() - started)) > 0.01:
                     await asyncio.sleep(ahead)  # paced in small batches: a sleep per candle is too coarse
-            if pending:
-                await self._store_candles(pending)
         finally:
-            self.feed_done.set()
             with contextlib.suppress(Exception):
                 close = getattr(source, "close", None)
                 if close is not None:
                     await close()
 
-    async def _store_candles(self, candles: list[Candle]) -> bool:
-        """False while the database cannot take them (the caller keeps them): the bots trade on regardless."""
+    async def _store_pending(self) -> None:
+        """The candles fed since the last write, in one transaction; kept for the next try while the database
+        cannot take them (a full disk): the bots trade on regardless."""
+        if not self._pending:
+            return
         try:
-            await self.candles.upsert(candles)
+            async with self._store_lock:
+                await self.candles.upsert(self._pending)
         except DB_DOWN as exc:
             if not is_db_down(exc):
                 raise
-            log.warning("candles not stored (%s): %d kept for the next try", type(exc).__name__, len(candles))
-            return False
-        return True
+            log.warning("candles not stored (%s): %d kept for the next try", type(exc).__name__, len(self._pending))
+            return
+        self._pending = []
+
+    async def _sleep_unless_stopping(self, seconds: float) -> bool:
+        """Wait `seconds` or until stop(); True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+        return self.stopping.is_set()
+
+    def feed_state(self) -> str:
+        if self.feed_task is None:
+            return "off"
+        if self.feed_done.is_set():
+            return "done"
+        if self.feed_error is not None:
+            return "failed"
+        return "stopped" if self.feed_task.done() else "running"
+
+    def faults(self) -> list[str]:
+        """What makes /health fail: a bot whose task died, a feed that is down."""
+        out = []
+        for bot in self.bots.values():
+            if bot.error is not None:
+                out.append(f"bot {bot.id}: {bot.error}")
+            elif bot.task is not None and bot.task.done() and not self.stopping.is_set():
+                out.append(f"bot {bot.id}: stopped")
+        state = self.feed_state()
+        if state == "failed" or (state == "stopped" and not self.stopping.is_set()):
+            out.append(f"feed: {self.feed_error or 'stopped'}")
+        return out
 
     # --- operator actions ---------------------------------------------------------------------------------
     def set_paused(self, bot_id: str, paused: bool) -> bool:
@@ -515,11 +609,26 @@ class Runtime:
         return True
 
     async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
+        """Train in the worker process (the loop keeps trading); stop() abandons a retrain in progress."""
         bot = self.bots[bot_id]
         names = bot.scorer.request_retrain(strategy)
+        if self.stopping.is_set():
+            return []
         if self.pool is None:
             self.pool = ProcessPoolExecutor(max_workers=1)
-        await bot.scorer.retrain_pending(self.pool, bot.store.registry)
+        pool = self.pool
+        if due := bot.scorer.due():
+            log.info("bot %s: retrain started (%s)", bot_id, ", ".join(due))
+        try:
+            await bot.scorer.retrain_pending(pool, bot.store.registry)
+        except BrokenProcessPool:
+            if self.pool is pool:  # the worker died: the next retrain starts a new one
+                self.pool = None
+                pool.shutdown(wait=False)
+            if self.stopping.is_set():
+                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
+                return []
+            raise
         return names
 
     def engine(self, bot_id: str) -> Engine | None:
@@ -545,31 +654,79 @@ class Runtime:
 
     # --- stop ------------------------------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Stop the feed, let every bot save its last batch (the state snapshot), stop the pool."""
-        if self.lease_task is not None:
-            self.lease_task.cancel()
-        if self.feed_task is not None:
-            self.feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.feed_task
-        for bot in self.bots.values():
-            bot.queue.put_nowait(None)  # the runner ends its stream and saves the checkpoint
-        for b in self.bots.values():
-            for side in b.side_tasks:
-                side.cancel()
-        tasks = [b.task for b in self.bots.values() if b.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-        for task in tasks:
-            task.cancel()
-        for b in self.bots.values():
-            b.ledger.log_held()
+        """Stop within the host's budget, cancelling nothing inside a database write: a retrain in progress is
+        abandoned, the feed stops between two writes (its last batch written), then every bot ends its stream
+        and saves its last batch and checkpoint: the state snapshot."""
+        self.stopping.set()
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            _abandon(self.pool)
+            self.pool = None
+        await self._stop_feed()
+        await self._drain_bots()
+        for b in self.bots.values():
+            b.ledger.log_held()  # trades nothing could store (a full disk): at least in the log
+        side = [t for t in (self.lease_task, *self._tasks) if t is not None]
+        if side:  # the heartbeat ends by itself once stopping; a halt being stored is one short write
+            _, late = await asyncio.wait(side, timeout=SIDE_STOP_S)
+            for task in late:
+                task.cancel()
         if self.leases is not None:
             await self.leases.release_all()
         if self.broker is not None:
             await self.broker.aclose()
+
+    async def _stop_feed(self) -> None:
+        task = self.feed_task
+        if task is None or task.done():
+            return
+        try:
+            async with asyncio.timeout(FEED_STOP_S):
+                await self._store_lock.acquire()  # no write in progress, and none starts before the cancel
+        except TimeoutError:
+            log.error("the candle store has not answered for %.1fs: the feed is stopped mid-write", FEED_STOP_S)
+            task.cancel()
+        else:
+            task.cancel()
+            self._store_lock.release()
+        _, late = await asyncio.wait([task], timeout=FEED_STOP_S)  # its last batch, written by the task itself
+        if late:
+            log.error("the feed's last batch was not stored within %.1fs: dropped", FEED_STOP_S)
+            task.cancel()
+
+    async def _drain_bots(self) -> None:
+        """Each runner ends its stream and saves its last batch and checkpoint. Candles still queued are
+        dropped rather than waited for: a replayed market resumes from that checkpoint at the next start."""
+        for bot in self.bots.values():
+            dropped = 0
+            while not bot.queue.empty():
+                bot.queue.get_nowait()
+                dropped += 1
+            if dropped:
+                log.info("bot %s: %d queued candles left unprocessed", bot.id, dropped)
+            bot.queue.put_nowait(None)
+            for side in bot.side_tasks:
+                side.cancel()
+        tasks = [b.task for b in self.bots.values() if b.task is not None and not b.task.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=BOT_DRAIN_S)
+            for task in late:
+                log.error("%s did not save its last batch within %.1fs: stopped, its previous checkpoint stands",
+                          task.get_name(), BOT_DRAIN_S)
+                task.cancel()
+        for bot in self.bots.values():
+            if bot.task is not None:
+                log.info("bot %s: stopped after %d candles (unsaved: %d)", bot.id, bot.processed,
+                         bot.processed - bot.saved)
+
+
+def _abandon(pool: ProcessPoolExecutor) -> None:
+    """End the retrain worker now, whatever it is doing: the next start retrains. Python 3.11 has no public
+    way to stop a running task (3.14 adds terminate_workers()), hence the private `_processes` table.
+    SIGKILL: a forked worker inherits the host's asyncio signal handler, which ignores SIGTERM."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.kill()
 
 
 @dataclass

@@ -90,8 +90,9 @@ class DeskJobs:
     async def journal_flush(self) -> None:
         """The journal's backlog into the database, and trades held in memory (a full disk) written at
         last: a faulted ledger heals here even when no new trade comes to retry it."""
+        stopping = self.host.runtime.stopping.is_set if self.host.runtime else None
         for bot in self.bots.values():
-            report = await bot.ledger.flush_journal()
+            report = await bot.ledger.flush_journal(stop=stopping)  # a stop ends it between two records
             if report.corrupt:
                 self.host.notify(Notice("journal_corrupt", bot.id, f"{report.corrupt} corrupt journal line(s) of "
                                         f"bot {bot.id} were set aside: see the .corrupt file"))

@@ -4,6 +4,7 @@ a job has failed three times in a row."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections import Counter
@@ -45,9 +46,18 @@ class JobRecorder:
         self.clock = clock
         self.failures: Counter[str] = Counter()
         self.last: dict[str, dict[str, Any]] = {}
+        self.running: set[asyncio.Task[Any]] = set()
+
+    async def settle(self, within: float) -> None:
+        """Wait for the runs in progress: APScheduler's shutdown would cancel them wherever they are."""
+        if self.running:
+            await asyncio.wait(self.running, timeout=within)
 
     def wrap(self, spec: JobSpec) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
+            if (task := asyncio.current_task()) is not None:  # APScheduler runs each async job as a task
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
             started = self.clock()
             run_id = await self._start(spec, started)
             try:

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -99,11 +100,11 @@ class SqlLedger:
             await self._backup(event)
         return landed
 
-    async def flush_journal(self) -> FlushReport:
-        """Replay the journal into the database, oldest first (stop at the first failure), then write the
-        records held in memory behind it."""
+    async def flush_journal(self, stop: Callable[[], bool] | None = None) -> FlushReport:
+        """Replay the journal into the database, oldest first (stop at the first failure, or between two records
+        once `stop()` is true), then write the records held in memory behind it."""
         async with self._lock:
-            report = await self._replay_journal()
+            report = await self._replay_journal(stop)
             await self._place_held()
         report.held = len(self.held)
         report.remaining += report.held
@@ -144,7 +145,9 @@ class SqlLedger:
             return Landed.HELD
         return Landed.JOURNAL
 
-    async def _replay_journal(self) -> FlushReport:
+    async def _replay_journal(self, stop: Callable[[], bool] | None = None) -> FlushReport:
+        """Oldest first; stop at the first failure, or between two records once `stop()` is true (the desk is
+        stopping: the rest waits in the journal)."""
         good, bad = self.journal.read()
         report = FlushReport(corrupt=len(bad))
         rewrite = True
@@ -155,7 +158,7 @@ class SqlLedger:
             report.corrupt, rewrite = 0, False
         remaining = [doc for _, doc in good]
         try:
-            while remaining:
+            while remaining and not (stop is not None and stop()):
                 await self._write(LedgerEvent.from_json(remaining[0]))
                 remaining.pop(0)
                 report.replayed += 1

@@ -38,9 +38,10 @@ from core.trader import Notice
 log = logging.getLogger(__name__)
 
 ICONS = {"trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "breaker": "⚡", "bot_failed": "💥",
-         "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗", "start": "🚀",
-         "stop": "🏁", "recovery": "🧰", "ml_refused": "🧠", "daily_report": "📊"}
-DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "job_failed", "job_failing", "order_failed"})
+         "feed_failed": "💥", "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗",
+         "start": "🚀", "stop": "🏁", "recovery": "🧰", "ml_refused": "🧠", "daily_report": "📊"}
+DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed", "job_failed", "job_failing",
+                          "order_failed"})
 DEDUPE_S = 3600.0
 MAX_BATCH = 200
 

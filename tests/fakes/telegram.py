@@ -178,6 +178,8 @@ class FakeBotAPI:
         self._callback_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._conflicts = 0
+        self._stopping = False
+        self.delays: dict[str, float] = {}  # method -> seconds before it answers (a slow Bot API)
         self._loop = asyncio.new_event_loop()
         self._new_update: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -194,6 +196,9 @@ class FakeBotAPI:
         return self
 
     def stop(self) -> None:
+        self._stopping = True  # a long poll in progress answers now, not after its timeout
+        if self._new_update is not None:
+            self._loop.call_soon_threadsafe(self._new_update.set)
         if self._runner is not None:
             self._call(self._runner.cleanup())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -283,6 +288,7 @@ class FakeBotAPI:
         method = request.match_info["method"]
         params, files = await _params(request)
         self.requests.append(method)
+        await asyncio.sleep(self.delays.get(method, 0))
         handler = getattr(self, f"_m_{method.lower()}", None)
         if handler is None:
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found: method not found"},
@@ -327,7 +333,7 @@ class FakeBotAPI:
                 pending = [u for u in self._updates if u["update_id"] >= offset]
                 self._new_update.clear()
             remaining = deadline - asyncio.get_running_loop().time()
-            if pending or remaining <= 0:
+            if pending or remaining <= 0 or self._stopping:
                 return self._ok(pending[:100])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), remaining)
