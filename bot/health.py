@@ -59,6 +59,7 @@ async def health_document(host: Host) -> dict[str, Any]:
     body = {
         "status": "ok" if database == "ok" and not faults else "error",
         "faults": faults,
+        "candles_refused": runtime.refused_candles() if runtime else {},
         "version": host.version,
         "database": database,
         "redis": await redis_status(host.redis),

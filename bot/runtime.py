@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,7 +35,7 @@ from core.exchange.bybit_broker import BybitBroker
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
 from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
-from core.market.candle import Candle
+from core.market.candle import Candle, dt_to_ms
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
@@ -119,6 +120,7 @@ class Runtime:
         self.broker: BybitBroker | None = None
         self.feed_done = asyncio.Event()  # a replayed market ended (not set when the feed fails or is stopped)
         self.feed_error: str | None = None  # the feed failed and has not restarted yet
+        self.source: Any = None  # the running feed (its refusals show on /health)
         self.feed_restarts = 0
         self.feed_retry_s = FEED_RETRY_S
         self._feed_failures = 0  # in a row: reset by the next candle
@@ -249,7 +251,8 @@ class Runtime:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
                       on_result=lambda r: self._after(bot, r), on_saved=bot.set_saved,
-                      after_restore=lambda: self._restored(bot))
+                      after_restore=lambda: self._restored(bot),
+                      now_ms=(lambda: dt_to_ms(_utc_now())) if self.settings.market_feed == "bybit" else None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -514,7 +517,7 @@ class Runtime:
                 log.warning("the last %d candles fed were not stored (%s)", len(self._pending), exc)
 
     async def _feed_once(self) -> None:
-        source = await self._feed_source()
+        source = self.source = await self._feed_source()
         self.feed_error = None  # running again
         speed = self.settings.feed_speed
         loop = asyncio.get_running_loop()
@@ -583,6 +586,16 @@ class Runtime:
         if self.feed_error is not None:
             return "failed"
         return "stopped" if self.feed_task.done() else "running"
+
+    def refused_candles(self) -> dict[str, int]:
+        """Candles refused as not sane (absurd values, not yet closed), per reason: by the live feed and on
+        reads of the candle store."""
+        from core.market.bybit_feed import BybitFeed
+
+        counts = Counter(self.candles.refused)
+        if isinstance(self.source, BybitFeed):
+            counts.update(self.source.refused)
+        return {reason.value: n for reason, n in sorted(counts.items(), key=lambda kv: kv[0].value)}
 
     def faults(self) -> list[str]:
         """What makes /health fail: a bot whose task died, a feed that is down."""

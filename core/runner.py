@@ -31,7 +31,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               timer: Callable[[], float] = time.perf_counter, retry_s: float = 1.0,
               idle: Callable[[], bool] | None = None,
               after_restore: Callable[[], Awaitable[None]] | None = None,
-              on_saved: Callable[[], None] | None = None) -> RunReport:
+              on_saved: Callable[[], None] | None = None,
+              now_ms: Callable[[], int] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
@@ -40,12 +41,18 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
     A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
     `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind.
     `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange).
-    `on_saved()` follows every batch the store took: everything processed so far is durable."""
+    `on_saved()` follows every batch the store took: everything processed so far is durable.
+    `now_ms()` (a live feed): a checkpoint past it was set by a candle that had not closed (stored by an older
+    version); it is not trusted, or every real candle before it would only warm the engine."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
         engine.restore(restored.checkpoint, restored.active)
     resume = restored.checkpoint.after if restored.checkpoint else None
+    if resume is not None and now_ms is not None and resume[0] > now_ms():
+        log.warning("bot %s: its checkpoint lies in the future (a candle not yet closed): resuming from the "
+                    "live candles instead", bot_id)
+        resume = None
     if after_restore is not None:
         await after_restore()
     report = RunReport(resumed_from=resume)
