@@ -62,6 +62,7 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
     batch = Batch()
     next_flush = flush_every
     started = timer()
+    retry_after = started  # a failed save is retried on idle only once retry_s has passed: never per candle
     async for candle in candles:
         if resume is not None and sort_key(candle) <= resume:
             engine.warm(candle)
@@ -75,13 +76,14 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         if on_result is not None:
             on_result(result)
         report.processed += 1
-        if batch.candles >= next_flush or (idle is not None and idle()):
+        if batch.candles >= next_flush or (idle is not None and idle() and timer() >= retry_after):
             batch.checkpoint = engine.checkpoint()
             if await _save(store, bot_id, batch, on_saved):
                 batch = Batch()
                 next_flush = flush_every
-            else:  # keep working; try again after another flush_every candles
+            else:  # keep working; try again after another flush_every candles, or idle after retry_s
                 next_flush = batch.candles + flush_every
+                retry_after = timer() + retry_s
     batch.checkpoint = engine.checkpoint()
     while not await _save(store, bot_id, batch, on_saved):  # noqa: ASYNC110 - polling a database until it answers
         await asyncio.sleep(retry_s)

@@ -133,6 +133,7 @@ class MLScorer:
         self.settings = settings or FilterSettings()
         self.strategies: dict[str, _Strategy] = {}
         self.pending: list[Trained] = []
+        self._flushing = asyncio.Lock()
         self.clock_ms = 0  # the latest data time seen (signals and exits)
 
     def _get(self, name: str) -> _Strategy:
@@ -273,6 +274,10 @@ class MLScorer:
     async def flush(self, registry: ModelRegistry, *, notify_refusals: bool) -> int:
         """Write the trained models (and promotions, refusals) to the registry. Idempotent: an event
         leaves the queue only once fully written, and every write can be repeated."""
+        async with self._flushing:  # one writer: two (a save, a retrain) would pop each other's events unwritten
+            return await self._flush(registry, notify_refusals=notify_refusals)
+
+    async def _flush(self, registry: ModelRegistry, *, notify_refusals: bool) -> int:
         done = 0
         while self.pending:
             t = self.pending[0]
