@@ -598,9 +598,12 @@ class Runtime:
         return {reason.value: n for reason, n in sorted(counts.items(), key=lambda kv: kv[0].value)}
 
     def faults(self) -> list[str]:
-        """What makes /health fail: a bot whose task died, a feed that is down."""
+        """What makes /health fail: a bot whose task died or whose trades wait in memory (nothing could store
+        them: a full disk), a feed that is down."""
         out = []
         for bot in self.bots.values():
+            if bot.ledger.fault is not None:
+                out.append(f"bot {bot.id}: {bot.ledger.fault}")
             if bot.error is not None:
                 out.append(f"bot {bot.id}: {bot.error}")
             elif bot.task is not None and bot.task.done() and not self.stopping.is_set():

@@ -89,7 +89,10 @@ async def test_disk_full_stops_opening_shows_and_heals(tmp_path: Path, small_dis
         await wait_until(lambda: _query(db, "SELECT count(*) FROM trades")[0][0] >= 3, "the first trades", 120, 0.5)
 
         _fill(small_disk / "ballast")
-        await wait_until(lambda: status(503, fault=True), "/health 503 with the ledger's fault", 120, 0.5)
+        try:
+            await wait_until(lambda: status(503, fault=True), "/health 503 with the ledger's fault", 120, 0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last /health: {health[-1] if health else None}") from None
         body = health[-1][1]
         assert body["status"] == "error" and body["bots"][0]["fault"].startswith("disk full: journal append failed")
         candles = body["bots"][0]["candles"]
