@@ -69,7 +69,7 @@ def _query(db: Path, sql: str) -> list[tuple]:
 
 async def test_disk_full_stops_opening_shows_and_heals(tmp_path: Path, small_disk: Path) -> None:
     db = small_disk / "phantomdesk.db"
-    env = desk_env(DATA_DIR=str(small_disk), FEED_SPEED="300")  # the synthetic market: ~230 s of candles
+    env = desk_env(DATA_DIR=str(small_disk), FEED_SPEED="800")  # the synthetic market: ~90 s of candles
     (tmp_path / "bot.yaml").write_text(BOT)
     assert run(["migrate"], tmp_path, env).returncode == 0
     assert run(["bots", "add", str(tmp_path / "bot.yaml")], tmp_path, env).returncode == 0
