@@ -29,9 +29,9 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings()  # a bad setting stops here, in a moment, before the host's seconds of imports
     from bot.host import serve
 
-    settings = _settings()
     settings.signing_key()  # embedded mode: create the key now, not in the middle of a retrain
     code = asyncio.run(serve(settings, check_only=args.check))
     import sentry_sdk
