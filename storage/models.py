@@ -150,6 +150,17 @@ class Candle(Base):
     turnover: Mapped[Decimal | None]
 
 
+class FundingRate(Base):
+    """A perpetual's funding settlements, one row per (symbol, settlement time): at each, a position pays
+    (rate > 0, long) or receives `size × mark × rate`. Backfilled from Bybit's public history."""
+
+    __tablename__ = "funding_rates"
+
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    time: Mapped[datetime] = mapped_column(primary_key=True)
+    rate: Mapped[Decimal]
+
+
 class Signal(Base):
     """Every signal a strategy emitted, with what the desk did about it and why."""
 
