@@ -39,6 +39,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--no-placebo", dest="placebo", action="store_false",
                     help="skip the shuffled-label reference model")
     rp.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder)")
     rp.set_defaults(func=lambda args: _report(args, settings))
 
     models = sub.add_parser("models", help="list a bot's models (version, samples, Brier, lift, champion)")
@@ -48,7 +49,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
 
 
 async def _replayed(args: argparse.Namespace) -> list[Phantom]:
-    from bot.replay import _files_market, _history, _intervals
+    from bot.replay import _files_market, _funding, _history, _intervals
     from core.config import BotConfig
     from core.engine import Engine
     from core.market.replay import ReplayFeed
@@ -60,7 +61,8 @@ async def _replayed(args: argparse.Namespace) -> list[Phantom]:
     config = BotConfig(id="ml-report", symbols=sorted({s.symbol for s in series}), slow_interval=slow,
                        fast_interval=fast)
     store = MemoryStore()
-    await run(Engine(config), ReplayFeed(series, start_ms=start_ms, end_ms=end_ms).stream(), store,
+    engine = Engine(config, funding=_funding(args, config.symbols))  # phantom R with funding: the labels' truth
+    await run(engine, ReplayFeed(series, start_ms=start_ms, end_ms=end_ms).stream(), store,
               flush_every=50_000, history=_history(series, start_ms))
     return await store.closed_phantoms(config.id)
 

@@ -28,6 +28,8 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--flush-every", type=int, default=5000, help="candles per database batch")
     rp.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
     rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
+    rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
+                                                 "storage/funding_files.py says the format)")
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
@@ -37,7 +39,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--json", action="store_true")
     demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
-                      flush_every=5000, intervals="15,5")
+                      flush_every=5000, intervals="15,5", data=None, funding=None)
 
 
 

@@ -25,6 +25,7 @@ from bot.settings import Settings, normalize_database_url
 from core.config import BotConfig
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
+from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.market.candle import Candle, dt_to_ms, parse_interval
 from core.market.replay import ReplayFeed, merge_order
@@ -41,6 +42,7 @@ from storage.bots import set_status, upsert_bot
 from storage.candle_files import BadCandleFile, candle_files, read_candle_dir
 from storage.db import create_engine, session_factory, when_available
 from storage.engine_store import SqlEngineStore
+from storage.funding_files import funding_files, read_funding_dir
 from storage.hotstate import connect_redis
 from storage.journal import Journal
 from storage.ledger import SqlLedger
@@ -69,6 +71,7 @@ def _files_market(args: argparse.Namespace) -> tuple[list[CandleSeries], int | N
     if not series:
         raise ReplayError(f"--data: no {slow}/{fast} candle files for the requested symbols in {args.data}")
     files = [f"{p.name}:{p.stat().st_size}" for p in candle_files(args.data)]
+    files += [f"{p.name}:{p.stat().st_size}" for p in funding_files(args.funding or args.data)]  # same run?
     run_key = json.dumps([files, symbols, [slow, fast], str(args.start), str(args.end)])
     return (series, dt_to_ms(args.start) if args.start else None, dt_to_ms(args.end) if args.end else None,
             run_key)
@@ -88,6 +91,12 @@ def _history(series: list[CandleSeries], start_ms: int | None) -> list[Candle]:
     before = [s.take(slice(max(0, len(s) - WARMUP_CANDLES), len(s))) for s in before]
     which, row = merge_order(before)
     return [before[w].candle(r) for w, r in zip(which.tolist(), row.tolist(), strict=True)]
+
+
+def _funding(args: argparse.Namespace, symbols: list[str]) -> FundingSchedule:
+    """The funding series beside the candles (or in --funding DIR); the synthetic demo has none."""
+    folder = args.funding or args.data
+    return read_funding_dir(folder, symbols) if folder is not None else FundingSchedule()
 
 
 async def _prepare_database(url: str) -> None:
@@ -139,12 +148,13 @@ async def replay(args: argparse.Namespace, settings: Settings,
             raise ReplayError(f"the database holds a different replay for bot {config.id!r}: "
                               "add --fresh to start over, or use another --bot")
         instruments = Instruments()
+        funding = _funding(args, symbols)
         trader = Trader(config, instruments, PaperBroker(
             instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
-            watch_interval=config.fast_interval), mode="replay")
+            watch_interval=config.fast_interval, funding=funding), mode="replay")
         # the ML filter trains inline at deterministic points; its models go to the signed registry
         scorer = MLScorer(config.id, FilterSettings.for_bot(config)) if args.ml else None
-        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer)
+        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding)
         run_store = store if scorer is None else ScorerStore(
             store, scorer, SqlModelRegistry(engine_db, settings.signing_key(), redis),
             outcomes=lambda bot_id: learning_phantoms(engine_db, bot_id))
@@ -163,7 +173,8 @@ async def replay(args: argparse.Namespace, settings: Settings,
             doc.update(trade_summary(await ledger.closed_trades(config.id), config.capital))
             doc.update(replay_fields(engine.counters, closed, scorer))
             doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None,
-                       warmed=report.warmed, data_gaps=len(feed.gaps))
+                       warmed=report.warmed, data_gaps=len(feed.gaps),
+                       funding_missing=[s for s in symbols if not funding.covers(s)])
             stats = await store.phantom_stats(config.id)
             doc["_report"] = operator_report(f"phantomdesk replay — bot {config.id}", doc, stats)
             async with engine_db.connect() as conn:  # the database agrees with the engine's own count

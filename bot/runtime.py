@@ -323,8 +323,8 @@ class Runtime:
     async def _settle(self, bot: BotRuntime) -> None:
         """Write the trader's ledger events; entries that ended without a position make their signal
         REJECTED (with the exchange's words) and are reported."""
+        ended = bot.trader.drain_ended()  # before any await: the engine's next candle must not take them
         await self._write_events(bot)
-        ended, bot.trader.ended = bot.trader.ended, []
         for e in ended:
             await self._entry_ended(bot, e)
 

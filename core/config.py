@@ -77,6 +77,10 @@ class BotConfig(BaseModel):
     loss_cooldown_minutes: int = Field(60, ge=0, le=10_080)  # no new entry on a symbol after a loss there
     slippage_bps: float = Field(2.0, ge=0, le=500)  # paper fills
     taker_fee_pct: float = Field(0.055, ge=0, le=1)  # paper fills (Bybit's default taker fee)
+    # a signal is a trade only if its stop and target are this many ticks from the entry at least ...
+    min_level_ticks: int = Field(3, ge=1, le=10_000)
+    # ... and its reward, after a round trip of taker fees and slippage, is at least this many R
+    min_reward_r: float = Field(0.5, ge=0, le=10)
     ml_threshold: float = Field(0.0, ge=-1, le=5)  # minimum EV in R to take a scored signal
     ml_min_p: float = Field(0.0, ge=0, le=1)
     mode: Literal["paper", "live"] = "paper"

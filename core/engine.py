@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from core.config import BotConfig
-from core.instruments import Instruments
+from core.funding import FundingSchedule
+from core.instruments import Instrument, Instruments
 from core.ledger import LedgerEvent
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.market.replay import sort_key
 from core.market.state import MarketState
-from core.ml.scorer import NoScorer, Score, Scorer
+from core.ml.scorer import UNSCORED, NoScorer, Score, Scorer
 from core.phantom import WIN_RATE_WINDOW, Phantom, PhantomBook, SubCandles
 from core.signal import Action, Signal, signal_id
 from core.strategies import Context, Strategy, build_strategies
@@ -78,7 +79,8 @@ class Checkpoint:
 
 class Engine:
     def __init__(self, config: BotConfig, *, scorer: Scorer | None = None, guards: list[Guard] | None = None,
-                 instruments: Instruments | None = None, capacity: int = 1000, trader: Trader | None = None) -> None:
+                 instruments: Instruments | None = None, capacity: int = 1000, trader: Trader | None = None,
+                 funding: FundingSchedule | None = None) -> None:
         self.config = config
         self.market = MarketState(capacity)
         self.ctx = Context(self.market, config.slow_interval, config.fast_interval)
@@ -88,7 +90,7 @@ class Engine:
             config.fast_interval: [s for s in self.strategies if s.role == "fast"],
         }
         self.symbols = frozenset(config.symbols)
-        self.book = PhantomBook(config.phantom_timeout_candles, resolver=self._sub_candles)
+        self.book = PhantomBook(config.phantom_timeout_candles, resolver=self._sub_candles, funding=funding)
         self.scorer: Scorer = scorer or NoScorer()
         self.guards: list[Guard] = list(guards or [])
         self.instruments = instruments or Instruments()
@@ -151,6 +153,9 @@ class Engine:
             self.scorer.observe(p)
         if self.trader is not None:  # fills and exits first: a position closed now frees its slot
             self.trader.on_candle(candle)
+            for ended in self.trader.drain_ended():  # entries the venue refused: their signals say why
+                if ended.signal_id is not None:
+                    self.amend_signal(ended.signal_id, ended.reason)
         strategies = self.by_interval.get(candle.interval)
         if strategies and candle.symbol in self.symbols:
             for strategy in strategies:
@@ -209,9 +214,12 @@ class Engine:
                         candle.symbol, candle.interval, strategy.name, proposal.side, entry, stop, target, at,
                         features)
         self.last_signal_ms[key] = close_ms
-        score = self.scorer.score(signal)
+        unfit = self._unfit(inst, entry, stop, target)
+        score = self.scorer.score(signal) if unfit is None else UNSCORED
         action: Action
-        if not score.take:
+        if unfit is not None:  # not a trade a trader would take: followed as a phantom, never sent
+            action, reason = "REJECTED", unfit
+        elif not score.take:
             action, reason = "REJECTED", score.reason
         else:
             blocked = next((why for guard in self.guards if (why := guard(signal, score)) is not None), None)
@@ -230,6 +238,20 @@ class Engine:
             while len(self.executed) > EXECUTED_MEMORY:
                 self.executed.popitem(last=False)
         return decision
+
+    def _unfit(self, inst: Instrument, entry: Decimal, stop: Decimal, target: Decimal) -> str | None:
+        """Why these levels are not a trade: too few ticks from the entry, or too little reward once a round
+        trip of taker fees and slippage is paid (in R of the stop distance grown by the same costs)."""
+        c = self.config
+        nearest = min(abs(entry - stop), abs(target - entry))
+        if nearest < c.min_level_ticks * inst.tick:
+            return (f"stop or target {nearest / inst.tick:.0f} tick(s) from the entry (min {c.min_level_ticks} "
+                    f"of {inst.tick})")
+        cost = entry * (Decimal(repr(c.taker_fee_pct)) / 50 + Decimal(repr(c.slippage_bps)) / 5000)  # 2 × each
+        reward_r = (abs(target - entry) - cost) / (abs(entry - stop) + cost)
+        if reward_r < Decimal(repr(c.min_reward_r)):
+            return f"reward {reward_r:.2f}R after fees and slippage (min {c.min_reward_r}R)"
+        return None
 
     def _sub_candles(self, symbol: str, interval: str, open_ms: int) -> SubCandles | None:
         """The fast-interval candles covering one slow candle, when all of them are held."""

@@ -18,7 +18,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from core.exchange.broker import Broker, Fill, OrderIntent, OrderRejected, OrderState, OrderUnknown, order_link_id
+from core.exchange.broker import (
+    Broker,
+    Fill,
+    FundingFee,
+    OrderIntent,
+    OrderRejected,
+    OrderState,
+    OrderUnknown,
+    order_link_id,
+)
 from core.lifecycle import TradeStatus
 from core.market.candle import Candle
 from core.reconcile import RecoveryDraft, reconcile
@@ -75,7 +84,7 @@ class LiveVenue:
     def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
         self.queue.put_nowait((OrderKind.STOP, StopMove(symbol, stop_loss)))
 
-    def on_candle(self, candle: Candle) -> list[Fill]:
+    def on_candle(self, candle: Candle) -> list[Fill | FundingFee | OrderState]:
         return []  # the exchange fills; its fills arrive through the private stream
 
     def equity(self) -> Decimal:

@@ -29,6 +29,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from core.funding import FundingSchedule
+from core.funding import funding_r as settlement_r
 from core.ledger import canonical_decimal
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.signal import Action, Signal
@@ -77,6 +79,7 @@ class Phantom:
     tp1_time: datetime | None = None
     candles_seen: int = 0
     last_ms: int = 0  # open time of the last candle applied (restart/resume safety)
+    funding_r: float = 0.0  # funding settled while it was open, in R (inside realized_r once closed)
 
     def __post_init__(self) -> None:
         self.dir = 1 if self.side == "long" else -1
@@ -119,9 +122,12 @@ def phantom_digest(phantoms: Iterable[Phantom]) -> str:
 
 
 class PhantomBook:
-    def __init__(self, timeout_candles: int = 96, resolver: Resolver | None = None) -> None:
+    def __init__(self, timeout_candles: int = 96, resolver: Resolver | None = None,
+                 funding: FundingSchedule | None = None) -> None:
         self.timeout = timeout_candles
         self.resolver = resolver
+        # a phantom earns or pays funding as the trade would have (core/funding.py): ML labels mean R earned
+        self.funding = funding or FundingSchedule()
         self.active: dict[tuple[str, str], list[Phantom]] = {}
         self.win_windows: dict[str, deque[int]] = {}  # strategy -> 1/0 of the last outcomes
 
@@ -171,6 +177,8 @@ class PhantomBook:
             return [], []
         o, h, lo, c = candle.open, candle.high, candle.low, candle.close
         open_ms = candle.open_ms
+        # settlements since the previous candle's open, due at this one's (before its exits: core/funding.py)
+        settlements = self.funding.between(candle.symbol, open_ms - INTERVAL_MS[candle.interval], open_ms)
         close_time = candle.close_time
         timeout = self.timeout
         closed: list[Phantom] = []
@@ -179,6 +187,8 @@ class PhantomBook:
             if open_ms <= p.last_ms:  # already applied (a candle replayed after a restart)
                 kept.append(p)
                 continue
+            if settlements:
+                self._settle(p, settlements, o)
             p.last_ms = open_ms
             p.candles_seen += 1
             if p.dir == 1:
@@ -228,6 +238,13 @@ class PhantomBook:
                 del self.active[(candle.symbol, candle.interval)]
         return closed, kept
 
+    @staticmethod
+    def _settle(p: Phantom, settlements: list[tuple[int, Decimal]], mark: float) -> None:
+        opened_ms = int(p.opened_at.timestamp() * 1000)
+        for t, rate in settlements:
+            if opened_ms < t and p.last_ms < t:  # held across t: entered before it, not yet settled for it
+                p.funding_r += settlement_r(float(rate), mark, p.risk, p.dir)
+
     def _resolve(self, p: Phantom, candle: Candle, open_ms: int) -> tuple[str, int]:
         """Which level came first inside a candle that touched both: ask the lower interval."""
         close_ms = open_ms + INTERVAL_MS[candle.interval]
@@ -249,7 +266,7 @@ class PhantomBook:
         p.exit_reason = reason
         p.exit_price = price
         p.exit_time = at
-        p.realized_r = (price - p.e) * p.dir / p.risk
+        p.realized_r = (price - p.e) * p.dir / p.risk + p.funding_r
         p.pnl_pct = (price - p.e) * p.dir / p.e * 100.0
         p.outcome = "win" if reason == "tp" else "loss" if reason == "sl" else "timeout"
         self.observe(p)

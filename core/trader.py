@@ -57,7 +57,7 @@ class Venue(Protocol):
 
     def set_stop(self, symbol: str, stop_loss: Decimal) -> None: ...
 
-    def on_candle(self, candle: Candle) -> list[Fill]: ...
+    def on_candle(self, candle: Candle) -> list[Fill | FundingFee | OrderState]: ...
 
     def equity(self) -> Decimal: ...
 
@@ -181,8 +181,13 @@ class Trader:
             self.broker.submit(self.entry_intent(self.trades[tid]))
 
     def on_candle(self, candle: Candle) -> None:
-        for fill in self.broker.on_candle(candle):
-            self.on_fill(fill)
+        for event in self.broker.on_candle(candle):  # the paper venue's fills, funding, refusals
+            if isinstance(event, Fill):
+                self.on_fill(event)
+            elif isinstance(event, FundingFee):
+                self.on_funding(event)
+            else:
+                self.on_order(event)
         if candle.interval == self.broker.watch_interval:
             self._manage_stops(candle)
 
@@ -274,7 +279,8 @@ class Trader:
                 self._maybe_open(trade)
                 return None
             ended = TradeStatus.REJECTED if state.status == "Rejected" else TradeStatus.CANCELLED
-            return self._end_entry(trade, ended, f"the exchange reports the entry {state.status} with nothing filled")
+            return self._end_entry(trade, ended, state.reject_reason
+                                   or f"the exchange reports the entry {state.status} with nothing filled")
         if trade.status == TradeStatus.CLOSING and state.order_link_id == trade.close_link \
                 and state.filled_qty < trade.record.qty and not trade.fills:
             trade.status, trade.close_link = advance(trade.record.id, trade.status, TradeStatus.OPEN), None
@@ -295,12 +301,16 @@ class Trader:
     def on_funding(self, fee: FundingFee) -> None:
         """A funding settlement on a held position, booked once on its trade (part of its net PnL)."""
         trade = next((t for t in self.trades.values() if t.status in HELD_STATES and t.record.symbol == fee.symbol
-                      and fee.time >= t.record.entry_time), None)
+                      and fee.time > t.record.entry_time), None)  # entered at the settlement: not its
         if trade is None or fee.exec_id in trade.seen:
             return
         trade.seen.add(fee.exec_id)
         trade.record.funding -= fee.fee  # Bybit's fee is what the account paid
         self.events.append(LedgerEvent("funding", _copy(trade.record)))
+
+    def drain_ended(self) -> list[EntryEnded]:
+        ended, self.ended = self.ended, []
+        return ended
 
     def _maybe_open(self, trade: OpenTrade) -> None:
         r = trade.record

@@ -68,7 +68,7 @@ def parse_name(path: Path) -> FileName:
     return FileName((m["base"] + m["quote"]).upper(), interval, m["exchange"].lower())
 
 
-def _load_frame(path: Path) -> pd.DataFrame:
+def load_frame(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         try:
             frame = pq.read_table(path).to_pandas()
@@ -92,7 +92,7 @@ def read_candle_file(path: Path, *, skip_bad: bool = False,
     `now` (an import into the live desk's store) also refuses candles that had not closed by then; a replay
     of old files has no "now" to compare with."""
     name = parse_name(path)
-    frame = _load_frame(path)
+    frame = load_frame(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise BadCandleFile(path, f"missing column(s) {', '.join(missing)} (header must be {','.join(COLUMNS)})", 1)

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 MAX_PARAMS = 30_000  # under asyncpg's 32,767 bind parameters per statement
 BLOCKED_TTL_S = 8 * 86_400
 PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_time", "realized_r", "pnl_pct", "mfe_r",
-                     "mae_r", "tp1_time", "candles_seen", "action", "reason", "was_executed", "updated_at")
+                     "mae_r", "tp1_time", "candles_seen", "funding_r", "action", "reason", "was_executed",
+                     "updated_at")
 SIGNAL_UPDATABLE = ("action", "reason", "trade_id")  # an executed signal whose entry the exchange refused
 
 
@@ -76,7 +77,8 @@ def phantom_row(p: Phantom, now: datetime) -> dict[str, Any]:
         "take_profit": p.take_profit, "opened_at": p.opened_at, "status": p.status, "outcome": p.outcome,
         "exit_reason": p.exit_reason, "exit_price": _dec(p.exit_price), "exit_time": p.exit_time,
         "realized_r": p.realized_r, "pnl_pct": p.pnl_pct, "mfe_r": p.mfe_r, "mae_r": p.mae_r,
-        "tp1_time": p.tp1_time, "candles_seen": p.candles_seen, "was_executed": p.was_executed,
+        "tp1_time": p.tp1_time, "candles_seen": p.candles_seen, "funding_r": p.funding_r,
+        "was_executed": p.was_executed,
         "action": p.action, "reason": p.reason, "ml_score": p.ml_score, "ml_ev": p.ml_ev, "features": p.features,
         "updated_at": now,
     }
@@ -90,6 +92,7 @@ def phantom_of(row: Any) -> Phantom:
     p.exit_price = None if row.exit_price is None else float(row.exit_price)
     p.exit_time, p.realized_r, p.pnl_pct = row.exit_time, row.realized_r, row.pnl_pct
     p.mfe_r, p.mae_r, p.tp1_time, p.candles_seen = row.mfe_r, row.mae_r, row.tp1_time, row.candles_seen
+    p.funding_r = row.funding_r or 0.0
     # the last candle applied: the signal's candle plus the (contiguous: gaps close phantoms) candles seen
     p.last_ms += row.candles_seen * INTERVAL_MS[row.interval]
     return p

@@ -230,6 +230,7 @@ class PhantomTrade(Base):
     mae_r: Mapped[float] = mapped_column(default=0.0)
     tp1_time: Mapped[datetime | None]
     candles_seen: Mapped[int] = mapped_column(default=0)
+    funding_r: Mapped[float] = mapped_column(default=0.0, server_default="0")  # in realized_r once closed
     was_executed: Mapped[bool] = mapped_column(default=False)
     action: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str | None] = mapped_column(Text)

@@ -1,4 +1,4 @@
-"""funding rates: the perpetuals' funding settlements, per symbol and time
+"""funding: the perpetuals' settlements per symbol and time; a phantom's funding in R
 
 Revision ID: 0003
 Revises: 0002
@@ -24,7 +24,11 @@ def upgrade() -> None:
     sa.Column('rate', sa.Numeric(precision=28, scale=10), nullable=False),
     sa.PrimaryKeyConstraint('symbol', 'time', name=op.f('pk_funding_rates'))
     )
+    with op.batch_alter_table('phantom_trades') as batch:
+        batch.add_column(sa.Column('funding_r', sa.Double(), nullable=False, server_default='0'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('phantom_trades') as batch:
+        batch.drop_column('funding_r')
     op.drop_table('funding_rates')

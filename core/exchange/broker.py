@@ -99,6 +99,7 @@ class OrderState:
     reduce_only: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    reject_reason: str | None = None  # why the venue refused it (Bybit's rejectReason; the paper venue's words)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,20 @@
 """PaperBroker: a simulated venue driven by closed candles, for replays and paper trading on live data.
 
+The fill model (the one place it is written down; README "Orders, fills and funding" points here):
 - A market entry fills at the open of the next candle of its symbol (on the watched interval), moved
   against the trade by the slippage (bps) and rounded to the tick against it too; taker fee on every fill.
+  An entry whose fill price lands at or beyond its own target or stop is not opened: the order is
+  rejected ("fill beyond level") and the signal recorded as rejected — a trade that would be born dead.
 - A position's stop-loss and take-profit are market orders on the venue: a candle touching a level
   fills it (with slippage); one opening beyond a level fills at that open; one touching both fills the
   stop (the phantom book's conservative rule; the watched interval is the bot's fastest).
-- Funding is ignored. Liquidation is not simulated: the desk never trades without a stop and caps
-  leverage, so the stop is always far nearer than the liquidation price.
-- Equity = wallet balance (capital + realized PnL − fees) + unrealized PnL at the last close seen.
+- Funding (core/funding.py): at each settlement of the symbol's series a position held across it pays or
+  receives `size × mark × rate` (mark: the last close before the settlement), booked on the trade like
+  the exchange's funding rows. Settlements are applied at the start of the first candle opening at or
+  after them, before that candle's fills: an entry filled at that open pays nothing for it.
+- Liquidation is not simulated: the desk never trades without a stop and caps leverage, so the stop is
+  always far nearer than the liquidation price.
+- Equity = wallet balance (capital + realized PnL − fees ± funding) + unrealized PnL at the last close seen.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from core.exchange.broker import (
     exit_side,
     order_link_id,
 )
+from core.funding import FundingSchedule, funding_fee
 from core.instruments import Instruments
-from core.market.candle import Candle
+from core.market.candle import Candle, ms_to_dt
+
+VenueEvent = Fill | FundingFee | OrderState  # what a candle makes the venue report
 
 FEE_STEP = Decimal("0.00000001")
 
@@ -44,6 +54,7 @@ class PaperPosition:
     stop_loss: Decimal | None
     take_profit: Decimal | None
     signal_id: str
+    opened_ms: int = 0  # when it filled: a settlement at or before this is not its to pay
 
     def as_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in self.__dict__.items()}
@@ -57,7 +68,8 @@ class PaperPosition:
 
 class PaperBroker:
     def __init__(self, instruments: Instruments, capital: Decimal, *, slippage_bps: float = 2.0,
-                 taker_fee_pct: float = 0.055, watch_interval: str = "5") -> None:
+                 taker_fee_pct: float = 0.055, watch_interval: str = "5",
+                 funding: FundingSchedule | None = None) -> None:
         self.instruments = instruments
         self.balance_usd = capital
         self.slip = Decimal(repr(slippage_bps)) / Decimal(10_000)
@@ -67,6 +79,8 @@ class PaperBroker:
         self.held: dict[str, PaperPosition] = {}  # symbol -> the open position
         self.orders: dict[str, OrderState] = {}
         self.closes: dict[str, Decimal] = {}  # symbol -> last close seen
+        self.funding = funding or FundingSchedule()
+        self.funded_until: dict[str, int] = {}  # symbol -> settlements up to this time (ms) are applied
         self.seq = 0
 
     # --- the venue's side of the protocol (sync; async wrappers below) --------------------------------
@@ -94,20 +108,38 @@ class PaperBroker:
         if position is not None:
             position.stop_loss = stop_loss
 
-    def on_candle(self, candle: Candle) -> list[Fill]:
-        """Fill what is pending at the open, then the position's TP/SL inside the candle."""
+    def on_candle(self, candle: Candle) -> list[VenueEvent]:
+        """Settle funding due by the open, fill what is pending at the open, then the position's TP/SL
+        inside the candle."""
         if candle.interval != self.watch_interval:
             return []
-        fills: list[Fill] = []
+        events: list[VenueEvent] = self._settle(candle.symbol, candle.open_ms)
         inst = self.instruments.get(candle.symbol, candle.open)
         intent = self.pending.pop(candle.symbol, None)
         if intent is not None:
-            fills.extend(self._fill_market(intent, Decimal(repr(candle.open)), candle.open_time))
+            events.extend(self._fill_market(intent, Decimal(repr(candle.open)), candle.open_time))
         position = self.held.get(candle.symbol)  # possibly opened at this very open
         if position is not None and (fill := self._protective(position, candle)) is not None:
-            fills.append(fill)
+            events.append(fill)
         self.closes[candle.symbol] = inst.price(candle.close)
-        return fills
+        return events
+
+    def _settle(self, symbol: str, until_ms: int) -> list[VenueEvent]:
+        """The symbol's settlements up to `until_ms`, paid or received by the position held across them."""
+        after = self.funded_until.get(symbol, until_ms)  # the first candle seen: nothing before it was held
+        self.funded_until[symbol] = until_ms
+        position = self.held.get(symbol)
+        if position is None:
+            return []
+        out: list[VenueEvent] = []
+        for t, rate in self.funding.between(symbol, after, until_ms):
+            if t <= position.opened_ms:
+                continue
+            mark = self.closes.get(symbol, position.entry_price)
+            fee = funding_fee(position.qty, mark, rate, position.side).quantize(FEE_STEP)
+            self.balance_usd -= fee
+            out.append(FundingFee(f"paper-funding-{symbol}-{t}", symbol, fee, ms_to_dt(t), rate))
+        return out
 
     def _adverse(self, price: Decimal, buying: bool, symbol: str) -> Decimal:
         inst = self.instruments.get(symbol, float(price))
@@ -117,7 +149,7 @@ class PaperBroker:
     def _fee(self, qty: Decimal, price: Decimal) -> Decimal:
         return (qty * price * self.fee_rate).quantize(FEE_STEP)
 
-    def _fill_market(self, intent: OrderIntent, open_price: Decimal, at: datetime) -> list[Fill]:
+    def _fill_market(self, intent: OrderIntent, open_price: Decimal, at: datetime) -> list[VenueEvent]:
         order = self.orders[intent.order_link_id]
         if intent.reduce_only:
             position = self.held.get(intent.symbol)
@@ -127,10 +159,17 @@ class PaperBroker:
             return [self._exit(position, open_price, at, intent.order_link_id, None, order)]
         buying = intent.side == "long"
         price = self._adverse(open_price, buying, intent.symbol)
+        if _beyond(price, intent):  # born at or past its own exit: not a trade
+            refused = _with(order, status="Rejected", updated_at=at, reject_reason=(
+                f"fill beyond level: {intent.symbol} would fill at {price} (stop {intent.stop_loss}, "
+                f"target {intent.take_profit})"))
+            self.orders[intent.order_link_id] = refused
+            return [refused]
         fee = self._fee(intent.qty, price)
         self.balance_usd -= fee
         self.held[intent.symbol] = PaperPosition(intent.symbol, intent.side, intent.qty, price, intent.leverage,
-                                                      intent.stop_loss, intent.take_profit, intent.signal_id)
+                                                 intent.stop_loss, intent.take_profit, intent.signal_id,
+                                                 int(at.timestamp() * 1000))
         self.orders[intent.order_link_id] = _with(order, status="Filled", filled_qty=intent.qty, avg_price=price,
                                                   fee=fee, updated_at=at)
         return [self._fill(intent.order_link_id, intent.symbol, order.side, intent.qty, price, fee, at, False, None)]
@@ -184,13 +223,14 @@ class PaperBroker:
         return {"balance": str(self.balance_usd), "seq": self.seq,
                 "positions": [p.as_json() for p in self.held.values()],
                 "pending": [_intent_json(i) for i in self.pending.values()],
-                "last_price": {k: str(v) for k, v in self.closes.items()}}
+                "last_price": {k: str(v) for k, v in self.closes.items()}, "funded_until": dict(self.funded_until)}
 
     def restore(self, doc: dict[str, Any]) -> None:
         self.balance_usd = Decimal(doc["balance"])
         self.seq = int(doc["seq"])
         self.held = {p["symbol"]: PaperPosition.from_json(p) for p in doc["positions"]}
         self.closes = {k: Decimal(v) for k, v in doc.get("last_price", {}).items()}
+        self.funded_until = {k: int(v) for k, v in doc.get("funded_until", {}).items()}
         self.pending = {}
         for d in doc["pending"]:
             intent = _intent_of(d)
@@ -230,6 +270,14 @@ class PaperBroker:
 
     async def last_price(self, symbol: str) -> Decimal:
         return self.closes[symbol]
+
+
+def _beyond(price: Decimal, intent: OrderIntent) -> bool:
+    """An entry price at or past the intent's own target or stop."""
+    tp, sl = intent.take_profit, intent.stop_loss
+    if intent.side == "long":
+        return (tp is not None and price >= tp) or (sl is not None and price <= sl)
+    return (tp is not None and price <= tp) or (sl is not None and price >= sl)
 
 
 def _with(o: OrderState, **changes: Any) -> OrderState:
