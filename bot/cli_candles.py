@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from storage.candle_store import CandleStore
+    from storage.funding_store import FundingStore
 
 log = logging.getLogger("phantomdesk")
 
@@ -53,6 +54,8 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
     exp.add_argument("--interval", type=_interval_list, help="comma-separated, e.g. 15,3 or 15m,1h (default: all)")
     exp.add_argument("--exchange", default="bybit", help="the exchange part of the file names (default: bybit)")
     exp.add_argument("--out", type=Path, required=True, help="the folder to write into")
+    exp.add_argument("--funding", action="store_true",
+                     help="also write the stored funding settlements, one BASE-QUOTE_funding_bybit.csv per symbol")
     exp.set_defaults(func=_command(settings, _export))
 
     bf = sub.add_parser("backfill", help="fetch closed candles from Bybit's REST API into the database")
@@ -61,6 +64,8 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
     bf.add_argument("--days", type=float, default=30.0, help="how far back from now (default: 30)")
     bf.add_argument("--endpoint", default=None,
                     help=f"REST base URL (default: ${REST_URL_ENV} or https://api.bybit.com)")
+    bf.add_argument("--funding", action="store_true",
+                    help="also fetch the symbols' funding settlements (Bybit's public funding history)")
     bf.set_defaults(func=_command(settings, _backfill))
 
 
@@ -199,6 +204,17 @@ async def _export(store: CandleStore, args: argparse.Namespace) -> int:
     for path, n in done:  # after the bar: printing under a live bar garbles the terminal
         print(f"{path}: {n} candles")
     print(f"exported {sum(n for _, n in done)} candles in {len(done)} file(s) to {args.out}")
+    if args.funding:
+        from storage.funding_files import write_funding_file
+        from storage.funding_store import FundingStore
+
+        funding = FundingStore(store.engine)
+        for symbol in sorted({s for s, _ in keys}):
+            rows = await funding.rows(symbol)
+            if rows:
+                print(f"{write_funding_file(symbol, rows, args.out)}: {len(rows)} settlements")
+            else:
+                print(f"{symbol}: no funding stored (candles backfill --funding fetches it)")
     return EXIT_OK
 
 
@@ -236,9 +252,42 @@ async def _backfill(store: CandleStore, args: argparse.Namespace) -> int:
             print(f"{symbol} {interval}: failed: {_reason(result)}", file=sys.stderr)
         else:
             print(f"{symbol} {interval}: {result} candles")
+    if args.funding:
+        from storage.funding_store import FundingStore
+
+        funding = FundingStore(store.engine)
+        client = KlineClient(endpoint)
+        try:
+            for symbol in args.symbols:
+                try:
+                    n = await backfill_funding(funding, client, symbol, start, now)
+                    print(f"{symbol} funding: {n} settlements")
+                except Exception as exc:  # one symbol's failure is said, the others still come
+                    failed += 1
+                    print(f"{symbol} funding: failed: {_reason(exc)}", file=sys.stderr)
+        finally:
+            await asyncio.to_thread(client.close)
     if failed:
-        raise CliError(f"{failed} of {len(jobs)} backfills failed (the others were stored)")
+        raise CliError(f"{failed} of {len(jobs) + (len(args.symbols) if args.funding else 0)} backfills failed "
+                       "(the others were stored)")
     return EXIT_OK
+
+
+async def backfill_funding(store: FundingStore, client: Any, symbol: str, start: datetime, now: datetime) -> int:
+    """Store the symbol's funding settlements in [start, now], walking back from now a page at a time
+    (Bybit serves at most 200 per request, newest first). Returns how many were fetched."""
+    from core.exchange.bybit_public import FUNDING_PAGE
+
+    start_ms, end_ms = int(start.timestamp() * 1000), int(now.timestamp() * 1000)
+    fetched = 0
+    while end_ms >= start_ms:
+        page = await asyncio.to_thread(client.get_funding_history, symbol, end_ms=end_ms, limit=FUNDING_PAGE)
+        rows = [(ms, rate) for ms, rate in page if start_ms <= ms <= end_ms]
+        fetched += await store.upsert(symbol, rows)
+        if len(page) < FUNDING_PAGE or not page or page[0][0] <= start_ms:
+            break
+        end_ms = page[0][0] - 1
+    return fetched
 
 
 def _reason(exc: BaseException) -> str:

@@ -33,6 +33,7 @@ from core.engine import CandleResult, Engine
 from core.exchange.broker import Fill, FundingFee, OrderState
 from core.exchange.bybit_broker import BybitBroker
 from core.exchange.paper import PaperBroker
+from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
 from core.market.candle import Candle, dt_to_ms
@@ -48,6 +49,7 @@ from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
 from storage.db import DB_DOWN, is_db_down, session_factory
 from storage.engine_store import SqlEngineStore
+from storage.funding_store import FundingStore
 from storage.journal import Journal
 from storage.leases import Leases
 from storage.ledger import SqlLedger
@@ -121,6 +123,7 @@ class Runtime:
         self.feed_done = asyncio.Event()  # a replayed market ended (not set when the feed fails or is stopped)
         self.feed_error: str | None = None  # the feed failed and has not restarted yet
         self.source: Any = None  # the running feed (its refusals show on /health)
+        self.funding = FundingSchedule()  # shared by the bots' paper venues and phantom books; the job extends it
         self.feed_restarts = 0
         self.feed_retry_s = FEED_RETRY_S
         self._feed_failures = 0  # in a row: reset by the next candle
@@ -150,6 +153,8 @@ class Runtime:
 
     async def start(self) -> None:
         self.standby = {c.id: c for c in await self.load_bots()}
+        # funding settlements stored for every symbol traded here (paper fills and phantoms settle with them)
+        self.funding = await FundingStore(self.db).schedule(s for c in self.standby.values() for s in c.symbols)
         await self._take_leases()
         if self.leases is not None and not self.stopping.is_set():
             self.lease_task = asyncio.create_task(self._lease_heartbeat(), name="lease-heartbeat")
@@ -213,10 +218,11 @@ class Runtime:
         else:
             instruments = Instruments()
             venue = PaperBroker(instruments, config.capital, slippage_bps=config.slippage_bps,
-                                taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval)
+                                taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval,
+                                funding=self.funding)
         trader = Trader(config, instruments, venue, mode="live" if live else "paper")
         scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
-        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer)
+        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=self.funding)
         inner = SqlEngineStore(self.db, self.redis)
         registry = SqlModelRegistry(self.db, self.settings.signing_key(), self.redis)
         store = ScorerStore(inner, scorer, registry, outcomes=lambda bot_id: learning_phantoms(self.db, bot_id),
@@ -612,6 +618,27 @@ class Runtime:
         if state == "failed" or (state == "stopped" and not self.stopping.is_set()):
             out.append(f"feed: {self.feed_error or 'stopped'}")
         return out
+
+    async def refresh_funding(self, days: float = 3.0) -> int:
+        """The newest funding settlements of every symbol traded here, from Bybit's public history into the
+        database and the bots' schedule (live market data only: a replayed market brings its own)."""
+        if self.settings.market_feed != "bybit":
+            return 0
+        from bot.cli_candles import backfill_funding
+        from core.exchange.bybit_public import KlineClient
+
+        store = FundingStore(self.db)
+        client = KlineClient(self.settings.bybit_rest_url)
+        now = _utc_now()
+        added = 0
+        try:
+            for symbol in sorted({s for b in self.bots.values() for s in (*b.config.symbols, *b.held_symbols)}):
+                newest = await store.newest(symbol)
+                await backfill_funding(store, client, symbol, newest or now - timedelta(days=days), now)
+                added += sum(self.funding.add(symbol, ms, rate) for ms, rate in await store.rows(symbol))
+        finally:
+            await asyncio.to_thread(client.close)
+        return added
 
     # --- operator actions ---------------------------------------------------------------------------------
     def set_paused(self, bot_id: str, paused: bool) -> bool:

@@ -97,6 +97,13 @@ class DeskJobs:
                 self.host.notify(Notice("journal_corrupt", bot.id, f"{report.corrupt} corrupt journal line(s) of "
                                         f"bot {bot.id} were set aside: see the .corrupt file"))
 
+    async def funding_refresh(self) -> None:
+        """Funding settlements of the traded symbols (paper venues and phantoms settle with them)."""
+        if self.host.runtime is not None:
+            added = await self.host.runtime.refresh_funding()
+            if added:
+                log.info("funding: %d new settlement(s)", added)
+
     async def ml_retrain_check(self) -> None:
         assert self.host.runtime is not None
         for bot_id, bot in self.bots.items():
@@ -165,6 +172,7 @@ class DeskJobs:
             JobSpec("reconciliation", self.reconciliation, every(minutes=5), misfire_grace_s=120),
             JobSpec("equity_snapshot", self.equity_snapshots, every(hours=1), misfire_grace_s=600),
             JobSpec("ml_retrain_check", self.ml_retrain_check, every(hours=1), misfire_grace_s=900),
+            JobSpec("funding_refresh", self.funding_refresh, every(minutes=30), misfire_grace_s=900),
             JobSpec("expire_recovery", self.expire_recovery, every(hours=1), misfire_grace_s=900),
             JobSpec("performance_snapshot", self.performance_snapshots,
                     CronTrigger(hour=0, minute=5, timezone=UTC), misfire_grace_s=3600),

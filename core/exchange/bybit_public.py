@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from pybit.unified_trading import HTTP, WebSocket
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAINNET_PUBLIC_LINEAR = "wss://stream.bybit.com/v5/public/linear"
 MAINNET_REST = "https://api.bybit.com"
+FUNDING_PAGE = 200  # get_funding_rate_history's maximum limit
 
 # Called in pybit's socket thread with (the socket, the decoded message or the raw text if it isn't JSON).
 Sink = Callable[["PublicSocket", Any], None]
@@ -208,6 +210,25 @@ class KlineClient:
             raise ValueError(f"unexpected get_kline reply for {symbol} {interval}: {str(reply)[:200]}")
         server_ms = reply.get("time")
         return rows, server_ms if isinstance(server_ms, int) and not isinstance(server_ms, bool) else None
+
+    def get_funding_history(self, symbol: str, *, end_ms: int, limit: int = FUNDING_PAGE) -> list[tuple[int, Decimal]]:
+        """Up to `limit` settlements (ms, rate) at or before end_ms, oldest first (Bybit answers newest first;
+        it refuses a startTime without an endTime, so a window is walked back by endTime)."""
+        reply = self._http().get_funding_rate_history(category="linear", symbol=symbol, endTime=end_ms, limit=limit)
+        result = reply.get("result") if isinstance(reply, dict) else None
+        rows = result.get("list") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError(f"unexpected funding history reply for {symbol}: {str(reply)[:200]}")
+        out = []
+        for row in rows:
+            try:
+                ms, rate = int(row["fundingRateTimestamp"]), Decimal(str(row["fundingRate"]))
+            except (KeyError, TypeError, ValueError, ArithmeticError):
+                raise ValueError(f"unreadable funding row for {symbol}: {str(row)[:120]}") from None
+            if not rate.is_finite():
+                raise ValueError(f"funding rate {rate} for {symbol} is not a number")
+            out.append((ms, rate))
+        return sorted(out)
 
     def close(self) -> None:
         with self._lock:

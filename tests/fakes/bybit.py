@@ -8,6 +8,8 @@ Public market data:
   dropping connections (close frame or abort), going silent, refusing new connections, raw garbage.
 - REST `GET /v5/market/kline`: newest-first string rows from an in-memory series the test controls.
 - REST `GET /v5/market/instruments-info` (cursor pages) and `GET /v5/market/tickers` (the test sets prices).
+- REST `GET /v5/market/funding/history`: the settlements the test set (`set_funding_history`), newest first, at
+  most `limit` (≤ 200) up to `endTime`; a startTime without an endTime is refused, as Bybit does.
 
 Private trading (a one-way-mode linear account; see `_Venue`), REST signed the way pybit signs (any signature is
 accepted, the X-BAPI-API-KEY header is required):
@@ -761,6 +763,8 @@ class FakeBybit:
         self.auth_refused = False
         # what the private side saw, for assertions
         self.create_requests: list[CreateRecord] = []
+        self.funding_history: dict[str, list[tuple[int, Decimal]]] = {}  # the public funding history served
+        self.funding_requests = 0
         self.private_requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, params/body)
         self.api_keys_seen: Counter[str] = Counter()
         self.leverage_requests: list[dict[str, Any]] = []
@@ -903,6 +907,11 @@ class FakeBybit:
         with self._vlock:
             self.venue.instruments[symbol] = instrument_row(symbol, tick, qty_step, min_qty, min_notional, status)
 
+    def set_funding_history(self, symbol: str, rows: Iterable[tuple[int, Decimal | str]]) -> None:
+        """The settlements (ms, rate) the public funding history serves for `symbol`."""
+        with self._vlock:
+            self.funding_history[symbol] = [(int(ms), Decimal(str(rate))) for ms, rate in rows]
+
     def set_wallet_balance(self, balance: Decimal | str) -> None:
         with self._vlock:
             self.venue.wallet_balance = Decimal(str(balance))
@@ -1029,6 +1038,7 @@ class FakeBybit:
         app.router.add_get("/v5/market/kline", self._kline)
         app.router.add_get("/v5/market/instruments-info", self._instruments_info)
         app.router.add_get("/v5/market/tickers", self._tickers)
+        app.router.add_get("/v5/market/funding/history", self._funding_history)
         app.router.add_get("/v5/private", self._ws_private)
         private: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]]], ...] = (
             ("POST", "/v5/order/create", self._create),
@@ -1219,6 +1229,28 @@ class FakeBybit:
             if "symbol" not in q or sym == q["symbol"]
         ]
         return self._ok({"category": "linear", "list": rows})
+
+    async def _funding_history(self, request: web.Request) -> web.Response:
+        q = dict(request.query)
+        if q.get("category") != "linear":
+            return self._error(10001, "params error: category only support linear")
+        symbol = q.get("symbol", "")
+        if "startTime" in q and "endTime" not in q:
+            return self._error(10001, "params error: endTime is required with startTime")
+        try:
+            limit = int(q.get("limit", "200"))
+            end = int(q["endTime"]) if "endTime" in q else self.venue.now_ms()
+            start = int(q.get("startTime", "0"))
+        except ValueError:
+            return self._error(10001, "params error")
+        if not 1 <= limit <= 200:
+            return self._error(10001, "params error: limit must be in [1, 200]")
+        with self._vlock:
+            rows = [(ms, rate) for ms, rate in self.funding_history.get(symbol, []) if start <= ms <= end]
+        page = sorted(rows, reverse=True)[:limit]
+        self.funding_requests += 1
+        return self._ok({"category": "linear", "list": [
+            {"symbol": symbol, "fundingRate": _s(rate), "fundingRateTimestamp": str(ms)} for ms, rate in page]})
 
     # -- private REST ---------------------------------------------------------------------------------
 
