@@ -98,3 +98,40 @@ def test_backfill_and_export_funding_through_pybit(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     symbol, rows = read_funding_file(out / "BTC-USDT_funding_bybit.csv")
     assert symbol == "BTCUSDT" and rows == in_window
+
+
+async def test_the_desk_keeps_its_own_funding_series(tmp_path: Path, sqlite_url: str) -> None:
+    """On live market data the desk fetches the settlements itself (the funding job) into the database and
+    into the schedule its paper venues and phantom books settle with."""
+    import asyncio
+
+    from bot.runtime import Runtime
+    from bot.settings import load_settings
+    from core.config import BotConfig
+    from storage import migrations
+    from storage.bots import upsert_bot
+    from storage.db import create_engine, session_factory
+    from storage.funding_store import FundingStore
+
+    now = datetime.now(UTC)
+    history = [(dt_to_ms(now) - k * EIGHT_H, Decimal("0.0001")) for k in range(8, 0, -1)]  # within 3 days
+    with FakeBybit(lambda: datetime.now(UTC)) as fake:
+        fake.set_funding_history("BTCUSDT", history)
+        settings = load_settings(database_url=sqlite_url, data_dir=tmp_path / "var", market_feed="bybit",
+                                 bybit_rest_url=fake.url)
+        await asyncio.to_thread(migrations.upgrade, sqlite_url)
+        db = create_engine(sqlite_url, null_pool=True)
+        async with session_factory(db).begin() as session:
+            await upsert_bot(session, BotConfig(id="main", symbols=["BTCUSDT"]))
+        runtime = Runtime(settings, db, None, lambda notice: None)
+        try:
+            await runtime.start()  # the live feed cannot reach Bybit from here: it fails and retries, unheard
+            added = await runtime.refresh_funding()
+            assert added == len(history) == len(await FundingStore(db).rows("BTCUSDT"))
+            venue = runtime.bots["main"].trader.broker
+            assert venue.funding is runtime.funding  # type: ignore[attr-defined]
+            assert runtime.funding.between("BTCUSDT", history[0][0] - 1, history[-1][0]) == history
+            assert await runtime.refresh_funding() == 0  # nothing new: nothing added twice
+        finally:
+            await runtime.stop()
+            await db.dispose()
