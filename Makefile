@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# the suite's files spread over this many processes (most e2e tests wait on subprocesses and servers)
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup run test test-long lint bench clean
 
@@ -22,7 +24,7 @@ run: setup
 
 # Starts a throwaway PostgreSQL and Redis, runs pytest against them (and SQLite), stops both.
 test: setup
-	$(PY) -m tests.servers run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.servers run -- $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The long mode of the proof suites: 20 SIGKILLs per database, a 30 s PostgreSQL outage.
 test-long: setup

@@ -88,10 +88,13 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
-    """The test Redis, flushed before each test."""
+    """The test Redis, flushed before each test: a database of its own per pytest-xdist worker (gw0 -> 0, gw1 -> 1,
+    ...), so tests running side by side never flush each other's keys."""
     from redis.asyncio import Redis
 
-    client = Redis.from_url(redis_server_url)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    url = redis_server_url.rsplit("/", 1)[0] + f"/{int(worker.removeprefix('gw')) % 16}"
+    client = Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    yield redis_server_url
+    yield url
