@@ -41,7 +41,8 @@ from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
 from core.market.series import CandleSeries
 from core.phantom import Phantom, PhantomStats
-from core.stats import TradeFacts, facts_of, max_drawdown
+from core.report import closed_facts
+from core.stats import TradeFacts, max_drawdown
 
 WIDTH_PX, HEIGHT_PX, DPI = 1000, 650, 100
 TITLE, LABEL, TICK, LEGEND, NOTE = 17, 14, 12.5, 12, 12
@@ -102,8 +103,7 @@ async def render(fn: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
 # --- adapters: domain objects -> the plain inputs below ---------------------------------------------
 def trade_facts(trades: Iterable[TradeRecord]) -> list[TradeFacts]:
     """Closed ledger trades as core.stats sees them (the same selection as core.report.trade_summary)."""
-    return [facts_of(t)
-            for t in trades if t.status == "closed" and t.exit_time is not None and t.net_pnl is not None]
+    return closed_facts(trades)
 
 
 def win_outcomes(phantoms: Iterable[Phantom]) -> list[tuple[datetime, str, bool]]:
@@ -202,6 +202,45 @@ def draw_equity(fig: Figure, points: Sequence[tuple[datetime, float]], capital: 
 def equity_chart(points: Sequence[tuple[datetime, float]], capital: float | Decimal, title: str = "Equity") -> bytes:
     """points: (exit time, equity after it), e.g. core.stats.equity_curve(trades, capital)."""
     return png(draw_equity, points, capital, title)
+
+
+def draw_backtest(fig: Figure, points: Sequence[tuple[datetime, float]], capital: float | Decimal,
+                  period: tuple[datetime, datetime], halted: Sequence[tuple[datetime, datetime]] = (),
+                  title: str = "Backtest") -> None:
+    """A replay's equity over its whole period (flat where it traded nothing) above its drawdown from
+    the running peak in %, with the spans the bot spent halted shaded on both."""
+    start = float(capital)
+    pts = sorted(points, key=lambda p: _utc(p[0]))
+    x = _x([period[0], *(t for t, _ in pts), period[1]])
+    eq = np.array([start, *(float(e) for _, e in pts), pts[-1][1] if pts else start])
+    peak = np.maximum.accumulate(eq)
+    dd_pct = np.where(peak > 0, (eq - peak) / peak * 100, 0.0)  # core.stats.max_drawdown's % (negated)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    for ax in (top, bottom):
+        _style(ax)
+        for i, (a, b) in enumerate(halted):
+            ax.axvspan(_x([a])[0], _x([b])[0], color=GREY, alpha=0.18, linewidth=0,
+                       label="halted" if ax is top and i == 0 else None)
+    top.plot(x, eq, drawstyle="steps-post", color=BLUE, linewidth=2.0, label="equity")
+    top.axhline(start, color=GREY, linestyle=":", linewidth=1.4, label=f"start {start:,.0f} USDT")
+    net = eq[-1] - start
+    top.set_title(f"{title} — net {_money(net)} USDT ({net / start * 100 if start else 0:+.1f}%), "
+                  f"{len(pts)} closed trades", fontsize=TITLE, color=INK, loc="left")
+    top.set_ylabel("equity (USDT)", fontsize=LABEL, color=INK)
+    top.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    _legend(top, loc="best")
+    bottom.fill_between(x, dd_pct, 0, step="post", color=RED, alpha=0.35, linewidth=0)
+    bottom.plot(x, dd_pct, drawstyle="steps-post", color=RED, linewidth=1.2)
+    bottom.set_ylabel("drawdown", fontsize=LABEL, color=INK)
+    bottom.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    _date_axis(bottom)
+
+
+def backtest_chart(points: Sequence[tuple[datetime, float]], capital: float | Decimal,
+                   period: tuple[datetime, datetime], halted: Sequence[tuple[datetime, datetime]] = (),
+                   title: str = "Backtest") -> bytes:
+    """points: core.stats.equity_curve(trades, capital); halted: (halt, resume or period end) spans."""
+    return png(draw_backtest, points, capital, period, halted, title)
 
 
 # --- 2. daily PnL ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
     rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
                                                  "storage/funding_files.py says the format)")
+    add_report_args(rp)
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
@@ -38,9 +39,29 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--db", help="database URL (default: DATABASE_URL)")
     demo.add_argument("--json", action="store_true")
     demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
+    add_report_args(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5", data=None, funding=None)
 
+
+def add_report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, help="also write the report (report.md), the closed trades (trades.csv) "
+                                                 "and the equity curve with its drawdown (equity.png) into this folder")
+    parser.add_argument("--on-halt", choices=("stop", "resume"), default="stop",
+                        help="after a drawdown halt: stop trading (default, the desk without an operator) or resume "
+                             "as an operator approving it --resume-after hours later would")
+    parser.add_argument("--resume-after", type=_hours, default=24.0, metavar="HOURS",
+                        help="with --on-halt resume: hours of candle time from a halt to its resume (default 24)")
+
+
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours >= 0")
+    return value
 
 
 def add_market_args(parser: argparse.ArgumentParser) -> None:

@@ -4,38 +4,64 @@ market: what `make run` shows); their arguments are defined in bot/cli_replay.py
 A replay writes to the database as it goes (batches of signals + phantoms + checkpoint, one
 transaction each) and, run again with the same command, resumes from its checkpoint: a replay killed
 at any moment ends with the same digests as one never interrupted. `--json` ends stdout with one JSON
-object (counts, stats, digests, throughput).
+object (counts, stats, digests, throughput); the printed report (core/report.py) holds the same figures,
+and `--out DIR` writes it as Markdown with the trades (CSV) and the equity curve (PNG). On a terminal a
+progress bar with its ETA runs on stderr.
+
+A drawdown halt stops the bot for the rest of the replay (`--on-halt stop`, what the desk does until an
+admin decides), or is resumed `--resume-after` hours of candle time later as an approving admin would
+(`--on-halt resume`); either way every halt (and resume) is in the checkpoint and in the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import hashlib
 import json
 import logging
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, text
 
 from bot.settings import Settings, normalize_database_url
 from core.config import BotConfig
-from core.engine import Engine
+from core.engine import CandleResult, Engine
 from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
-from core.market.candle import Candle, dt_to_ms, parse_interval
+from core.ledger import TradeRecord
+from core.market.candle import Candle, dt_to_ms, ms_to_dt, parse_interval
 from core.market.replay import ReplayFeed, merge_order
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.report import replay_fields
 from core.ml.store import ScorerStore
-from core.report import operator_report, summary, trade_summary
+from core.report import (
+    Block,
+    Halt,
+    Period,
+    backtest_fields,
+    closed_facts,
+    funding_note,
+    render_markdown,
+    render_text,
+    replayed,
+    report_blocks,
+    summary,
+    trade_summary,
+)
 from core.runner import run
+from core.stats import equity_curve
 from core.trader import Trader
 from storage import migrations
 from storage.bots import set_status, upsert_bot
@@ -117,15 +143,94 @@ async def _forget(engine: Any, bot_id: str) -> None:
             await session.execute(delete(table).where(table.bot_id == bot_id))
 
 
+class Halts:
+    """The drawdown halts a replay saw, kept in the checkpoint's extra (a resumed replay reports them all),
+    and with `resume_after` the operator of --on-halt resume: a halted bot is resumed once that much
+    candle time has passed, as an admin approving it then would (core.risk.RiskState.resume, what the
+    desk's resume does). Candle time only: the same command gives the same halts, resumes and digests."""
+
+    def __init__(self, engine: Engine, trader: Trader, resume_after: timedelta | None) -> None:
+        self.engine, self.trader, self.resume_after = engine, trader, resume_after
+        self.halts: list[Halt] = []
+
+    async def restored(self) -> None:  # run()'s after_restore: the engine holds the checkpoint's extra
+        self.halts = [Halt.from_json(h) for h in self.engine.extra.get("halts", [])]
+
+    def on_result(self, result: CandleResult) -> None:
+        assert self.engine.after is not None
+        now = ms_to_dt(self.engine.after[0])  # the close of the candle just processed: its signals' time
+        state = self.trader.state
+        if any(n.kind == "drawdown_halt" for n in result.notices):
+            self.halts.append(Halt(now, state.halt_reason or "drawdown guard"))
+        elif (self.resume_after is not None and state.halted and self.halts and self.halts[-1].resumed_at is None
+              and now >= self.halts[-1].at + self.resume_after):
+            state.resume()
+            self.halts[-1].resumed_at = now
+        else:
+            return
+        self.engine.extra["halts"] = [h.as_json() for h in self.halts]  # saved with the next checkpoint
+
+
+class Progress:
+    """A progress bar over candle time with its ETA on stderr; a no-op unless `show`."""
+
+    EVERY = 500  # candles between updates: the bar costs nothing measurable
+
+    def __init__(self, show: bool, period: Period, done_ms: int | None) -> None:
+        self.show, self.start_ms, self._n = show, dt_to_ms(period.start), 0
+        self.total_s = (period.end - period.start).total_seconds()
+        self.done_s = 0.0 if done_ms is None else max(0.0, (done_ms - self.start_ms) / 1000)
+        self.bar: Any = None  # rich's Progress while running, shown
+        self.task: Any = None
+
+    @contextmanager
+    def running(self) -> Iterator[Progress]:
+        if not self.show:
+            yield self
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        with Bar(TextColumn("replay [bold]{task.fields[day]}"), BarColumn(), TaskProgressColumn(),
+                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                 transient=True, refresh_per_second=4) as bar:
+            self.bar = bar
+            self.task = bar.add_task("replay", total=self.total_s, completed=self.done_s, day="")
+            yield self
+
+    def tick(self, engine: Engine) -> None:
+        self._n += 1
+        if self.bar is not None and self._n % self.EVERY == 0 and engine.after is not None:
+            at = engine.after[0]
+            self.bar.update(self.task, completed=(at - self.start_ms) / 1000, day=f"{ms_to_dt(at):%Y-%m-%d}")
+
+
+@dataclass
+class Outcome:
+    doc: dict[str, Any]  # the --json summary
+    blocks: list[Block]  # the report
+    trades: list[TradeRecord]  # closed
+    capital: Decimal
+    period: Period
+    halts: list[Halt]
+
+
 async def replay(args: argparse.Namespace, settings: Settings,
                  market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]],
-                 ) -> dict[str, Any]:
+                 ) -> Outcome:
     url = normalize_database_url(args.db) if args.db else settings.database_url
     series, start_ms, end_ms, run_key = market(args)
     slow, fast = _intervals(args)
+    window = replayed(series, start_ms, end_ms, slow)
+    if window is None:
+        raise ReplayError("no candles to replay between --from and --to")
+    period, closes = window
     symbols = sorted({s.symbol for s in series})
     config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast)
     run_key += "" if args.ml else "|no-ml"
+    resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None
+    run_key += "" if resume_after is None else f"|resume-after={args.resume_after}h"
     run_id = hashlib.sha256((run_key + config.model_dump_json()).encode()).hexdigest()[:16]
 
     await _prepare_database(url)
@@ -159,28 +264,47 @@ async def replay(args: argparse.Namespace, settings: Settings,
             store, scorer, SqlModelRegistry(engine_db, settings.signing_key(), redis),
             outcomes=lambda bot_id: learning_phantoms(engine_db, bot_id))
         engine.extra["run_id"] = run_id
+        halts = Halts(engine, trader, resume_after)
         ledger = SqlLedger(engine_db, journal, redis)
         feed = ReplayFeed(series, start_ms=start_ms, end_ms=end_ms)
         log.info("replay %s: %s, resuming: %s", run_id, feed.describe(), restored.checkpoint is not None)
-        report = await run(engine, feed.stream(), run_store, ledger=ledger, flush_every=args.flush_every,
-                           history=_history(series, start_ms))
+        done = restored.checkpoint.after[0] if restored.checkpoint and restored.checkpoint.after else None
+        progress = Progress(not args.json and sys.stderr.isatty(), period, done)
+
+        def on_result(result: CandleResult) -> None:
+            halts.on_result(result)
+            progress.tick(engine)
+
+        with progress.running():
+            report = await run(engine, feed.stream(), run_store, ledger=ledger, flush_every=args.flush_every,
+                               history=_history(series, start_ms), on_result=on_result, after_restore=halts.restored)
         while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog
             await asyncio.sleep(1)
 
-        async def final_report() -> dict[str, Any]:
+        async def final_report() -> Outcome:
             closed = await store.closed_phantoms(config.id)
+            trades = await ledger.closed_trades(config.id)
             doc = summary(dict(engine.counters), closed, report.elapsed_s, report.processed)
-            doc.update(trade_summary(await ledger.closed_trades(config.id), config.capital))
+            doc.update(trade_summary(trades, config.capital, period))
             doc.update(replay_fields(engine.counters, closed, scorer))
             doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None,
-                       warmed=report.warmed, data_gaps=len(feed.gaps),
+                       warmed=report.warmed, data_gaps=len(feed.gaps), open_at_end=len(trader.trades),
                        funding_missing=[s for s in symbols if not funding.covers(s)])
-            stats = await store.phantom_stats(config.id)
-            doc["_report"] = operator_report(f"phantomdesk replay — bot {config.id}", doc, stats)
             async with engine_db.connect() as conn:  # the database agrees with the engine's own count
                 doc["signals_in_db"] = (await conn.execute(
                     text("SELECT count(*) FROM signals WHERE bot_id = :b"), {"b": config.id})).scalar()
-            return doc
+                reasons = (await conn.execute(text(
+                    "SELECT action, reason, count(*) FROM signals WHERE bot_id = :b GROUP BY action, reason"),
+                    {"b": config.id})).all()
+            doc.update(backtest_fields(period, closes, config.capital, halts.halts, args.on_halt, args.resume_after,
+                                       [(a, r, int(n)) for a, r, n in reasons]))
+            doc["funding_note"] = funding_note(symbols, doc.get("funding_missing"))
+            if resume_after is not None and not trader.state.halted:  # the checkpoint's halt was approved
+                async with session_factory(engine_db).begin() as session:
+                    await set_status(session, config.id, "running", None)
+            stats = await store.phantom_stats(config.id)
+            blocks = report_blocks(f"phantomdesk replay — bot {config.id}", doc, stats)
+            return Outcome(doc, blocks, trades, config.capital, period, halts.halts)
 
         return await when_available(final_report)
     finally:
@@ -189,20 +313,53 @@ async def replay(args: argparse.Namespace, settings: Settings,
         await engine_db.dispose()
 
 
+TRADE_COLUMNS = ("id", "signal_id", "symbol", "strategy", "side", "qty", "leverage", "entry_time", "entry_price",
+                 "stop_loss", "take_profit", "exit_time", "exit_price", "exit_reason", "fees", "funding", "gross_pnl",
+                 "net_pnl", "pnl_pct", "realized_r", "exit_estimated")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")  # 0.0000000000 (the database's scale) -> 0
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def write_out(folder: Path, outcome: Outcome) -> None:
+    """report.md, trades.csv (the closed trades, as the trades table holds them) and equity.png."""
+    from bot.charts import backtest_chart  # matplotlib only when asked for
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.md").write_text(render_markdown(outcome.blocks), encoding="utf-8")
+    with (folder / "trades.csv").open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(TRADE_COLUMNS)
+        out.writerows([_cell(getattr(t, c)) for c in TRADE_COLUMNS] for t in outcome.trades)
+    p = outcome.period
+    halted = [(h.at, min(h.resumed_at or p.end, p.end)) for h in outcome.halts]
+    (folder / "equity.png").write_bytes(backtest_chart(
+        equity_curve(closed_facts(outcome.trades), outcome.capital), outcome.capital, (p.start, p.end), halted,
+        "Replay"))
+
+
 def main(args: argparse.Namespace, settings_fn: Callable[[], Settings],
-          market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]]) -> int:
+         market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]]) -> int:
     settings = settings_fn()
     try:
-        doc = asyncio.run(replay(args, settings, market))
+        outcome = asyncio.run(replay(args, settings, market))
     except (ReplayError, BadCandleFile, FileNotFoundError) as exc:
         sys.stderr.write(f"phantomdesk: {exc}\n")
         return 1
-    lines = doc.pop("_report")
+    if args.out is not None:
+        write_out(args.out, outcome)
     out = sys.stdout
     if args.json:
-        out.write(json.dumps(doc, sort_keys=True) + "\n")
+        out.write(json.dumps(outcome.doc, sort_keys=True) + "\n")
     else:
-        out.write("\n".join(lines) + "\n")
+        out.write("\n".join(render_text(outcome.blocks)) + "\n")
+        if args.out is not None:
+            out.write(f"written: {args.out / 'report.md'}, {args.out / 'trades.csv'}, {args.out / 'equity.png'}\n")
     out.flush()
     return 0
 

@@ -281,7 +281,7 @@ class Runtime:
         if status == "halted":
             state.halted, state.halt_reason = True, row.status_reason if row is not None else None
         elif state.halted:
-            state.halted, state.halt_reason, state.peak_equity = False, None, state.equity
+            state.resume()
         if bot.venue is not None:
             await self._go_live(bot)
 
@@ -648,7 +648,7 @@ class Runtime:
         state = bot.trader.state
         state.paused = paused
         if not paused and state.halted:  # the operator accepted the drawdown: measure from here on
-            state.halted, state.halt_reason, state.peak_equity = False, None, state.equity
+            state.resume()
         return True
 
     async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:

@@ -55,6 +55,10 @@ class RiskState:
         self.day_pnl += net_pnl
         self.peak_equity = max(self.peak_equity, self.equity)
 
+    def resume(self) -> None:
+        """An operator accepted the drawdown of a halt: trade again, the drawdown measured from the equity now."""
+        self.halted, self.halt_reason, self.peak_equity = False, None, self.equity
+
     def as_json(self) -> dict[str, Any]:
         return {"equity": str(self.equity), "peak_equity": str(self.peak_equity), "day": self.day,
                 "day_start_equity": str(self.day_start_equity), "day_pnl": str(self.day_pnl),

@@ -7,9 +7,16 @@ Definitions
 - max drawdown: the largest fall of the equity curve (starting capital + cumulative net PnL, in exit
   order) from its running peak, in USD and as % of that peak.
 - daily returns: net PnL per UTC day of exit / equity at the start of that day, over every calendar
-  day from the first to the last exit (days without trades count as 0).
+  day from the first to the last exit, or of a given span (a backtest's period); days without trades
+  count as 0. Monthly returns: the same per UTC calendar month.
 - Sharpe = mean(daily returns) / std(daily returns) × √365; Sortino uses the downside deviation
   (root mean square of the negative daily returns) instead of the std. None with fewer than 2 days.
+- Calmar = annualised compound return of the daily returns ((end / start equity)^(365 / days) − 1)
+  / max drawdown (as a fraction of its peak). None with fewer than 2 days or no drawdown.
+- the max drawdown's dates: the largest USD fall's peak (when that equity was first reached; the start
+  for the starting capital), trough, and recovery (the first exit back at or above the peak, or None).
+- buy-and-hold: equal weights in each symbol from its first to its last close (no fees): the mean of
+  last / first − 1.
 - average holding time: mean of exit − entry, in hours.
 - daily average = net PnL / calendar days from the first entry to the last exit (at least 1).
 """
@@ -80,11 +87,14 @@ def daily_pnl(trades: Sequence[TradeFacts]) -> dict[date, float]:
     return dict(sorted(by_day.items()))
 
 
-def daily_returns(trades: Sequence[TradeFacts], capital: Decimal) -> list[float]:
+def daily_returns(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, date] | None = None) -> list[float]:
+    """One return per calendar day of `span` (default: first to last exit day)."""
     pnl = daily_pnl(trades)
-    if not pnl:
-        return []
-    first, last = min(pnl), max(pnl)
+    if span is None:
+        if not pnl:
+            return []
+        span = min(pnl), max(pnl)
+    first, last = span
     equity, out = _f(capital), []
     day = first
     while day <= last:
@@ -109,8 +119,82 @@ def sortino(returns: Sequence[float]) -> float | None:
     return statistics.fmean(returns) / downside * math.sqrt(365) if downside > 0 else None
 
 
-def summarize(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
-    """The headline figures of a set of closed trades."""
+@dataclass(frozen=True, slots=True)
+class MonthReturn:
+    month: str  # YYYY-MM (UTC)
+    trades: int
+    net_pnl: float
+    ret: float  # net PnL / equity at the start of the month
+
+
+def monthly_returns(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, date]) -> list[MonthReturn]:
+    """One row per calendar month of `span`, months without exits included."""
+    by_month: dict[str, list[float]] = defaultdict(list)
+    for t in sorted(trades, key=lambda t: (t.exit_time, t.id)):
+        by_month[f"{t.exit_time:%Y-%m}"].append(_f(t.net_pnl))
+    equity, out = _f(capital), []
+    year, month = span[0].year, span[0].month
+    while (year, month) <= (span[1].year, span[1].month):
+        key = f"{year:04d}-{month:02d}"
+        pnl = sum(by_month.get(key, []))
+        out.append(MonthReturn(key, len(by_month.get(key, [])), pnl, pnl / equity if equity > 0 else 0.0))
+        equity += pnl
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def calmar(returns: Sequence[float], max_drawdown_pct: float) -> float | None:
+    if len(returns) < 2 or max_drawdown_pct <= 0:
+        return None
+    growth = max(0.0, math.prod(1 + r for r in returns))
+    return (growth ** (365 / len(returns)) - 1) / (max_drawdown_pct / 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Drawdown:
+    usd: float
+    pct: float  # of the peak it fell from
+    peak: float
+    peak_at: datetime
+    trough_at: datetime
+    recovered_at: datetime | None  # None: not recovered (yet)
+
+
+def worst_drawdown(curve: Sequence[tuple[datetime, float]], start: float, start_at: datetime) -> Drawdown | None:
+    """The largest fall in USD of max_drawdown()'s rule, with its dates (None: the curve never fell)."""
+    peak, peak_at = start, start_at
+    worst: Drawdown | None = None
+    trough = 0
+    for i, (at, equity) in enumerate(curve):
+        if equity > peak:
+            peak, peak_at = equity, at
+        fall = peak - equity
+        if fall > (worst.usd if worst else 0.0):
+            worst, trough = Drawdown(fall, fall / peak * 100 if peak > 0 else 0.0, peak, peak_at, at, None), i
+    if worst is None:
+        return None
+    back = next((at for at, equity in curve[trough + 1:] if equity >= worst.peak), None)
+    return Drawdown(worst.usd, worst.pct, worst.peak, worst.peak_at, worst.trough_at, back)
+
+
+@dataclass(frozen=True, slots=True)
+class BuyAndHold:
+    ret: float  # equal-weight mean of last / first - 1
+    pnl: float  # on the capital
+    by_symbol: dict[str, float]  # symbol -> last / first - 1
+
+
+def buy_and_hold(closes: dict[str, tuple[float, float]], capital: Decimal) -> BuyAndHold | None:
+    """closes: symbol -> (first close, last close)."""
+    rets = {s: last / first - 1 for s, (first, last) in sorted(closes.items()) if first > 0}
+    if not rets:
+        return None
+    ret = statistics.fmean(rets.values())
+    return BuyAndHold(ret, ret * _f(capital), rets)
+
+
+def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, date] | None = None) -> dict[str, Any]:
+    """The headline figures of a set of closed trades (Sharpe and Sortino over `span`'s days if given)."""
     n = len(trades)
     pnls = [_f(t.net_pnl) for t in trades]
     wins = [p for p in pnls if p > 0]
@@ -119,11 +203,11 @@ def summarize(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
     rs = [t.realized_r for t in trades if t.realized_r is not None]
     curve = [e for _, e in equity_curve(trades, capital)]
     dd, dd_pct = max_drawdown(curve, _f(capital))
-    returns = daily_returns(trades, capital)
+    returns = daily_returns(trades, capital, span)
     span_days = 1.0
     if trades:
-        span = max(t.exit_time for t in trades) - min(t.entry_time for t in trades)
-        span_days = max(1.0, span.total_seconds() / 86_400)
+        held = max(t.exit_time for t in trades) - min(t.entry_time for t in trades)
+        span_days = max(1.0, held.total_seconds() / 86_400)
     best = max(trades, key=lambda t: (t.net_pnl, t.id), default=None)
     worst = min(trades, key=lambda t: (t.net_pnl, t.id), default=None)
     return {

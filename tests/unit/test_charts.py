@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ from PIL import Image
 
 from bench.charts import ReplayInputs, replay_inputs
 from bot import charts
-from core.stats import summarize
+from core.stats import equity_curve, summarize
 from tests.conftest import ROOT
 
 NAMES = list(charts.CHARTS)
@@ -100,6 +101,17 @@ def test_single_points_and_partial_input(replay: ReplayInputs) -> None:
     _drawn(charts.calibration_chart([], ev_only), 0.01)
     series = replay.charts["candles"][0][0]
     _drawn(charts.candles_chart(series.take(slice(0, 1)), []), 0.01)
+
+
+def test_backtest_chart(replay: ReplayInputs) -> None:
+    """The replay's --out picture: equity over the whole period over its drawdown, halted spans shaded;
+    a period without trades is a flat line, not an error."""
+    facts = charts.trade_facts(replay.trades)
+    start, end = min(f.entry_time for f in facts), max(f.exit_time for f in facts) + timedelta(days=3)
+    points = equity_curve(facts, Decimal(10_000))
+    halted = [(points[len(points) // 2][0], end)]
+    _drawn(charts.backtest_chart(points, Decimal(10_000), (start, end), halted), 0.05)
+    _drawn(charts.backtest_chart([], Decimal(10_000), (start, end)), 0.01)
 
 
 def test_input_forms_draw_the_same_chart(replay: ReplayInputs) -> None:
