@@ -150,11 +150,10 @@ def signal_reasons(rows: Iterable[tuple[str, str | None, int]], top: int = TOP_R
 
 def funding_note(symbols: Sequence[str], funding_missing: Sequence[str] | None) -> str:
     """Which symbols' PnL carries no funding: the replay's own list, or every symbol when it has none."""
-    if funding_missing is None:
-        return f"funding not modelled: {', '.join(symbols)} (their PnL carries no funding)"
-    if not funding_missing:
+    missing = list(symbols) if funding_missing is None else list(funding_missing)
+    if not missing:
         return "funding: every symbol replayed with its funding-rate series"
-    return f"funding: no funding data for {', '.join(funding_missing)} (their PnL carries no funding)"
+    return f"funding not modelled for {', '.join(missing)} (no funding-rate data: their PnL carries no funding)"
 
 
 # --- trades ---------------------------------------------------------------------------------------------

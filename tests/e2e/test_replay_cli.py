@@ -90,7 +90,7 @@ def _checkpoint_halts(db: Path) -> list[dict]:
 def test_on_halt_resume_is_deterministic_and_resumes_its_halts(tmp_path: Path) -> None:
     """--on-halt resume: the same command gives the same halts, resumes and digests; killed once its
     checkpoint holds a halt, run again, it reports every halt and ends as one never interrupted."""
-    window = ["--to", "2021-01-20", "--no-ml", "--on-halt", "resume", "--resume-after", "12"]
+    window = ["--to", "2021-02-10", "--no-ml", "--on-halt", "resume", "--resume-after", "12"]
     whole = _replay_args(tmp_path, f"sqlite:///{tmp_path}/whole.db", window)
     assert len(whole["halts"]) >= 2 and all(h["resumed_at"] for h in whole["halts"])
     first = datetime.fromisoformat(whole["halts"][0]["at"])

@@ -202,7 +202,8 @@ def test_replay_figures_match_the_trades_table(tmp_path: Path) -> None:
         top = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
         assert [(r["reason"], r["count"]) for r in doc["signal_reasons"][outcome]] == top
     assert any(r["reason"].startswith("bot halted") for r in doc["signal_reasons"]["blocked"])
-    assert doc["funding_note"].startswith("funding not modelled: BTCUSDT, ETHUSDT, SOLUSDT, XRPUSDT")
+    assert doc["funding_missing"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    assert doc["funding_note"].startswith("funding not modelled for BTCUSDT, ETHUSDT, SOLUSDT, XRPUSDT")
 
     # --out: the report as Markdown, the trades as CSV (the trades table's rows), the equity curve as PNG
     report = (out / "report.md").read_text()

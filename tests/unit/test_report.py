@@ -76,8 +76,10 @@ def test_signal_reasons_blank_the_figures() -> None:
 
 
 def test_funding_note_never_silent() -> None:
-    assert funding_note(["A", "B"], None) == "funding not modelled: A, B (their PnL carries no funding)"
-    assert "no funding data for B" in funding_note(["A", "B"], ["B"])
+    assert funding_note(["A", "B"], None) == funding_note(["A", "B"], ["A", "B"]) == \
+        "funding not modelled for A, B (no funding-rate data: their PnL carries no funding)"
+    assert funding_note(["A", "B"], []) == "funding: every symbol replayed with its funding-rate series"
+    assert funding_note(["A", "B"], ["B"]).startswith("funding not modelled for B (")
     assert "every symbol" in funding_note(["A"], [])
 
 
