@@ -28,6 +28,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--flush-every", type=int, default=5000, help="candles per database batch")
     rp.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
     rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
+    add_strategies_arg(rp)
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
@@ -36,9 +37,16 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--db", help="database URL (default: DATABASE_URL)")
     demo.add_argument("--json", action="store_true")
     demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
+    add_strategies_arg(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5")
 
+
+
+def add_strategies_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategies", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+                        help="comma-separated strategies to run with their default parameters, your own "
+                             "included (default: the built-ins; see `python -m bot strategies list`)")
 
 
 def add_market_args(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,7 @@ from core.ml.report import replay_fields
 from core.ml.store import ScorerStore
 from core.report import operator_report, summary, trade_summary
 from core.runner import run
+from core.strategies import STRATEGIES
 from core.trader import Trader
 from storage import migrations
 from storage.bots import set_status, upsert_bot
@@ -90,6 +91,14 @@ def _history(series: list[CandleSeries], start_ms: int | None) -> list[Candle]:
     return [before[w].candle(r) for w, r in zip(which.tolist(), row.tolist(), strict=True)]
 
 
+def _strategies(names: list[str]) -> dict[str, dict[str, Any]]:
+    """--strategies: each with its default parameters."""
+    if unknown := [n for n in names if STRATEGIES.get(n) is None]:
+        raise ReplayError(f"--strategies: unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGIES.names())}; "
+                          "a file of your own goes in STRATEGIES_DIR)")
+    return {n: {} for n in names}
+
+
 async def _prepare_database(url: str) -> None:
     engine = create_engine(url, null_pool=True)
     try:
@@ -115,8 +124,11 @@ async def replay(args: argparse.Namespace, settings: Settings,
     series, start_ms, end_ms, run_key = market(args)
     slow, fast = _intervals(args)
     symbols = sorted({s.symbol for s in series})
-    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast)
+    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast,
+                       **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
     run_key += "" if args.ml else "|no-ml"
+    # an edited strategy is another replay: resuming would mix two versions' signals
+    run_key += json.dumps(sorted((n, STRATEGIES.get(n).version) for n in config.strategies))  # type: ignore[union-attr]
     run_id = hashlib.sha256((run_key + config.model_dump_json()).encode()).hexdigest()[:16]
 
     await _prepare_database(url)
