@@ -222,3 +222,6 @@ def test_the_paper_desk_trades_it_and_runs_without_it_when_it_is_gone(tmp_path: 
     db = without / "var" / "phantomdesk.db"
     assert dict(sql(db, "SELECT strategy, count(*) FROM signals GROUP BY 1")).keys() == {"scalp"}
     assert sql(db, "SELECT strategies FROM bots")[0][0].count("my_breakout") == 1  # kept in its configuration
+    shown = run(["bots", "show", "main"], without, env)  # and shown as stored, so an edit does not drop it
+    assert shown.returncode == 0 and "# strategy my_breakout: not loaded" in shown.stdout, shown.stderr
+    assert yaml.safe_load(shown.stdout)["strategies"]["my_breakout"]["lookback"] == 40
