@@ -28,8 +28,18 @@ def _settings() -> Settings:
     return settings
 
 
+def _desk_settings() -> Settings:
+    """For a command that builds engines or validates bots: the user strategies are registered first
+    (a refused one is a log line, never the end of the command)."""
+    settings = _settings()
+    from bot.strategies import load_strategies
+
+    load_strategies(settings)
+    return settings
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings()  # a bad setting stops here, in a moment, before the host's seconds of imports
+    settings = _desk_settings()  # a bad setting stops here, in a moment, before the host's seconds of imports
     from bot.host import serve
 
     settings.signing_key()  # embedded mode: create the key now, not in the middle of a retrain
@@ -68,19 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bot import cli_replay
 
-    cli_replay.register(sub, _settings)
+    cli_replay.register(sub, _desk_settings)
 
     from bot import cli_ml
 
-    cli_ml.register(sub, _settings)
+    cli_ml.register(sub, _desk_settings)
 
     from bot import console
 
-    console.register(sub, _settings)
+    console.register(sub, _desk_settings)
 
     from bot import cli_bots
 
-    cli_bots.register(sub, _settings)
+    cli_bots.register(sub, _desk_settings)
+
+    from bot import cli_strategies
+
+    cli_strategies.register(sub, _desk_settings)
 
     from bot import cli_backup
 

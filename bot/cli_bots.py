@@ -399,11 +399,14 @@ async def _show(engine: AsyncEngine, args: argparse.Namespace) -> int:
     if config is None:
         raise CliError(f"bot {args.id!r}: its stored configuration no longer validates; write a new file and "
                        "`bots edit` it")
-    doc = _plain(config.model_dump(mode="python"))
+    # a strategy this process could not load is shown as stored: an edit of this file must not drop it
+    doc = _plain({**config.model_dump(mode="python"), "strategies": config.strategy_settings()})
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         print(f"# bot {row.id!r}, status {_status(row)}")
+        for name, unloaded in config.unloaded.items():
+            print(f"# strategy {name}: {unloaded.why}")
         print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None).rstrip())
     return EXIT_OK
 

@@ -31,6 +31,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
                                                  "storage/funding_files.py says the format)")
     add_report_args(rp)
+    add_strategies_arg(rp)
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
@@ -40,6 +41,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--json", action="store_true")
     demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
     add_report_args(demo)
+    add_strategies_arg(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5", data=None, funding=None)
 
@@ -62,6 +64,12 @@ def _hours(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours >= 0")
     return value
+
+
+def add_strategies_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategies", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+                        help="comma-separated strategies to run with their default parameters, your own "
+                             "included (default: the built-ins; see `python -m bot strategies list`)")
 
 
 def add_market_args(parser: argparse.ArgumentParser) -> None:

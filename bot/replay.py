@@ -62,6 +62,7 @@ from core.report import (
 )
 from core.runner import run
 from core.stats import equity_curve
+from core.strategies import STRATEGIES
 from core.trader import Trader
 from storage import migrations
 from storage.bots import set_status, upsert_bot
@@ -123,6 +124,14 @@ def _funding(args: argparse.Namespace, symbols: list[str]) -> FundingSchedule:
     """The funding series beside the candles (or in --funding DIR); the synthetic demo has none."""
     folder = args.funding or args.data
     return read_funding_dir(folder, symbols) if folder is not None else FundingSchedule()
+
+
+def _strategies(names: list[str]) -> dict[str, dict[str, Any]]:
+    """--strategies: each with its default parameters."""
+    if unknown := [n for n in names if STRATEGIES.get(n) is None]:
+        raise ReplayError(f"--strategies: unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGIES.names())}; "
+                          "a file of your own goes in STRATEGIES_DIR)")
+    return {n: {} for n in names}
 
 
 async def _prepare_database(url: str) -> None:
@@ -227,10 +236,13 @@ async def replay(args: argparse.Namespace, settings: Settings,
         raise ReplayError("no candles to replay between --from and --to")
     period, closes = window
     symbols = sorted({s.symbol for s in series})
-    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast)
+    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast,
+                       **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
     run_key += "" if args.ml else "|no-ml"
     resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None
     run_key += "" if resume_after is None else f"|resume-after={args.resume_after}h"
+    # an edited strategy is another replay: resuming would mix two versions' signals
+    run_key += json.dumps(sorted((n, STRATEGIES.get(n).version) for n in config.strategies))  # type: ignore[union-attr]
     run_id = hashlib.sha256((run_key + config.model_dump_json()).encode()).hexdigest()[:16]
 
     await _prepare_database(url)

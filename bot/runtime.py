@@ -223,6 +223,8 @@ class Runtime:
         trader = Trader(config, instruments, venue, mode="live" if live else "paper")
         scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
         engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=self.funding)
+        for notice in engine.take_notices():  # a strategy of its configuration it runs without, and why
+            self.notify(notice)
         inner = SqlEngineStore(self.db, self.redis)
         registry = SqlModelRegistry(self.db, self.settings.signing_key(), self.redis)
         store = ScorerStore(inner, scorer, registry, outcomes=lambda bot_id: learning_phantoms(self.db, bot_id),

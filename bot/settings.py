@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 TOKEN_SHAPE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
 WEBHOOK_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 SECRET_KEY_FILE = "secret_key"
+DEFAULT_STRATEGIES_DIR = "strategies"  # in the working directory
 
 IdList = Annotated[tuple[int, ...], NoDecode]
 SymbolList = Annotated[tuple[str, ...], NoDecode]
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     feed_data: Path | None = None  # MARKET_FEED=replay: folder of candle files
     feed_speed: float = Field(default=0.0, ge=0)  # replay/synthetic candles per second (0: as fast as possible)
     default_symbols: SymbolList = ("BTCUSDT", "ETHUSDT")  # the bot created on a first start
+    strategies_dir: Path | None = None  # user strategies (*.py); unset: ./strategies when it exists
 
     backup_dir: Path | None = None  # daily archives (default: DATA_DIR/backups); 7 daily + 4 weekly kept
     min_free_disk_pct: float = Field(default=10.0, ge=0, le=100)  # storage alerts to the admins ...
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value) if value else ""
 
-    @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", mode="before")
+    @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", "strategies_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -215,6 +217,8 @@ class Settings(BaseSettings):
                 raise SettingsError("LIVE_TRADING_CONFIRM: set it to 'yes' to trade real money in live mode")
         if self.market_feed == "replay" and (self.feed_data is None or not self.feed_data.exists()):
             raise SettingsError("FEED_DATA: MARKET_FEED=replay needs an existing folder of candle files")
+        if self.strategies_dir is not None and not self.strategies_dir.is_dir():
+            raise SettingsError(f"STRATEGIES_DIR: no such folder: {self.strategies_dir}")
         if self.secret_key is None and not self.embedded:
             raise SettingsError("SECRET_KEY: required when DATABASE_URL is not SQLite (it signs model artifacts)")
         return self
@@ -222,6 +226,14 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def strategies_path(self) -> Path | None:
+        """Where user strategies are loaded from: STRATEGIES_DIR, or ./strategies if there is one."""
+        if self.strategies_dir is not None:
+            return self.strategies_dir
+        default = Path(DEFAULT_STRATEGIES_DIR)
+        return default if default.is_dir() else None
 
     @property
     def backups(self) -> Path:

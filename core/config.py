@@ -6,50 +6,74 @@ through the same rules and a bad value names its field.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from core.market.candle import INTERVAL_MS, parse_interval
+from core.strategies import STRATEGIES, StrategyParams
+from core.strategies.params import first_error
 
-STRATEGY_NAMES = ("trend_pullback", "mean_reversion", "scalp")
+BUILTINS = ("trend_pullback", "mean_reversion", "scalp")  # a bot's strategies when its file names none
 
 
-class StrategyParams(BaseModel):
-    """Parameters shared by every strategy; each strategy reads what it needs."""
+@dataclass(frozen=True, slots=True)
+class UnloadedStrategy:
+    """A stored strategy this process cannot run: its class did not load, or its stored parameters no longer
+    fit its model. Kept as stored, so that saving the bot (a /risk change) does not drop it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    params: dict[str, Any]  # as stored: the shape of a model this process does not have
+    why: str
 
-    enabled: bool = True
-    reward_risk: float = Field(2.0, gt=0.2, le=10)  # take-profit distance / stop distance
-    min_stop_atr: float = Field(0.8, gt=0, le=10)  # stop distance bounds, in ATR
-    max_stop_atr: float = Field(3.0, gt=0, le=20)
-    cooldown_candles: int = Field(4, ge=0, le=1000)  # after a signal, per symbol
-    adx_trend: float = Field(25.0, ge=5, le=80)  # ADX at or above: trending
-    adx_range: float = Field(20.0, ge=5, le=80)  # ADX at or below: ranging
-    max_atr_percentile: float = Field(0.9, gt=0, le=1)  # above: volatility burst, the strategy stands aside
-    rsi_low: float = Field(30.0, ge=1, le=99)
-    rsi_high: float = Field(70.0, ge=1, le=99)
-    volume_z: float = Field(1.0, ge=-5, le=10)  # scalp: volume burst needed
-
-    @model_validator(mode="after")
-    def _bounds(self) -> StrategyParams:
-        if self.min_stop_atr >= self.max_stop_atr:
-            raise ValueError("min_stop_atr must be below max_stop_atr")
-        if self.rsi_low >= self.rsi_high:
-            raise ValueError("rsi_low must be below rsi_high")
-        return self
+    @property
+    def enabled(self) -> bool:
+        return self.params.get("enabled", True) is not False
 
 
 def _default_strategies() -> dict[str, StrategyParams]:
-    return {
-        "trend_pullback": StrategyParams(),
-        "mean_reversion": StrategyParams(reward_risk=1.5, min_stop_atr=0.5, max_stop_atr=2.5, adx_range=22,
-                                         rsi_low=35, rsi_high=65),
-        "scalp": StrategyParams(reward_risk=1.5, min_stop_atr=0.6, max_stop_atr=2.0, cooldown_candles=6),
-    }
+    return {name: spec.params() for name in BUILTINS if (spec := STRATEGIES.get(name)) is not None}
+
+
+@lru_cache(maxsize=256)
+def _shape(models: tuple[tuple[str, type[StrategyParams]], ...]) -> type[BaseModel]:
+    """A model with one field per named strategy, so pydantic checks each against its own model and names
+    the path (strategies.<name>.<field>). Fields are s0, s1...: a strategy may be called `json` or `copy`."""
+    fields: dict[str, Any] = {f"s{i}": (model, Field(alias=name)) for i, (name, model) in enumerate(models)}
+    return create_model("Strategies", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _stored_split(value: dict[str, Any]) -> tuple[dict[str, Any], dict[str, UnloadedStrategy]]:
+    """A stored configuration: the strategies this process can run, and those it cannot (with why)."""
+    usable: dict[str, Any] = {}
+    unloaded: dict[str, UnloadedStrategy] = {}
+    for name, params in value.items():
+        spec = STRATEGIES.get(str(name))
+        raw = params if isinstance(params, dict) else {}
+        if spec is None:
+            unloaded[name] = UnloadedStrategy(raw, "not loaded in this process (its file or package is missing, "
+                                                   "or failed to load: see the log)")
+            continue
+        try:
+            usable[name] = spec.params.model_validate(params)
+        except ValidationError as exc:
+            unloaded[name] = UnloadedStrategy(raw, f"its stored parameters no longer fit its model: {first_error(exc)}")
+    return usable, unloaded
 
 
 class BotConfig(BaseModel):
@@ -60,7 +84,7 @@ class BotConfig(BaseModel):
     symbols: list[str] = Field(min_length=1)
     slow_interval: str = "15"  # trend pullback and mean reversion
     fast_interval: str = "5"  # scalp
-    strategies: dict[str, StrategyParams] = Field(default_factory=_default_strategies)
+    strategies: dict[str, SerializeAsAny[StrategyParams]] = Field(default_factory=_default_strategies)
     capital: Decimal = Field(Decimal(10_000), gt=0)
     risk_pct: Decimal | None = Field(Decimal(1), gt=0, le=10)
     risk_usd: Decimal | None = Field(None, gt=0)
@@ -85,6 +109,7 @@ class BotConfig(BaseModel):
     ml_min_p: float = Field(0.0, ge=0, le=1)
     mode: Literal["paper", "live"] = "paper"
     extra: dict[str, Any] = Field(default_factory=dict)
+    _unloaded: dict[str, UnloadedStrategy] = PrivateAttr(default_factory=dict)
 
     @field_validator("symbols")
     @classmethod
@@ -107,13 +132,28 @@ class BotConfig(BaseModel):
     @field_validator("strategies", mode="before")
     @classmethod
     def _strategies(cls, value: Any) -> Any:
-        # before the parameters are checked, so `foo: null` still says "unknown strategy"; the name is in
-        # ctx so a file loader can point at strategies.<name>
-        unknown = sorted(str(k) for k in value if k not in STRATEGY_NAMES) if isinstance(value, dict) else []
+        if not isinstance(value, dict):
+            return value
+        # the name is in ctx so a file loader can point at strategies.<name>
+        unknown = [str(k) for k in value if STRATEGIES.get(str(k)) is None]
         if unknown:
             raise PydanticCustomError("unknown_strategy", "unknown strategy '{name}' (known: {known})",
-                                      {"name": unknown[0], "known": ", ".join(STRATEGY_NAMES)})
-        return value
+                                      {"name": unknown[0], "known": ", ".join(STRATEGIES.names())})
+        shape = _shape(tuple((name, STRATEGIES.get(name).params) for name in value))  # type: ignore[union-attr]
+        return dict(zip(value, dict(shape.model_validate(value)).values(), strict=True))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _stored(cls, data: Any, handler: ModelWrapValidatorHandler[BotConfig], info: ValidationInfo) -> BotConfig:
+        """Read from the database (context {"stored": True}): a strategy this process cannot run is set
+        aside, not an error: the bot runs without it and tells the operator (core.engine)."""
+        stored = isinstance(info.context, dict) and info.context.get("stored")
+        if not stored or not isinstance(data, dict) or not isinstance(data.get("strategies"), dict):
+            return handler(data)
+        usable, unloaded = _stored_split(data["strategies"])
+        config = handler({**data, "strategies": usable})
+        config._unloaded = unloaded
+        return config
 
     @model_validator(mode="after")
     def _coherent(self) -> BotConfig:
@@ -133,3 +173,12 @@ class BotConfig(BaseModel):
 
     def enabled_strategies(self) -> dict[str, StrategyParams]:
         return {k: v for k, v in self.strategies.items() if v.enabled}
+
+    @property
+    def unloaded(self) -> dict[str, UnloadedStrategy]:
+        return self._unloaded
+
+    def strategy_settings(self) -> dict[str, dict[str, Any]]:
+        """Every strategy's parameters as stored: those this process could not load, as they were."""
+        return {**{k: dict(u.params) for k, u in self._unloaded.items()},
+                **{k: v.model_dump() for k, v in self.strategies.items()}}

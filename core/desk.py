@@ -20,6 +20,7 @@ from core.lifecycle import HELD_STATES, LIVE_STATES
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
 from core.stats import TradeFacts, breakdown, daily_pnl, equity_curve, summarize
+from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
 from core.trader import Closing, Trader
 
@@ -312,7 +313,7 @@ class Desk:
                 s = engine.market.get(symbol, interval)
                 if s is None or s.last_candle is None:
                     continue
-                params = next(iter(engine.config.strategies.values()))
+                params = next(iter(engine.config.strategies.values()), StrategyParams())  # regime thresholds
                 regime = regime_of(s, engine.market.get(engine.ctx.btc_symbol, interval) or btc, params)
                 out["intervals"][interval] = {
                     "close": s.last_candle.close, "time": s.last_candle.close_time, "candles": s.ind.n,

@@ -3,10 +3,15 @@
 candle → MarketState → phantom updates → strategies → regime gate → signal (tick-rounded, with
 features) → scorer → guards → phantom record. Deterministic: the same candles, config and starting
 state give the same signals and phantoms; time comes from the candles only.
+
+A strategy is user code: one that raises (or proposes nonsense) is disabled for this bot with one notice,
+and the bot goes on with the others.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +28,12 @@ from core.market.state import MarketState
 from core.ml.scorer import UNSCORED, NoScorer, Score, Scorer
 from core.phantom import WIN_RATE_WINDOW, Phantom, PhantomBook, SubCandles
 from core.signal import Action, Signal, signal_id
-from core.strategies import Context, Strategy, build_strategies
+from core.strategies import Context, Proposal, Strategy, build_strategies
 from core.strategies.features import compute_features
 from core.strategies.regime import regime_of
 from core.trader import Notice, Trader
+
+log = logging.getLogger(__name__)
 
 EXECUTED_MEMORY = 512  # executed decisions kept for amendment (an entry is refused within seconds)
 
@@ -84,11 +91,15 @@ class Engine:
         self.config = config
         self.market = MarketState(capacity)
         self.ctx = Context(self.market, config.slow_interval, config.fast_interval)
-        self.strategies: list[Strategy] = build_strategies(config)
-        self.by_interval: dict[str, list[Strategy]] = {
-            config.slow_interval: [s for s in self.strategies if s.role == "slow"],
-            config.fast_interval: [s for s in self.strategies if s.role == "fast"],
-        }
+        lineup = build_strategies(config)
+        self.strategies: list[Strategy] = lineup.strategies
+        self.versions = lineup.versions  # strategy -> version, part of its signal ids
+        self.by_interval: dict[str, list[Strategy]] = {}
+        self.disabled: dict[str, str] = {}  # strategy -> why this bot runs without it
+        self._notices: list[Notice] = []  # the engine's own, for the operator: see take_notices()
+        for name, why in lineup.unavailable.items():
+            self._without(name, why)
+        self._sort_strategies()
         self.symbols = frozenset(config.symbols)
         self.book = PhantomBook(config.phantom_timeout_candles, resolver=self._sub_candles, funding=funding)
         self.scorer: Scorer = scorer or NoScorer()
@@ -106,6 +117,33 @@ class Engine:
         if trader is not None:
             trader._win_rate = self.book.win_rate
             self.guards.append(trader.guard)
+
+    # --- strategies -----------------------------------------------------------------------------
+    def _sort_strategies(self) -> None:
+        self.by_interval = {
+            self.config.slow_interval: [s for s in self.strategies if s.role == "slow"],
+            self.config.fast_interval: [s for s in self.strategies if s.role == "fast"],
+        }
+
+    def _without(self, name: str, why: str) -> None:
+        self.disabled[name] = why
+        self._notices.append(Notice("strategy_failed", self.config.id, f"strategy {name} is off for this bot: {why}",
+                                    {"strategy": name, "reason": why}))
+
+    def _failed(self, strategy: Strategy, call: str, candle: Candle, exc: Exception) -> None:
+        """`strategy` raised: off for this bot until it restarts (a fixed file is loaded then)."""
+        log.error("bot %s: strategy %s disabled: %s raised on %s %s", self.config.id, strategy.name, call,
+                  candle.symbol, candle.interval, exc_info=exc)
+        self.strategies = [s for s in self.strategies if s is not strategy]
+        self._sort_strategies()
+        at = f"{candle.symbol} {candle.interval}, candle closed {candle.close_time:%Y-%m-%d %H:%M} UTC"
+        self._without(strategy.name, f"{call}() raised {type(exc).__name__}: {str(exc)[:200]} ({at})")
+
+    def take_notices(self) -> list[Notice]:
+        """The engine's notices not yet handed out (a strategy this bot runs without); on_candle hands
+        them out with its result, the host may take them at once after building the engine."""
+        notices, self._notices = self._notices, []
+        return notices
 
     # --- state ----------------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
@@ -167,6 +205,8 @@ class Engine:
         if self.trader is not None:
             result.ledger, self.trader.events = self.trader.events, []
             result.notices, self.trader.notices = self.trader.notices, []
+        if self._notices:
+            result.notices.extend(self.take_notices())
         if self._amended:
             result.amended, self._amended = self._amended, []
         return result
@@ -191,12 +231,21 @@ class Engine:
         last = self.last_signal_ms.get(key)
         if last is not None and close_ms - last <= strategy.params.cooldown_candles * step:
             return None
-        proposal = strategy.propose(s, self.ctx)
+        try:
+            proposal = _checked(strategy.propose(s, self.ctx))
+        except Exception as exc:
+            self._failed(strategy, "propose", candle, exc)
+            return None
         if proposal is None:
             return None
         btc = self.market.get(self.ctx.btc_symbol, candle.interval)
         regime = regime_of(s, btc, strategy.params)
-        if not strategy.allowed(regime, proposal.side):
+        try:
+            allowed = strategy.allowed(regime, proposal.side)
+        except Exception as exc:
+            self._failed(strategy, "allowed", candle, exc)
+            return None
+        if not allowed:
             return None
         long = proposal.side == "long"
         inst = self.instruments.get(candle.symbol, candle.close)
@@ -210,9 +259,10 @@ class Engine:
         features = compute_features(s, btc, regime, side=proposal.side, entry=float(entry), stop=float(stop),
                                     target=float(target), close_ms=close_ms, win_rate=win_rate, outcomes=outcomes)
         at = ms_to_dt(close_ms)
-        signal = Signal(signal_id(self.config.id, candle.symbol, candle.interval, strategy.name, at), self.config.id,
-                        candle.symbol, candle.interval, strategy.name, proposal.side, entry, stop, target, at,
-                        features)
+        version = self.versions[strategy.name]
+        signal = Signal(signal_id(self.config.id, candle.symbol, candle.interval, strategy.name, version, at),
+                        self.config.id, candle.symbol, candle.interval, strategy.name, proposal.side, entry, stop,
+                        target, at, features, version)
         self.last_signal_ms[key] = close_ms
         unfit = self._unfit(inst, entry, stop, target)
         score = self.scorer.score(signal) if unfit is None else UNSCORED
@@ -267,3 +317,17 @@ class Engine:
             return None
         o, h, lo, c = (fast.last(f, k) for f in ("open", "high", "low", "close"))
         return [(float(o[i]), float(h[i]), float(lo[i]), float(c[i]), int(times[i]) + step) for i in range(k)]
+
+
+def _checked(proposal: object) -> Proposal | None:
+    """A strategy's answer, refused unless it is None or a Proposal with a side and finite levels (a user's
+    NaN must not reach the tick rounding, the ledger or the exchange)."""
+    if proposal is None:
+        return None
+    if not isinstance(proposal, Proposal):
+        raise TypeError(f"returned {type(proposal).__name__}, not a Proposal or None")
+    if proposal.side not in ("long", "short"):
+        raise ValueError(f"proposed side {proposal.side!r}, not long or short")
+    if not all(math.isfinite(x) for x in (proposal.entry, proposal.stop, proposal.target)):
+        raise ValueError(f"proposed levels that are not finite numbers: {proposal}")
+    return proposal

@@ -12,10 +12,11 @@ Side = Literal["long", "short"]
 Action = Literal["EXECUTED", "REJECTED", "BLOCKED"]
 
 
-def signal_id(bot_id: str, symbol: str, interval: str, strategy: str, time: datetime) -> str:
+def signal_id(bot_id: str, symbol: str, interval: str, strategy: str, version: str, time: datetime) -> str:
     """24 hex characters: the same signal always has the same id, so replays, restarts and the
-    exchange's orderLinkId (≤ 36 characters) all agree on it."""
-    key = f"{bot_id}|{symbol}|{interval}|{strategy}|{time.isoformat()}"
+    exchange's orderLinkId (≤ 36 characters) all agree on it. The strategy's version (a hash of its
+    source) is part of it: a replay's digests change when a strategy's code does, and only then."""
+    key = f"{bot_id}|{symbol}|{interval}|{strategy}@{version}|{time.isoformat()}"
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -32,6 +33,7 @@ class Signal:
     take_profit: Decimal
     time: datetime  # close time of the candle that produced it: when it became known
     features: dict[str, float] = field(default_factory=dict, compare=False)
+    strategy_version: str = ""  # core.strategies.registry.module_version of the strategy that proposed it
 
     @property
     def direction(self) -> int:

@@ -19,7 +19,7 @@ IN_CONFIG_JSON = ("win_rate_floor", "breaker_min_outcomes", "loss_cooldown_minut
 def _columns(config: BotConfig) -> dict[str, Any]:
     return {
         "name": config.name, "symbols": list(config.symbols), "intervals": list(config.intervals),
-        "strategies": {k: v.model_dump() for k, v in config.strategies.items()}, "capital": config.capital,
+        "strategies": config.strategy_settings(), "capital": config.capital,
         "risk_pct": config.risk_pct, "risk_usd": config.risk_usd, "max_leverage": config.max_leverage,
         "max_positions": config.max_positions, "max_position_notional": config.max_position_notional,
         "trailing_stop_pct": config.trailing_stop_pct, "breakeven_at_r": config.breakeven_at_r,
@@ -31,17 +31,19 @@ def _columns(config: BotConfig) -> dict[str, Any]:
 
 
 def config_of(row: Bot) -> BotConfig:
+    """The stored configuration. A strategy this process cannot run (its file is gone or broken, its
+    parameters no longer fit its model) is set aside, not an error: see BotConfig.unloaded."""
     slow, fast = row.intervals
-    return BotConfig(
+    return BotConfig.model_validate(dict(
         id=row.id, name=row.name, symbols=row.symbols, slow_interval=slow, fast_interval=fast,
         strategies=row.strategies, capital=row.capital, risk_pct=row.risk_pct, risk_usd=row.risk_usd,
         max_leverage=row.max_leverage, max_positions=row.max_positions,
         max_position_notional=row.max_position_notional, trailing_stop_pct=row.trailing_stop_pct,
         breakeven_at_r=row.breakeven_at_r, phantom_timeout_candles=row.phantom_timeout_candles,
         drawdown_guard_pct=row.drawdown_guard_pct, daily_loss_limit_pct=row.daily_loss_limit_pct,
-        ml_threshold=row.ml_threshold, ml_min_p=row.ml_min_p, mode=row.mode,  # type: ignore[arg-type]
+        ml_threshold=row.ml_threshold, ml_min_p=row.ml_min_p, mode=row.mode,
         **(row.config or {}),
-    )
+    ), context={"stored": True})
 
 
 async def upsert_bot(session: AsyncSession, config: BotConfig, now: datetime | None = None) -> Bot:

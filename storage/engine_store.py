@@ -62,7 +62,8 @@ def signal_row(d: Decision, now: datetime) -> dict[str, Any]:
     s = d.signal
     return {
         "id": s.id, "bot_id": s.bot_id, "symbol": s.symbol, "interval": s.interval, "strategy": s.strategy,
-        "side": s.side, "time": s.time, "entry": s.entry, "stop_loss": s.stop_loss, "take_profit": s.take_profit,
+        "strategy_version": s.strategy_version or None, "side": s.side, "time": s.time, "entry": s.entry,
+        "stop_loss": s.stop_loss, "take_profit": s.take_profit,
         "features": s.features, "ml_score": d.score.p_win, "ml_ev": d.score.ev_r,
         "model_version": d.score.model_version, "action": d.action, "reason": d.reason,
         "trade_id": trade_id(s.id) if d.action == "EXECUTED" else None,

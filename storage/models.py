@@ -180,6 +180,7 @@ class Signal(Base):
     symbol: Mapped[str] = mapped_column(String(32))
     interval: Mapped[str] = mapped_column(String(8))
     strategy: Mapped[str] = mapped_column(String(32))
+    strategy_version: Mapped[str | None] = mapped_column(String(12))  # hash of its source; NULL before 0004
     side: Mapped[str] = mapped_column(String(5))
     time: Mapped[datetime]  # close time of the candle that produced it
     entry: Mapped[Decimal]

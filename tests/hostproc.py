@@ -18,7 +18,8 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 # variables a developer's shell might carry that would change the desk under test
 SCRUBBED = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "BYBIT_", "TRADING_MODE", "LIVE_TRADING_CONFIRM", "SENTRY_",
-            "PORT", "LOG_", "SECRET_KEY", "DATA_DIR", "MARKET_FEED", "FEED_", "DEFAULT_SYMBOLS")
+            "PORT", "LOG_", "SECRET_KEY", "DATA_DIR", "MARKET_FEED", "FEED_", "DEFAULT_SYMBOLS",
+            "STRATEGIES_DIR")
 
 
 def desk_env(**values: str) -> dict[str, str]:

@@ -18,9 +18,9 @@ from bot import charts
 from bot.telegram import render as rd
 from bot.telegram.keyboards import Confirmations, promote_button, recovery_rows, refresh_row
 from bot.telegram.render import Reply, esc
-from core.config import STRATEGY_NAMES
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
+from core.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ def _close_args(args: list[str]) -> dict[str, Any]:
 
 def _strategy(args: list[str]) -> dict[str, Any]:
     _at_most(args, 1)
-    if args and args[0] not in STRATEGY_NAMES:
-        raise BadArgument(f"unknown strategy {args[0]!r} (strategies: {', '.join(STRATEGY_NAMES)})")
+    if args and STRATEGIES.get(args[0]) is None:
+        raise BadArgument(f"unknown strategy {args[0]!r} (strategies: {', '.join(STRATEGIES.names())})")
     return {"strategy": args[0]} if args else {}
 
 

@@ -40,9 +40,10 @@ log = logging.getLogger(__name__)
 ICONS = {"trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "breaker": "⚡", "bot_failed": "💥",
          "feed_failed": "💥", "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗",
          "start": "🚀", "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "ml_refused": "🧠",
-         "daily_report": "📊", "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁"}
+         "daily_report": "📊", "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁",
+         "strategy_failed": "🧩"}
 DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed", "job_failed", "job_failing",
-                          "order_failed"})
+                          "order_failed", "strategy_failed"})
 DEDUPE_S = 3600.0
 MAX_BATCH = 200
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
-from core.config import StrategyParams
 from core.market.state import MarketState, SeriesState
+from core.strategies.params import StopParams, StrategyParams
 from core.strategies.regime import Regime
 
 Role = Literal["slow", "fast"]
@@ -34,8 +34,12 @@ class Context:
 
 
 class Strategy(Protocol):
-    name: str
-    role: Role  # which interval it runs on
+    """What the engine runs. A class is checked against this when it registers
+    (core.strategies.registry.check_class) and is built with `cls(params)`, params an instance of `Params`."""
+
+    name: ClassVar[str]  # unique; part of every signal id
+    role: ClassVar[Role]  # which interval it runs on
+    Params: ClassVar[type[StrategyParams]]  # its own parameter model
     params: StrategyParams
 
     def propose(self, s: SeriesState, ctx: Context) -> Proposal | None:
@@ -48,7 +52,7 @@ class Strategy(Protocol):
         ...
 
 
-def bounded_stop(entry: float, raw_stop: float, atr: float, p: StrategyParams, direction: int) -> float:
+def bounded_stop(entry: float, raw_stop: float, atr: float, p: StopParams, direction: int) -> float:
     """The stop at its structural level, but no nearer than min_stop_atr and no farther than max_stop_atr."""
     distance = min(max((entry - raw_stop) * direction, p.min_stop_atr * atr), p.max_stop_atr * atr)
     return entry - direction * distance

@@ -3,20 +3,38 @@ stretch beyond it with RSI at an extreme; target the middle band."""
 
 from __future__ import annotations
 
-from core.config import StrategyParams
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
+from core.strategies.params import AdxRange, MaxStopAtr, MinStopAtr, RsiLevel, StopParams, below
 from core.strategies.regime import Regime
 
 WARMUP = 50
 MIN_REWARD_RISK = 1.0  # the middle band must be at least one stop away
 
 
+class MeanReversionParams(StopParams):
+    min_stop_atr: MinStopAtr = 0.5
+    max_stop_atr: MaxStopAtr = 2.5
+    adx_range: AdxRange = 22.0
+    rsi_low: Annotated[RsiLevel, Field(description="a long needs RSI at or below this within 3 candles")] = 35.0
+    rsi_high: Annotated[RsiLevel, Field(description="a short needs RSI at or above this within 3 candles")] = 65.0
+
+    @model_validator(mode="after")
+    def _rsi_band(self) -> MeanReversionParams:
+        below(self.rsi_low, self.rsi_high, "rsi_low", "rsi_high")
+        return self
+
+
 class MeanReversion:
     name = "mean_reversion"
     role = "slow"
+    Params = MeanReversionParams
 
-    def __init__(self, params: StrategyParams) -> None:
+    def __init__(self, params: MeanReversionParams) -> None:
         self.params = params
 
     def propose(self, s: SeriesState, ctx: Context) -> Proposal | None:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.config import StrategyParams
 from core.market.state import SeriesState
+from core.strategies.params import StrategyParams
 
 ATR_LOOKBACK = 100
 

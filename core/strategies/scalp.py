@@ -3,19 +3,39 @@ tight stop, target at reward/risk."""
 
 from __future__ import annotations
 
-from core.config import StrategyParams
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
+from core.strategies.params import CooldownCandles, MaxStopAtr, MinStopAtr, RewardRisk, RsiLevel, StopParams, below
 from core.strategies.regime import Regime, trend_of
 
 WARMUP = 50
 
 
+class ScalpParams(StopParams):
+    reward_risk: RewardRisk = 1.5
+    min_stop_atr: MinStopAtr = 0.6
+    max_stop_atr: MaxStopAtr = 2.0
+    cooldown_candles: CooldownCandles = 6
+    rsi_low: Annotated[RsiLevel, Field(description="a short needs RSI between this and 50")] = 30.0
+    rsi_high: Annotated[RsiLevel, Field(description="a long needs RSI between 50 and this")] = 70.0
+    volume_z: Annotated[float, Field(ge=-5, le=10, description="volume z-score the reclaim candle needs")] = 1.0
+
+    @model_validator(mode="after")
+    def _rsi_band(self) -> ScalpParams:
+        below(self.rsi_low, self.rsi_high, "rsi_low", "rsi_high")
+        return self
+
+
 class Scalp:
     name = "scalp"
     role = "fast"
+    Params = ScalpParams
 
-    def __init__(self, params: StrategyParams) -> None:
+    def __init__(self, params: ScalpParams) -> None:
         self.params = params
 
     def propose(self, s: SeriesState, ctx: Context) -> Proposal | None:

@@ -3,19 +3,24 @@ candle closes back in the trend's direction; stop beyond the swing, target at re
 
 from __future__ import annotations
 
-from core.config import StrategyParams
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
+from core.strategies.params import RewardRisk, StopParams
 from core.strategies.regime import Regime
 
 WARMUP = 200  # candles before the slow EMA means anything
 
 
+class TrendPullbackParams(StopParams):
+    reward_risk: RewardRisk = 2.0
+
+
 class TrendPullback:
     name = "trend_pullback"
     role = "slow"
+    Params = TrendPullbackParams
 
-    def __init__(self, params: StrategyParams) -> None:
+    def __init__(self, params: TrendPullbackParams) -> None:
         self.params = params
 
     def propose(self, s: SeriesState, ctx: Context) -> Proposal | None:

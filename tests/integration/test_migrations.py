@@ -80,3 +80,49 @@ async def test_head_check(db_url: str) -> None:
         assert await migrations.ensure_at_head(engine) == migrations.head_revision()
     finally:
         await engine.dispose()
+
+
+# what every built-in stored before 0004: one shared bag of parameters
+OLD_BAG = {"enabled": True, "reward_risk": 1.5, "min_stop_atr": 0.5, "max_stop_atr": 2.5, "cooldown_candles": 4,
+           "adx_trend": 25.0, "adx_range": 22.0, "max_atr_percentile": 0.9, "rsi_low": 35.0, "rsi_high": 65.0,
+           "volume_z": 1.0}
+
+
+async def _bot_row(url: str, strategies: dict | None = None) -> dict:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from storage.models import Bot
+
+    engine = create_engine(url, null_pool=True)
+    try:
+        async with engine.begin() as conn:
+            if strategies is not None:
+                now = datetime.now(UTC)
+                await conn.execute(insert(Bot.__table__).values(
+                    id="old", name="old", symbols=["BTCUSDT"], intervals=["15", "5"], strategies=strategies,
+                    capital=1000, risk_pct=1, max_leverage=5, max_positions=3, config={}, created_at=now,
+                    updated_at=now))
+            return (await conn.execute(select(Bot.__table__.c.strategies))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+def test_0004_drops_what_a_builtin_never_read_from_stored_bots(db_url: str) -> None:
+    from core.config import BotConfig
+
+    migrations.upgrade(db_url, "0003")
+    scalp = {**OLD_BAG, "reward_risk": 1.2}
+    asyncio.run(_bot_row(db_url, {"trend_pullback": {**OLD_BAG, "reward_risk": 2.5}, "mean_reversion": OLD_BAG,
+                                  "scalp": scalp, "mine": {"lookback": 30, "volume_z": 2}}))
+    migrations.upgrade(db_url)
+    stored = asyncio.run(_bot_row(db_url))
+    assert set(OLD_BAG) - set(stored["trend_pullback"]) == {"rsi_low", "rsi_high", "volume_z"}
+    assert stored["trend_pullback"]["reward_risk"] == 2.5  # what it read is kept
+    assert set(OLD_BAG) - set(stored["mean_reversion"]) == {"reward_risk", "volume_z"}
+    assert stored["scalp"] == scalp and stored["mine"] == {"lookback": 30, "volume_z": 2}  # not a built-in's
+    built_ins = {k: v for k, v in stored.items() if k != "mine"}
+    config = BotConfig(id="old", symbols=["BTCUSDT"], strategies=built_ins)  # each fits its own model now
+    assert config.strategies["scalp"].reward_risk == 1.2  # type: ignore[attr-defined]
+    migrations.downgrade(db_url, "0003")  # and back: nothing to restore
