@@ -666,6 +666,10 @@ class Runtime:
             log.info("bot %s: retrain started (%s)", bot_id, ", ".join(due))
         try:
             await bot.scorer.retrain_pending(pool, bot.store.registry)
+        except asyncio.CancelledError:  # the command itself was cancelled (Telegram stops at shutdown)
+            if self.stopping.is_set():
+                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
+            raise
         except BrokenProcessPool:
             if self.pool is pool:  # the worker died: the next retrain starts a new one
                 self.pool = None

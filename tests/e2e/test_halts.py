@@ -1,6 +1,6 @@
 """A drawdown halt is visible everywhere and resuming it is deliberate.
 
-A replay on the shared real data halts its bot (the drawdown guard, 2020-12). Then: `bots list`, the
+A replay on the shared real data halts its bot (the drawdown guard, 2021-01). Then: `bots list`, the
 desk's /health, /bots and /status all say halted, with the reason and since when; /resume in Telegram
 asks first, stating what resets (the peak equity becomes the equity now) and changes nothing until the
 button; the button resumes exactly the listed bot, audited with the admin's id.
@@ -42,7 +42,7 @@ def test_a_halt_shows_everywhere_and_resumes_only_by_its_button(tmp_path: Path, 
     env = desk_env(TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_API_SERVER=api.url, TELEGRAM_ADMIN_IDS=str(ADMIN),
                    MARKET_FEED="replay", FEED_DATA=str(tmp_path / "none"))
     (tmp_path / "none").mkdir()
-    done = run(["replay", "--data", str(DATA), "--from", "2020-12-01", "--to", "2021-01-05", "--no-ml"], tmp_path,
+    done = run(["replay", "--data", str(DATA), "--from", "2020-12-01", "--to", "2021-01-20", "--no-ml"], tmp_path,
                env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     [(status, reason, since)] = _rows(tmp_path, "SELECT status, status_reason, status_since FROM bots")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -84,8 +86,19 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = run(["replay", "--data", str(DATA), "--from", "2021-03-01", "--to", "2021-03-15", "--db",
                 f"sqlite:///{path}", "--json"], folder, desk_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    (folder / "replay.json").write_text(done.stdout.strip().splitlines()[-1])
+    conn = sqlite3.connect(path)  # its drawdown guard may have halted the bot: these tests start resumed
+    conn.execute("UPDATE bots SET status = 'running', status_reason = NULL")
+    conn.commit()
+    conn.close()  # the last connection out writes the WAL back: the copies below see the change
     asyncio.run(_store_candles(f"sqlite+aiosqlite:///{path}"))
     return path
+
+
+@pytest.fixture(scope="module")
+def replayed(replay_db: Path) -> dict[str, Any]:
+    """The replay's own summary: what the desk's views must show of it."""
+    return json.loads((replay_db.parent / "replay.json").read_text())
 
 
 async def _store_candles(url: str) -> None:
@@ -286,7 +299,7 @@ async def bot_status(store: SqlDeskStore) -> str:
 # --- every command, happy path ------------------------------------------------------------------------------
 HAPPY = [
     ("/start", "phantomdesk"), ("/help", "/risk set KEY VALUE"), ("/bots", "replay"), ("/status", "BTCUSDT"),
-    ("/status replay", "uPnL"), ("/balance", "10,012.50"), ("/stats", "Trades: <b>92"), ("/stats 7", "last 7 days"),
+    ("/status replay", "uPnL"), ("/balance", "10,012.50"), ("/stats", "Trades: <b>"), ("/stats 7", "last 7 days"),
     ("/stats 7 replay", "bot replay"), ("/stats replay 30", "last 30 days"), ("/daily", "Daily PnL"),
     ("/daily 14", "2021-03-14"), ("/recent", "Recent trades"), ("/recent 5", "last 5"),
     ("/performance", "by strategy"), ("/performance replay", "SOLUSDT"), ("/ml_stats", "ML filter"),
@@ -599,12 +612,12 @@ def test_callback_data_fits_64_bytes() -> None:
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
-async def test_long_output_is_split_under_4096(h: Harness) -> None:
+async def test_long_output_is_split_under_4096(h: Harness, replayed: dict[str, Any]) -> None:
     sent = await h.send(ADMIN, "/recent 100")
     assert len(sent) >= 2
     for call in sent:
         assert_valid_html(call.text)
-    assert sum(t.count("\n") for t in texts(sent)) >= 92
+    assert sum(t.count("\n") for t in texts(sent)) >= min(100, replayed["trades_closed"])
 
 
 def test_split_keeps_tags_and_lines() -> None:
@@ -770,7 +783,8 @@ async def test_notifier_dedupes_repeated_halts_and_full_queue_drops() -> None:
                                                    "🟢 <b>main</b> · a"]
 
 
-async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h: Harness) -> None:
+async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h: Harness,
+                                                                                  replayed: dict[str, Any]) -> None:
     session = RecordingSession()
     notifier = _notifier(session, desk=h.desk, daily_at="07:30")
     item_id, _ = await RecoveryBook(h.store.db).raise_item("replay", "unknown_position", dedupe_key="a", details={},
@@ -778,7 +792,7 @@ async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h
     assert await notifier.announce_recovery() == 1
     assert await notifier.announce_recovery() == 0
     text = await notifier.daily_report()
-    assert "Daily report" in text and "92 trades" in text
+    assert "Daily report" in text and f"{replayed['trades_closed']} trades" in text
     notifier.start()
     await _drain(notifier, session, 2)
     sent = session.named("sendMessage")
@@ -789,14 +803,15 @@ async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h
 
 
 # --- the console --------------------------------------------------------------------------------------------
-def test_console_runs_the_same_commands(desk_url: str, tmp_path: Path) -> None:
+def test_console_runs_the_same_commands(desk_url: str, tmp_path: Path, replayed: dict[str, Any]) -> None:
     db = desk_url.replace("sqlite+aiosqlite:///", "sqlite:///")
     lines = "/stats\nbots\n/pause replay console test\n/risk set risk_pct 5\nyes\n/stats nope\n/chart equity\n"
     done = subprocess.run([sys.executable, "-m", "bot", "console", "--db", db], input=lines, capture_output=True,
                           text=True, cwd=tmp_path, env=desk_env(), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
-    assert "Trades: 92 (36 won, 56 lost)" in out
+    won = round(replayed["win_rate"] * replayed["trades_closed"])
+    assert f"Trades: {replayed['trades_closed']} ({won} won, {replayed['trades_closed'] - won} lost)" in out
     assert "paused: replay — reason: console test" in out
     assert "replay: risk_pct 1 → 5" in out
     assert "⚠️ no bot 'nope' (bots: replay) — usage: /stats [days] [bot]" in out
@@ -865,7 +880,7 @@ async def test_summary_equals_summarize_and_follows_new_trades(desk_url: str, tm
     await engine.dispose()
 
 
-async def test_summary_on_postgres(pg_url: str, replay_db: Path) -> None:
+async def test_summary_on_postgres(pg_url: str, replay_db: Path, replayed: dict[str, Any]) -> None:
     from storage.migrations import upgrade
 
     await asyncio.to_thread(upgrade, pg_url)
@@ -885,7 +900,7 @@ async def test_summary_on_postgres(pg_url: str, replay_db: Path) -> None:
     store = SqlDeskStore(engine)
     await _compare(store, "replay")
     await _compare(store, None, NOW - timedelta(days=3))
-    assert (await store.summary("replay", None, Decimal(10_000)))["trades"] == 92
+    assert (await store.summary("replay", None, Decimal(10_000)))["trades"] == replayed["trades_closed"]
     await src.dispose()
     await engine.dispose()
 
