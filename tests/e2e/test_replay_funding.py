@@ -72,6 +72,13 @@ def test_a_replay_settles_funding_on_every_position_held_across_a_settlement(tmp
         assert abs(Decimal(funding) - expected) < Decimal("0.01"), (tid, funding, expected)
         checked += 1
     assert checked >= 5 and crossing >= 3  # trades really crossed settlements
+    # ... and the report's figures carry it: in total, per pair, and said in the text
+    total = sum(Decimal(r[6]) for r in rows)
+    assert abs(Decimal(str(doc["funding"])) - total) < Decimal("0.01") and total != 0
+    assert abs(Decimal(str(doc["by_symbol"]["BTCUSDT"]["funding"])) - total) < Decimal("0.01")
+    assert doc["by_symbol"]["ETHUSDT"]["funding"] == 0
+    assert doc["funding_note"] == ("funding not modelled for ETHUSDT (no funding-rate data: their PnL carries "
+                                   "no funding)")
 
 
 def test_backfill_and_export_funding_through_pybit(tmp_path: Path) -> None:
