@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -161,8 +162,10 @@ wild_entry = wild_kline(near_now | st.integers(0, 2 * 10**12))
 
 def assert_sane_candle(candle: Candle, now: datetime | None) -> None:
     assert refusal(candle, now) is None and candle.symbol and candle.interval
-    assert_sane([candle.open_ms], candle.interval, [candle.open], [candle.high], [candle.low], [candle.close],
-                [candle.volume], now=now)
+    col = np.array  # the rule works on columns
+    assert_sane(col([candle.open_ms], dtype=np.int64), candle.interval,
+                *(col([x], dtype=np.float64) for x in (candle.open, candle.high, candle.low, candle.close,
+                                                        candle.volume)), now=now)
 
 
 @FUZZ
