@@ -28,6 +28,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--flush-every", type=int, default=5000, help="candles per database batch")
     rp.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
     rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
+    add_ml_gate_arg(rp)
     rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
                                                  "storage/funding_files.py says the format)")
     add_report_args(rp)
@@ -40,10 +41,17 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     demo.add_argument("--db", help="database URL (default: DATABASE_URL)")
     demo.add_argument("--json", action="store_true")
     demo.add_argument("--no-ml", dest="ml", action="store_false", help="without the ML filter")
+    add_ml_gate_arg(demo)
     add_report_args(demo)
     add_strategies_arg(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
                       flush_every=5000, intervals="15,5", data=None, funding=None)
+
+
+def add_ml_gate_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ml-gate", choices=("evidence", "always"), default="evidence",
+                        help="evidence (default): a model scores only once its out-of-sample advantage is unlikely to "
+                             "be noise; always: every trained model takes effect (research, tests: the report says so)")
 
 
 def add_report_args(parser: argparse.ArgumentParser) -> None:

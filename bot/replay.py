@@ -23,7 +23,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Executor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -43,9 +44,11 @@ from core.market.candle import Candle, dt_to_ms, ms_to_dt, parse_interval
 from core.market.replay import ReplayFeed, merge_order
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
+from core.ml.evidence import EvidenceRule
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.report import replay_fields
 from core.ml.store import ScorerStore
+from core.ml.worker import training_pool
 from core.report import (
     Block,
     Halt,
@@ -229,6 +232,15 @@ async def replay(args: argparse.Namespace, settings: Settings,
                  market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]],
                  ) -> Outcome:
     url = normalize_database_url(args.db) if args.db else settings.database_url
+    stack = ExitStack()  # the ML filter trains in a worker process beside the replay; it starts up meanwhile
+    pool = stack.enter_context(training_pool()) if args.ml else None
+    with stack:
+        return await _replay(args, settings, market, url, pool)
+
+
+async def _replay(args: argparse.Namespace, settings: Settings,
+                  market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]],
+                  url: str, pool: Executor | None) -> Outcome:
     series, start_ms, end_ms, run_key = market(args)
     slow, fast = _intervals(args)
     window = replayed(series, start_ms, end_ms, slow)
@@ -238,7 +250,7 @@ async def replay(args: argparse.Namespace, settings: Settings,
     symbols = sorted({s.symbol for s in series})
     config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast,
                        **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
-    run_key += "" if args.ml else "|no-ml"
+    run_key += ("" if args.ml_gate == "evidence" else f"|ml-gate={args.ml_gate}") if args.ml else "|no-ml"
     resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None
     run_key += "" if resume_after is None else f"|resume-after={args.resume_after}h"
     # an edited strategy is another replay: resuming would mix two versions' signals
@@ -269,8 +281,9 @@ async def replay(args: argparse.Namespace, settings: Settings,
         trader = Trader(config, instruments, PaperBroker(
             instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
             watch_interval=config.fast_interval, funding=funding), mode="replay")
-        # the ML filter trains inline at deterministic points; its models go to the signed registry
-        scorer = MLScorer(config.id, FilterSettings.for_bot(config)) if args.ml else None
+        # the ML filter's verdicts take effect at deterministic market times; its models go to the signed registry
+        scorer = MLScorer(config.id, FilterSettings.for_bot(config, rule=EvidenceRule(always=args.ml_gate == "always")),
+                          executor=pool) if args.ml else None
         engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding)
         run_store = store if scorer is None else ScorerStore(
             store, scorer, SqlModelRegistry(engine_db, settings.signing_key(), redis),
@@ -298,7 +311,7 @@ async def replay(args: argparse.Namespace, settings: Settings,
             trades = await ledger.closed_trades(config.id)
             doc = summary(dict(engine.counters), closed, report.elapsed_s, report.processed)
             doc.update(trade_summary(trades, config.capital, period))
-            doc.update(replay_fields(engine.counters, closed, scorer))
+            doc.update(replay_fields(scorer))
             doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None,
                        warmed=report.warmed, data_gaps=len(feed.gaps), open_at_end=len(trader.trades),
                        funding_missing=[s for s in symbols if not funding.covers(s)])

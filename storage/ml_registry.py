@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.ml.artifact import ArtifactRefused, load_verified, sign
-from core.ml.model import Ensemble
+from core.ml.model import Model
 from core.ml.registry import ChampionLoad, ModelArtifact, ModelInfo
 from core.persistence import StoreUnavailable
 from core.phantom import Phantom
@@ -173,7 +173,7 @@ class SqlModelRegistry:
         return await self._decide(bot_id, strategy, version, actor, "dismiss") is not None
 
     # --- reading ----------------------------------------------------------------------------------
-    async def load(self, bot_id: str, strategy: str, version: int) -> Ensemble:
+    async def load(self, bot_id: str, strategy: str, version: int) -> Model:
         """One version, verified then parsed; ArtifactRefused if it fails, KeyError if absent."""
         async with self.sessions() as session:
             row = (await session.execute(select(MLModel.artifact, MLModel.sha256, MLModel.hmac)

@@ -1,42 +1,54 @@
-"""Model artifacts: safe serialization (skops, no pickle) and an HMAC-SHA256 signature.
+"""Model artifacts: a plain format (no pickle, no code) and an HMAC-SHA256 signature.
 
 Whoever can write to the database or Redis must not be able to make the desk run code. So:
-- artifacts are skops files (a zip of JSON + numpy arrays; loading never unpickles) holding plain
-  containers, arrays and scikit-learn objects only;
+- an artifact is a zip of `model.json` (numbers and strings) and `.npy` arrays of numbers, read with
+  `allow_pickle=False`: there is nothing in it that could execute (core/ml/model.py says what it holds);
 - each artifact is signed with HMAC-SHA256 under the desk's SECRET_KEY over its identity (bot,
   strategy, version) and its sha256, so an artifact cannot be altered, nor moved to another row;
-- `load_verified` checks the sha256 and the signature *before* the bytes reach any parser, and then
-  accepts only the object types listed in ALLOWED_TYPES.
+- `load_verified` checks the sha256 and the signature *before* the bytes reach `parse`, which then
+  accepts only the entries a model has, of bounded size.
 
-The key is passed in as bytes: core never reads the environment.
+The same model always gives the same bytes (fixed zip timestamps). The key is passed in as bytes: core
+never reads the environment.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
+import json
 import zipfile
 
-import skops.io as sio
+import numpy as np
 
-from core.ml.model import Ensemble
+from core.ml.model import TREE_ARRAYS, Model
 
-# the types skops does not trust by default that a model of ours contains (see Ensemble.payload)
-ALLOWED_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-})
 DOMAIN = b"phantomdesk/ml-model/v1"
+ENTRIES = frozenset({"model.json", "iso_x.npy", "iso_y.npy", *(f"{name}.npy" for name in TREE_ARRAYS)})
+MAX_BYTES = 32 << 20  # unpacked: a model is a few hundred kB at most
+_DATE = (2020, 1, 1, 0, 0, 0)
 
 
 class ArtifactRefused(Exception):
     """An artifact failed verification (tampered, unsigned, signed with another key, unexpected content)."""
 
 
-def dumps(model: Ensemble) -> bytes:
-    return sio.dumps(model.payload(), compression=zipfile.ZIP_DEFLATED)
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, _DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def dumps(model: Model) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr(_entry("model.json"), json.dumps(model.document(), sort_keys=True))
+        for name, array in sorted(model.arrays().items()):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+            z.writestr(_entry(f"{name}.npy"), buf.getvalue())
+    return out.getvalue()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -68,23 +80,30 @@ def verify(key: bytes, bot_id: str, strategy: str, version: int, data: bytes, di
         raise ArtifactRefused(f"{strategy} v{version}: bad signature (altered, moved, or signed with another key)")
 
 
-def loads_trusted(data: bytes) -> Ensemble:
-    """Parse an artifact that has ALREADY been verified; refuse any type outside ALLOWED_TYPES."""
-    untrusted = sio.get_untrusted_types(data=data)
-    unexpected = sorted(set(untrusted) - ALLOWED_TYPES)
-    if unexpected:
-        raise ArtifactRefused(f"artifact holds unexpected types: {', '.join(unexpected[:5])}")
-    payload = sio.loads(data, trusted=untrusted)
-    if not isinstance(payload, dict):
-        raise ArtifactRefused("artifact is not a model payload")
+def parse(data: bytes) -> Model:
+    """Read an artifact that has ALREADY been verified: only a model's entries, numbers only."""
     try:
-        return Ensemble.from_payload(payload)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactRefused(f"artifact is not a model payload: {exc}") from None
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+            unexpected = sorted({i.filename for i in infos} - ENTRIES)
+            if unexpected:
+                raise ArtifactRefused(f"artifact holds unexpected entries: {', '.join(unexpected[:5])}")
+            if sum(i.file_size for i in infos) > MAX_BYTES:
+                raise ArtifactRefused("artifact too large for a model")
+            doc = json.loads(z.read("model.json"))
+            arrays = {i.filename.removesuffix(".npy"): np.lib.format.read_array(
+                io.BytesIO(z.read(i)), allow_pickle=False) for i in infos if i.filename.endswith(".npy")}
+        if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+            raise ArtifactRefused("artifact holds arrays that are not numbers")
+        return Model.from_parts(doc, arrays)
+    except ArtifactRefused:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        raise ArtifactRefused(f"artifact is not a model: {exc}") from None
 
 
 def load_verified(key: bytes, bot_id: str, strategy: str, version: int, data: bytes, digest: str | None,
-                  mac: str | None) -> Ensemble:
+                  mac: str | None) -> Model:
     """Verify, then (only then) parse."""
     verify(key, bot_id, strategy, version, data, digest, mac)
-    return loads_trusted(data)
+    return parse(data)

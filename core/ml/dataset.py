@@ -17,8 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.market.candle import INTERVAL_MS
 from core.phantom import Phantom
 from core.strategies.features import FEATURES
+
+# A candle's place in the replay's merge order, (close ms, interval ms, symbol): core/market/replay.sort_key
+Key = tuple[int, int, str]
 
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 N_FEATURES = len(FEATURE_NAMES)
@@ -63,10 +67,18 @@ class Outcome:
     rr: float  # reward/risk at the signal
     action: str  # EXECUTED / REJECTED / BLOCKED
     ml_score: float | None  # p(win) of the model in force at the signal (None: unscored)
+    seen: Key  # the candle that closed it: the filter learnt of it then
 
     @property
     def key(self) -> tuple[int, str]:
         return self.exit_ms, self.id
+
+
+def closing_candle(p: Phantom) -> Key:
+    """The candle that closed a phantom: the `candles_seen`-th after its signal's (gaps close phantoms, so
+    those candles are contiguous); the same from a live phantom and from its database row."""
+    step = INTERVAL_MS[p.interval]
+    return _ms(p, "open") + p.candles_seen * step, step, p.symbol
 
 
 def outcome_of(p: Phantom) -> Outcome | None:
@@ -75,7 +87,7 @@ def outcome_of(p: Phantom) -> Outcome | None:
         return None
     rr = float(p.features.get("reward_risk", p.rr)) if p.features else p.rr
     return Outcome(p.id, p.strategy, p.side, _ms(p, "open"), _ms(p, "exit"), feature_vector(p.features), y,
-                   float(p.realized_r or 0.0), rr, p.action, p.ml_score)
+                   float(p.realized_r or 0.0), rr, p.action, p.ml_score, closing_candle(p))
 
 
 @dataclass(frozen=True, eq=False)

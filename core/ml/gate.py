@@ -1,20 +1,28 @@
-"""Champion/challenger: a new model replaces the one in force only if it is at least as good, on data
-it has not seen, on both Brier score and EV lift.
+"""Champion/challenger with evidence: a model takes effect only when its advantage on data it has not seen
+is unlikely to be noise.
 
 Walk-forward (expanding window): the latest `eval_frac` of a strategy's outcomes (ordered by exit
 time) is cut into `folds` consecutive test slices. For the slice starting at row b, "as of" time
 T = exit time of row b-1:
-- training rows: every outcome that exited at or before T (rows 0..b-1);
+- training rows: every outcome that exited at or before T (rows 0..b-1), at least `min_train` of them;
 - test rows: the slice's outcomes opened at or after T (those opened earlier overlap the training
   rows in time and are purged).
 Each candidate predicts each slice as it would have stood at T:
 - the challenger: its recipe fitted on the training rows;
 - the champion: the trained champion itself when it was trained before T (cutoff <= T), otherwise
-  its recipe fitted on the training rows (the champion "as of T"; with the same recipe this is the
-  challenger's own fold model, so the comparison concentrates on the folds where they differ);
-- no model (before the first promotion): the training rows' base rate, taking every signal (lift 0).
-Brier score and EV lift are computed on all test slices pooled (and reported per slice).
-EV lift = expectancy (R) of the signals a candidate accepts minus the expectancy of all signals.
+  its recipe fitted on the training rows (with the same recipe, the challenger's own fold model);
+- the base rate: the training rows' win rate, taking every signal (lift exactly 0): "no filter".
+A fitted candidate takes a signal when EV >= its threshold and p >= min_p. The threshold is chosen on
+training data only: for a slice, on the out-of-sample predictions of the slices before it (outcomes that
+exited before T), as the step above the operator's floor that banked the most R; a trained model's, on
+every slice of its walk-forward.
+
+The decision (core/ml/evidence.py): the challenger must have at least `min_outcomes` test outcomes and
+lower confidence bounds above zero on both its EV lift and its Brier skill against the base rate; with
+a champion in force it must also be at least as good as the champion on both, over the same slices.
+Every promotion and refusal keeps the figures it rested on (the report: the registry's metrics JSON).
+Only a promoted challenger (or, for a desk that may ask its operator, a refused one) is fitted on all the
+outcomes and serialized.
 """
 
 from __future__ import annotations
@@ -28,16 +36,20 @@ import numpy as np
 from core.ml import metrics
 from core.ml.artifact import dumps
 from core.ml.dataset import Dataset
-from core.ml.model import Ensemble, Recipe
+from core.ml.evidence import Evidence, EvidenceRule, assess, insufficient
+from core.ml.model import Model
+from core.ml.recipe import Recipe, TrainConfig
 
-TIE = 1e-12  # "at least as good": equal figures pass
+TIE = 1e-12  # "at least as good as the champion": equal figures pass
+THRESHOLD_STEPS = (0.0, 0.05, 0.1, 0.2, 0.3)  # R above the operator's floor
+MIN_CHOICE_ROWS = 50  # out-of-sample predictions needed to choose a threshold (else: the floor)
 
 
 @dataclass(frozen=True)
 class WalkForward:
     folds: int = 5
     eval_frac: float = 0.5  # the latest half of the outcomes is tested, slice after slice
-    min_train: int = 10  # a slice needs at least this many earlier outcomes to train on
+    min_train: int = 100  # a slice needs at least this many earlier outcomes to train on
 
     def splits(self, data: Dataset) -> list[Fold]:
         n = len(data)
@@ -64,20 +76,29 @@ class Fold:
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    recipe: Recipe | None = None  # None and no model: "no model" (base rate, takes every signal)
-    model: Ensemble | None = None  # a trained model, used on the slices after its cutoff
+    recipe: Recipe | None = None  # None and no model: the base rate (takes every signal)
+    model: Model | None = None  # a trained model, used on the slices after its cutoff
 
     @property
     def is_base(self) -> bool:
         return self.recipe is None and self.model is None
 
 
+def choose_threshold(p: np.ndarray, rr: np.ndarray, r: np.ndarray, floor: float, min_p: float) -> float:
+    """The EV threshold (floor + a step) whose accepted signals banked the most R; ties: the lowest."""
+    if len(r) < MIN_CHOICE_ROWS:
+        return floor
+    banked = [float(r[metrics.accepts(p, rr, floor + s, min_p)].sum()) for s in THRESHOLD_STEPS]
+    return floor + THRESHOLD_STEPS[int(np.argmax(banked))]
+
+
 @dataclass
 class Evaluation:
-    """A candidate's pooled out-of-sample predictions and figures."""
+    """A candidate's pooled out-of-sample predictions (in time order) and figures."""
 
     name: str
     p: np.ndarray
+    base: np.ndarray  # the base rate each row competed with (its slice's training win rate)
     y: np.ndarray
     r: np.ndarray
     rr: np.ndarray
@@ -100,7 +121,7 @@ class Evaluation:
         taken = self.r[self.accepted]
         auc = metrics.auc(self.p, self.y) if self.n else None
         return {
-            "n": self.n, "brier": _round(self.brier), "auc": None if auc is None else _round(auc),
+            "n": self.n, "brier": _round(self.brier) if self.n else None, "auc": None if auc is None else _round(auc),
             "lift_r": _round(self.lift), "accepted": int(self.accepted.sum()),
             "expectancy_all_r": _round(metrics.expectancy(self.r)),
             "expectancy_accepted_r": _round(metrics.expectancy(taken)) if len(taken) else None,
@@ -118,96 +139,117 @@ def _round(x: float, places: int = 6) -> float:
 
 
 def walk_forward(data: Dataset, candidates: list[Candidate], *, config: WalkForward | None = None,
-                 threshold: float = 0.0, min_p: float = 0.0) -> dict[str, Evaluation]:
+                 threshold: float = 0.0, min_p: float = 0.0, folds: list[Fold] | None = None) -> dict[str, Evaluation]:
+    """Every candidate's out-of-sample predictions, slice after slice (the module docstring says how)."""
     config = config or WalkForward()
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c.name: [] for c in candidates}
-    folds: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
-    tests: list[np.ndarray] = []
-    for fold in config.splits(data):
-        train = data.take(slice(0, fold.train_end))
-        test = data.take(fold.test)
-        tests.append(fold.test)
-        fitted: dict[Recipe, np.ndarray] = {}  # one fit per distinct recipe and slice
-        for c in candidates:
-            if c.is_base:
-                p = np.full(len(test), train.base_rate)
-                acc = np.ones(len(test), dtype=bool)
-            else:
-                if c.model is not None and c.model.cutoff_ms <= fold.as_of_ms:
-                    p = c.model.predict(test.X)
-                else:
-                    recipe = c.recipe or Recipe(c.model.config)  # type: ignore[union-attr]
-                    if recipe not in fitted:
-                        fitted[recipe] = recipe.fit(train).predict(test.X)
-                    p = fitted[recipe]
-                acc = metrics.accepts(p, test.rr, threshold, min_p)
-            parts[c.name].append((p, acc))
-            folds[c.name].append({"as_of_ms": fold.as_of_ms, "train": fold.train_end, "test": len(test),
-                                  "brier": _round(metrics.brier(p, test.y)),
-                                  "lift_r": _round(metrics.ev_lift(test.r, acc)), "accepted": int(acc.sum())})
-    index = np.concatenate(tests) if tests else np.empty(0, dtype=np.int64)
+    folds = config.splits(data) if folds is None else folds
+    index = np.concatenate([f.test for f in folds]) if folds else np.empty(0, dtype=np.int64)
+    y, r, rr = data.y[index].astype(np.float64), data.r[index], data.rr[index]
+    base = np.concatenate([np.full(len(f.test), data.y[:f.train_end].mean()) for f in folds]) if folds else np.empty(0)
+    fitted: dict[tuple[Recipe, int], np.ndarray] = {}  # one fit per distinct recipe and slice
     out = {}
     for c in candidates:
-        p = np.concatenate([x for x, _ in parts[c.name]]) if tests else np.empty(0)
-        acc = np.concatenate([a for _, a in parts[c.name]]) if tests else np.empty(0, dtype=bool)
-        out[c.name] = Evaluation(c.name, p, data.y[index].astype(np.float64), data.r[index], data.rr[index], acc,
-                                 folds[c.name])
+        p, acc, rows = np.empty(len(index)), np.ones(len(index), dtype=bool), []
+        at = 0
+        for k, fold in enumerate(folds):
+            s = slice(at, at + len(fold.test))
+            at += len(fold.test)
+            if c.is_base:
+                p[s] = base[s]
+                cut = None
+            else:
+                if c.model is not None and c.model.cutoff_ms <= fold.as_of_ms:
+                    p[s], cut = c.model.predict(data.X[fold.test]), c.model.threshold
+                else:
+                    recipe = c.recipe or Recipe(TrainConfig.from_json(c.model.meta.get("config", {})))  # type: ignore[union-attr]
+                    if (recipe, k) not in fitted:
+                        fitted[(recipe, k)] = recipe.fit(data.take(slice(0, fold.train_end))).predict(data.X[fold.test])
+                    p[s] = fitted[(recipe, k)]
+                    cut = choose_threshold(p[:s.start], rr[:s.start], r[:s.start], threshold, min_p)
+                acc[s] = metrics.accepts(p[s], rr[s], cut, min_p)
+            rows.append({"as_of_ms": fold.as_of_ms, "train": fold.train_end, "test": len(fold.test),
+                         "brier": _round(metrics.brier(p[s], y[s])), "lift_r": _round(metrics.ev_lift(r[s], acc[s])),
+                         "accepted": int(acc[s].sum()), "threshold": cut})
+        out[c.name] = Evaluation(c.name, p, base, y, r, rr, acc, rows)
     return out
 
 
-def decide(challenger: Evaluation, champion: Evaluation) -> tuple[bool, str]:
-    """Promote when the challenger is at least as good on Brier score AND on EV lift."""
-    if challenger.n == 0:
-        return False, "no out-of-sample outcomes to judge it on"
-    cb, pb, cl, pl = challenger.brier, champion.brier, challenger.lift, champion.lift
-    worse = []
-    if cb > pb + TIE:
-        worse.append(f"Brier {cb:.4f} worse than the champion's {pb:.4f}")
-    if cl < pl - TIE:
-        worse.append(f"EV lift {cl:+.3f}R below the champion's {pl:+.3f}R")
-    if worse:
-        return False, "; ".join(worse)
-    return True, f"Brier {cb:.4f} <= {pb:.4f} and EV lift {cl:+.3f}R >= {pl:+.3f}R"
+def decide(challenger: Evaluation, champion: Evaluation | None, rule: EvidenceRule) -> tuple[bool, str, Evidence]:
+    """Promote when the evidence says the challenger's advantage is not noise, and it is at least as good as
+    the champion in force (when there is one) on Brier score and EV lift."""
+    ev = assess(challenger.p, challenger.base, challenger.y, challenger.r, challenger.accepted, rule)
+    if rule.always:
+        return True, f"promoted without evidence (gate 'always'): {ev.text()}", ev
+    if not ev.shown:
+        return False, f"not enough evidence yet: {ev.text()}", ev
+    if champion is not None:
+        cb, pb, cl, pl = challenger.brier, champion.brier, challenger.lift, champion.lift
+        worse = []
+        if cb > pb + TIE:
+            worse.append(f"Brier {cb:.4f} worse than the champion's {pb:.4f}")
+        if cl < pl - TIE:
+            worse.append(f"EV lift {cl:+.3f}R below the champion's {pl:+.3f}R")
+        if worse:
+            return False, f"evidence ({ev.text()}), but {'; '.join(worse)}", ev
+    return True, f"evidence: {ev.text()}", ev
 
 
 @dataclass
 class RetrainResult:
     strategy: str
     version: int
-    model: Ensemble
+    model: Model | None  # fitted on every outcome: when promoted, or refused and kept for the operator
     promoted: bool
     report: dict[str, Any]
-    artifact: bytes  # the skops bytes of `model` (serialized where it was trained)
+    artifact: bytes | None  # the serialized `model`
 
 
-def retrain(data: Dataset, *, version: int, recipe: Recipe | None = None, champion: Ensemble | None = None,
+def retrain(data: Dataset, *, version: int, recipe: Recipe | None = None, champion: Model | None = None,
             champion_version: int | None = None, walk: WalkForward | None = None, threshold: float = 0.0,
-            min_p: float = 0.0) -> RetrainResult:
-    """Train a challenger on every outcome in `data` and judge it against the champion. Pure and
-    deterministic: run inline (replay) or in a worker process (live)."""
+            min_p: float = 0.0, rule: EvidenceRule | None = None, keep_refused: bool = False) -> RetrainResult:
+    """Judge a challenger made by `recipe` from every outcome in `data` against the champion (or no filter).
+    Pure and deterministic: run inline, beside a replay, or in the live desk's worker process.
+    `keep_refused`: fit and serialize a refused challenger too (an operator may promote it anyway)."""
     recipe = recipe or Recipe()
     walk = walk or WalkForward()
-    model = recipe.fit(data)
-    model.meta["version"] = version
-    champ = Candidate("champion", None if champion is None else Recipe(champion.config), champion)
-    candidates = [Candidate("challenger", recipe), champ]
-    if champion is not None:
-        candidates.append(Candidate("base"))
-    evals = walk_forward(data, candidates, config=walk, threshold=threshold, min_p=min_p)
-    challenger, incumbent = evals["challenger"], evals["champion"]
-    base = evals.get("base", incumbent)
-    promoted, why = decide(challenger, incumbent)
-    report = {
-        "strategy": data.strategy, "version": version, "n_samples": len(data), "cutoff_ms": model.cutoff_ms,
-        "promoted": promoted, "why": why, "threshold": threshold, "min_p": min_p,
-        "challenger": challenger.summary(), "champion": {"version": champion_version, **incumbent.summary()},
-        "base_rate": {"p": _round(data.base_rate), "brier": _round(base.brier) if base.n else None},
-        "folds": [{"as_of_ms": c["as_of_ms"], "train": c["train"], "test": c["test"],
-                   "challenger": {k: c[k] for k in ("brier", "lift_r", "accepted")},
-                   "champion": {k: p[k] for k in ("brier", "lift_r", "accepted")}}
-                  for c, p in zip(challenger.folds, incumbent.folds, strict=True)],
-        **challenger.charts(),
-        "importances": [[name, value] for name, value in model.importances()],
-        "calibration_rows": model.n_cal,
+    rule = rule or EvidenceRule()
+    folds = walk.splits(data)
+    n_test = sum(len(f.test) for f in folds)
+    report: dict[str, Any] = {
+        "strategy": data.strategy, "version": version, "n_samples": len(data),
+        "cutoff_ms": int(data.exit_ms[-1]) if len(data) else 0, "threshold_floor": threshold, "min_p": min_p,
+        "gate": "always" if rule.always else "evidence", "recipe": recipe.config.as_json(),
+        "champion": {"version": champion_version}, "base_rate": {"p": _round(data.base_rate), "brier": None},
     }
-    return RetrainResult(data.strategy, version, model, promoted, report, dumps(model))
+    if n_test < rule.min_outcomes and not rule.always:  # nothing to judge on: no fit at all
+        ev = insufficient(n_test, rule)
+        report.update(promoted=False, why=f"not enough evidence yet: {ev.text()}", evidence=ev.as_json(),
+                      threshold=threshold, challenger={"n": n_test}, folds=[], importances=[])
+        return RetrainResult(data.strategy, version, None, False, report, None)
+    champ = None if champion is None else Candidate("champion", None, champion)
+    candidates = [Candidate("challenger", recipe), Candidate("base"), *([champ] if champ else [])]
+    evals = walk_forward(data, candidates, config=walk, threshold=threshold, min_p=min_p, folds=folds)
+    challenger, base = evals["challenger"], evals["base"]
+    incumbent = evals.get("champion")
+    promoted, why, ev = decide(challenger, incumbent, rule)
+    model = artifact = None
+    chosen = choose_threshold(challenger.p, challenger.rr, challenger.r, threshold, min_p)
+    if promoted or keep_refused:
+        model = recipe.fit(data)
+        model.threshold = chosen
+        model.meta["version"] = version
+        artifact = dumps(model)
+    report.update(
+        promoted=promoted, why=why, evidence=ev.as_json(), threshold=chosen, challenger=challenger.summary(),
+        champion={"version": champion_version, **(incumbent.summary() if incumbent else {})},
+        base_rate={"p": _round(data.base_rate), "brier": _round(base.brier) if base.n else None},
+        folds=[{"as_of_ms": c["as_of_ms"], "train": c["train"], "test": c["test"], "base_brier": b["brier"],
+                "challenger": {k: c[k] for k in ("brier", "lift_r", "accepted", "threshold")},
+                **({"champion": {k: i[k] for k in ("brier", "lift_r", "accepted")}} if i else {})}
+               for c, b, i in zip(challenger.folds, base.folds, incumbent.folds if incumbent else
+                                  itertools.repeat(None), strict=False)],
+        **challenger.charts(),
+        importances=model.meta["importances"] if model is not None else [],
+        calibration_rows=model.n_cal if model is not None else None,
+    )
+    return RetrainResult(data.strategy, version, model, promoted, report, artifact)

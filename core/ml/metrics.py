@@ -6,7 +6,6 @@ import itertools
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 # EV buckets for reporting (in R): the filter's view of a signal, from "clearly bad" to "clearly good"
 EV_EDGES: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
@@ -30,6 +29,8 @@ def auc(p: np.ndarray, y: np.ndarray) -> float | None:
     """Area under the ROC curve; None when only one class is present."""
     if len(np.unique(y)) < 2:
         return None
+    from sklearn.metrics import roc_auc_score  # reports only: scoring never needs scikit-learn
+
     return float(roc_auc_score(y, p))
 
 

@@ -1,156 +1,70 @@
-"""The model of one strategy: an ensemble (random forest + histogram gradient boosting; a small MLP
-behind a StandardScaler optional) whose averaged probability is calibrated with isotonic regression on
-a held-out time slice.
+"""The model of one strategy as the desk scores with it: boosted trees (scikit-learn's
+HistGradientBoostingClassifier, fitted in core/ml/train.py) whose probability is calibrated by an isotonic
+map fitted on a held-out time slice, then shrunk toward the training base rate:
+(n_cal * p_iso + shrink * base) / (n_cal + shrink).
 
-Training on a dataset ordered by exit time (core/ml/dataset.py):
-- the first 75% of the rows fit the ensemble members;
-- the latest 25%, minus the rows opened before the fit slice's last exit (purge: their outcome
-  overlaps the fit slice in time), fit the isotonic map from the members' average to p(win);
-- the calibrated p is shrunk toward the training base rate with a pseudo-count of 100 rows:
-  (n_cal * p_iso + 100 * base) / (n_cal + 100). A calibration slice of a few dozen rows cannot then
-  produce confident nonsense; with thousands of rows the shrinkage fades.
-
-The defaults were chosen a priori and checked on synthetic data only (features with and without
-signal; see tests/unit/test_ml.py), never on the walk-forward folds of the real replay: the MLP
-overfitted small samples badly (so it is off by default), leaves of fewer than 20 rows overfitted
-noise, and the isotonic map's variance on small slices cost more Brier than the signal was worth
-unless shrunk.
-
-Everything is seeded and single-threaded per member (RF n_jobs is a choice that does not change
-results), so the same rows give the same model, bit for bit: replays stay reproducible.
+Here the trees are plain arrays: scoring a signal (~30 µs) and loading an artifact import nothing but
+numpy, so a process that scores, or only might, never pays for scikit-learn. The arrays are the fitted
+trees node for node (tests/unit/test_ml.py checks the probabilities against scikit-learn's own).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.isotonic import IsotonicRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import ThreadpoolController
 
-from core.ml.dataset import FEATURE_NAMES, Dataset
-
-# One OpenMP/BLAS thread around every fit and predict: deterministic, no oversubscription next to the
-# event loop, and far faster here (OpenMP's 2 threads made one boosting fit 40x slower on a 2-core box).
-# The controller is built once: entering its limit costs ~10 µs (a fresh threadpool_limits, ~1 ms).
-_THREADS = ThreadpoolController()
-
-MEMBERS = ("rf", "gb", "mlp")  # known members; the default ensemble is rf + gb
+TREE_ARRAYS = ("feature", "threshold", "missing_left", "left", "right", "leaf", "value")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The hyperparameters, fixed a priori (never tuned on the walk-forward folds)."""
+@dataclass(frozen=True, eq=False)
+class Trees:
+    """Boosted trees on the log-odds scale, one row per tree (nodes padded to the largest tree)."""
 
-    seed: int = 7
-    members: tuple[str, ...] = ("rf", "gb")
-    rf_trees: int = 100
-    rf_max_depth: int = 6
-    gb_iterations: int = 100
-    gb_max_depth: int = 3
-    gb_learning_rate: float = 0.05
-    mlp_hidden: int = 16
-    mlp_alpha: float = 1e-2
-    min_leaf: int = 20  # rows per leaf, at least ...
-    min_leaf_frac: float = 0.01  # ... and at least this share of the rows
-    calibration_frac: float = 0.25
-    shrink_rows: float = 100.0  # pseudo-count pulling p toward the base rate
-    n_jobs: int = field(default=1, compare=False)  # random forest threads: results do not depend on it
+    feature: np.ndarray  # (trees, nodes) int64: the feature a split tests
+    threshold: np.ndarray  # float64: go left when x <= threshold
+    missing_left: np.ndarray  # bool: where a missing value (NaN) goes
+    left: np.ndarray  # int64 child indices
+    right: np.ndarray
+    leaf: np.ndarray  # bool
+    value: np.ndarray  # float64: a leaf's contribution to the log-odds
+    baseline: float  # log-odds before the first tree
+    depth: int  # levels to walk down (the deepest leaf)
 
-    def as_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> TrainConfig:
-        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
-        if "members" in known:
-            known["members"] = tuple(known["members"])
-        return cls(**known)
+    def log_odds(self, X: np.ndarray) -> np.ndarray:
+        trees = np.arange(len(self.feature))
+        node = np.zeros((len(X), len(trees)), dtype=np.int64)
+        for _ in range(self.depth):  # every row down every tree at once, one level per step
+            x = np.take_along_axis(X, self.feature[trees, node], axis=1)
+            left = np.where(np.isnan(x), self.missing_left[trees, node], x <= self.threshold[trees, node])
+            step = np.where(left, self.left[trees, node], self.right[trees, node])
+            node = np.where(self.leaf[trees, node], node, step)
+        return self.baseline + self.value[trees, node].sum(axis=1)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is made from a dataset: what the walk-forward evaluates fold after fold.
+@dataclass(eq=False)
+class Model:
+    """A trained filter: calibrated p(win) of a signal from its feature vector."""
 
-    `shuffle_labels` is the negative control: a challenger trained on permuted labels has learnt
-    nothing, and the gate must refuse it (tests; the report prints it as a reference)."""
-
-    config: TrainConfig = field(default_factory=TrainConfig)
-    shuffle_labels: bool = False
-
-    def fit(self, data: Dataset) -> Ensemble:
-        if self.shuffle_labels:
-            rng = np.random.default_rng(self.config.seed + len(data))
-            data = data.with_labels(rng.permutation(data.y))
-        return train(data, self.config)
-
-
-class Ensemble:
-    """A trained model: members + isotonic map + shrinkage. Predicts calibrated p(win)."""
-
-    def __init__(self, members: dict[str, Any], iso_x: np.ndarray, iso_y: np.ndarray, n_cal: int, base_rate: float,
-                 meta: dict[str, Any]) -> None:
-        self.members = members
-        self.iso_x = np.asarray(iso_x, dtype=np.float64)
-        self.iso_y = np.asarray(iso_y, dtype=np.float64)
-        self.n_cal = int(n_cal)
-        self.base_rate = float(base_rate)
-        self.meta = meta
-        self.shrink = float(meta.get("config", {}).get("shrink_rows", TrainConfig.shrink_rows))
-        rf = members.get("rf")
-        self._trees = [e.tree_ for e in rf.estimators_] if rf is not None else []
+    trees: Trees | None  # None: the training rows held one class only (predicts the base rate)
+    iso_x: np.ndarray
+    iso_y: np.ndarray
+    n_cal: int
+    base_rate: float
+    shrink: float
+    threshold: float = 0.0  # minimum EV (R) to take a signal, chosen on the training outcomes
+    meta: dict[str, Any] = field(default_factory=dict)
 
     # --- prediction --------------------------------------------------------------------------------
     def raw(self, X: np.ndarray) -> np.ndarray:
-        """The members' average p(win), before calibration."""
+        """The trees' p(win), before calibration."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X.reshape(1, -1)
-        if not self.members:
+        if self.trees is None:
             return np.full(len(X), self.base_rate)
-        total = np.zeros(len(X))
-        with _THREADS.limit(limits=1):
-            for name, member in self.members.items():
-                if name == "rf":
-                    total += self._rf(X)
-                elif name == "mlp":
-                    total += self._mlp(X)
-                else:
-                    total += member.predict_proba(X)[:, 1]
-        return total / len(self.members)
-
-    def _rf(self, X: np.ndarray) -> np.ndarray:
-        """The forest's predict_proba without its per-call thread-pool setup (3 ms for one row): the same
-        sum of per-tree leaf proportions in the same order."""
-        X32 = np.ascontiguousarray(X, dtype=np.float32)
-        acc = np.zeros(len(X))
-        for tree in self._trees:
-            v = tree.predict(X32)
-            if v.ndim == 3:
-                v = v[:, 0, :]
-            total = v.sum(axis=1)
-            acc += v[:, 1] / np.where(total == 0.0, 1.0, total)
-        return acc / len(self._trees)
-
-    def _mlp(self, X: np.ndarray) -> np.ndarray:
-        """The scaler + MLP forward pass from their fitted attributes (predict_proba's input checks cost
-        more than the arithmetic for one row)."""
-        scaler, mlp = self.members["mlp"].named_steps["scale"], self.members["mlp"].named_steps["mlp"]
-        z = (X - scaler.mean_) / scaler.scale_
-        last = len(mlp.coefs_) - 1
-        for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
-            z = z @ w + b
-            if i < last:
-                np.maximum(z, 0.0, out=z)  # relu, MLPClassifier's default activation
-        return 1.0 / (1.0 + np.exp(-z[:, 0]))  # logistic output of a binary MLPClassifier
+        return 1.0 / (1.0 + np.exp(-self.trees.log_odds(X)))
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         if self.n_cal == 0:
@@ -175,88 +89,44 @@ class Ensemble:
         """Exit time of the newest outcome it was trained on: it knows nothing after this."""
         return int(self.meta.get("cutoff_ms", 0))
 
-    @property
-    def config(self) -> TrainConfig:
-        return TrainConfig.from_json(self.meta.get("config", {}))
+    def importances(self) -> list[tuple[str, float]]:
+        return [(name, float(value)) for name, value in self.meta.get("importances", [])]
 
-    def importances(self, top: int = 10) -> list[tuple[str, float]]:
-        """Impurity importances of the forest (the boosted trees and the MLP expose none)."""
-        rf = self.members.get("rf")
-        if rf is None:
-            return []
-        values = rf.feature_importances_
-        order = np.argsort(-values, kind="stable")[:top]
-        return [(FEATURE_NAMES[i], round(float(values[i]), 4)) for i in order]
+    # --- serialization (core/ml/artifact.py): arrays and a JSON document, nothing else ---------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"iso_x": self.iso_x, "iso_y": self.iso_y}
+        if self.trees is not None:
+            out.update({name: getattr(self.trees, name) for name in TREE_ARRAYS})
+        return out
 
-    # --- serialization (core/ml/artifact.py): plain containers, sklearn objects and arrays only -----
-    def payload(self) -> dict[str, Any]:
-        return {"format": 1, "members": dict(self.members), "iso_x": self.iso_x, "iso_y": self.iso_y,
-                "n_cal": self.n_cal, "base_rate": self.base_rate, "meta": self.meta}
+    def document(self) -> dict[str, Any]:
+        t = self.trees
+        return {"format": 2, "n_cal": self.n_cal, "base_rate": self.base_rate, "shrink": self.shrink,
+                "threshold": self.threshold, "meta": self.meta,
+                "trees": None if t is None else {"baseline": t.baseline, "depth": t.depth}}
 
     @classmethod
-    def from_payload(cls, doc: Mapping[str, Any]) -> Ensemble:
-        if doc.get("format") != 1:
-            raise ValueError(f"unknown model format {doc.get('format')!r}")
-        return cls(dict(doc["members"]), doc["iso_x"], doc["iso_y"], doc["n_cal"], doc["base_rate"],
-                   dict(doc["meta"]))
-
-
-def _split(data: Dataset, frac: float) -> tuple[Dataset, Dataset]:
-    """(fit slice, calibration slice): the latest `frac` of the rows, purged of rows opened before the
-    fit slice's last exit."""
-    n = len(data)
-    n_cal = round(frac * n) if n >= 8 else 0
-    if n_cal == 0:
-        return data, data.take(slice(0, 0))
-    cut = n - n_cal
-    fit = data.take(slice(0, cut))
-    after = np.arange(cut, n)
-    keep = after[data.opened_ms[cut:] >= data.exit_ms[cut - 1]]
-    return fit, data.take(keep)
-
-
-def _members(fit: Dataset, config: TrainConfig) -> dict[str, Any]:
-    n = len(fit)
-    leaf = max(config.min_leaf, int(config.min_leaf_frac * n))
-    out: dict[str, Any] = {}
-    for name in config.members:
-        if name == "rf":
-            model: Any = RandomForestClassifier(
-                n_estimators=config.rf_trees, max_depth=config.rf_max_depth, min_samples_leaf=leaf,
-                max_features="sqrt", random_state=config.seed, n_jobs=config.n_jobs)
-        elif name == "gb":
-            model = HistGradientBoostingClassifier(
-                max_iter=config.gb_iterations, max_depth=config.gb_max_depth, learning_rate=config.gb_learning_rate,
-                min_samples_leaf=leaf, early_stopping=False, random_state=config.seed)
-        elif name == "mlp":
-            model = Pipeline([("scale", StandardScaler()), ("mlp", MLPClassifier(
-                hidden_layer_sizes=(config.mlp_hidden,), activation="relu", alpha=config.mlp_alpha, max_iter=300,
-                early_stopping=n >= 200, random_state=config.seed))])
-        else:
-            raise ValueError(f"unknown ensemble member {name!r} (known: {', '.join(MEMBERS)})")
-        model.fit(fit.X, fit.y)
-        out[name] = model
-    return out
-
-
-def train(data: Dataset, config: TrainConfig | None = None) -> Ensemble:
-    """Fit the ensemble and its calibration on `data` (ordered by exit time)."""
-    config = config or TrainConfig()
-    fit, cal = _split(data, config.calibration_frac)
-    base = data.base_rate
-    with _THREADS.limit(limits=1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        members = _members(fit, config) if len(np.unique(fit.y)) == 2 else {}
-        model = Ensemble(members, np.array([0.0, 1.0]), np.array([base, base]), 0, base, {})
-        if len(cal):
-            raw = model.raw(cal.X)
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, cal.y)
-            model.iso_x, model.iso_y = iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64)
-            model.n_cal = len(cal)
-    model.meta = {
-        "strategy": data.strategy, "n_samples": len(data), "n_fit": len(fit), "n_cal": len(cal),
-        "cutoff_ms": int(data.exit_ms[-1]) if len(data) else 0, "base_rate": round(base, 6),
-        "features": list(FEATURE_NAMES), "config": config.as_json(),
-    }
-    model.shrink = config.shrink_rows
-    return model
+    def from_parts(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
+        """The model an artifact holds; ValueError when the parts do not make one."""
+        if doc.get("format") != 2:
+            raise ValueError(f"unknown model format {doc.get('format')!r} (a model of an older desk: retrain)")
+        trees = None
+        if doc["trees"] is not None:
+            parts = {name: arrays[name] for name in TREE_ARRAYS}
+            shape = parts["feature"].shape
+            if len(shape) != 2 or any(a.shape != shape for a in parts.values()):
+                raise ValueError("tree arrays of different shapes")
+            n_nodes = shape[1]
+            for name in ("left", "right", "feature"):
+                if parts[name].dtype.kind != "i" or (parts[name].size and parts[name].min() < 0):
+                    raise ValueError(f"tree array {name} is not a non-negative integer array")
+            if parts["left"].size and max(parts["left"].max(), parts["right"].max()) >= n_nodes:
+                raise ValueError("a tree node points outside its tree")
+            if parts["feature"].size and parts["feature"].max() >= len(doc["meta"].get("features", [])):
+                raise ValueError("a tree splits on a feature the model does not list")
+            trees = Trees(parts["feature"], parts["threshold"].astype(np.float64), parts["missing_left"].astype(bool),
+                          parts["left"], parts["right"], parts["leaf"].astype(bool),
+                          parts["value"].astype(np.float64), float(doc["trees"]["baseline"]),
+                          int(doc["trees"]["depth"]))
+        return cls(trees, arrays["iso_x"].astype(np.float64), arrays["iso_y"].astype(np.float64), int(doc["n_cal"]),
+                   float(doc["base_rate"]), float(doc["shrink"]), float(doc["threshold"]), dict(doc["meta"]))

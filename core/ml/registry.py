@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.ml.artifact import ArtifactRefused, load_verified, sign
-from core.ml.model import Ensemble
+from core.ml.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ModelInfo:
 class ChampionLoad:
     """The champion that could be loaded (None: no model) and the artifacts refused on the way."""
 
-    model: Ensemble | None = None
+    model: Model | None = None
     version: int | None = None
     refused: list[str] = field(default_factory=list)
 
