@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from bot import __version__
+from bot.cli import OneLineParser
 from bot.logs import setup_logging
 from bot.redaction import redactor
 from bot.settings import Settings, settings_or_exit
@@ -60,7 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bot", description="phantomdesk: a managed crypto trading desk")
+    parser = OneLineParser(prog="python -m bot", description="phantomdesk: a managed crypto trading desk")
     parser.add_argument("--version", action="version", version=f"phantomdesk {__version__}")
     sub = parser.add_subparsers(dest="command")
 

@@ -39,7 +39,7 @@ from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.ledger import TradeRecord
-from core.market.candle import Candle, dt_to_ms, ms_to_dt, parse_interval
+from core.market.candle import Candle, dt_to_ms, ms_to_dt
 from core.market.replay import ReplayFeed, merge_order
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
@@ -85,10 +85,8 @@ class ReplayError(Exception):
 
 
 def _intervals(args: argparse.Namespace) -> tuple[str, str]:
-    parts = [p for p in args.intervals.split(",") if p.strip()]
-    if len(parts) != 2:
-        raise ReplayError(f"--intervals: give the slow and the fast interval, like 15,5 (got {args.intervals!r})")
-    return parse_interval(parts[0]), parse_interval(parts[1])
+    slow, fast = args.intervals  # checked by the parser (bot/cli.py interval_pair)
+    return slow, fast
 
 
 def _files_market(args: argparse.Namespace) -> tuple[list[CandleSeries], int | None, int | None, str]:
