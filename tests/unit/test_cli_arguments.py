@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,19 @@ def test_the_process_says_it_in_one_line_too() -> None:
     assert done.stderr.strip().splitlines() == [
         "python -m bot replay: argument --intervals: the fast interval must be shorter than the slow one and divide "
         "it, like 15,5 (got '5,15') (--help shows the usage)"]
+
+
+def test_a_misspelt_setting_names_the_model_and_the_closest_name(tmp_path: Path) -> None:
+    from bot.cli_bots import BadBotFile, read_bot_file
+
+    path = tmp_path / "bot.yaml"
+    path.write_text("id: x\nsymbols: [BTCUSDT]\nrisk_pcnt: 2\nstrategies:\n  scalp:\n    reward_rsk: 2\n"
+                    "    zzz: 1\n")
+    with pytest.raises(BadBotFile) as refused:
+        read_bot_file(path)
+    lines = sorted(refused.value.lines)
+    assert lines == sorted([
+        f"{path}: bot 'x': risk_pcnt: unknown field (not a bot setting; did you mean 'risk_pct'?)",
+        f"{path}: bot 'x': strategies.scalp.reward_rsk: unknown field (not a parameter of strategy scalp; "
+        "did you mean 'reward_risk'?)",
+        f"{path}: bot 'x': strategies.scalp.zzz: unknown field (not a parameter of strategy scalp)"])
