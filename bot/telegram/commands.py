@@ -488,9 +488,13 @@ async def jobs(ctx: Context) -> Reply:
     runs = await ctx.desk.jobs()
     if not runs:
         return Reply("no job has run yet")
-    rows = [[j.get("job_id") or j.get("id"), j.get("last_status") or j.get("status"),
-             rd.when(j.get("started") or j.get("next_run")), (j.get("error") or "")[:40]] for j in runs]
-    return Reply("\n".join([rd.title("Jobs"), rd.table(rows, ["job", "status", "started (UTC)", "error"])]))
+    # a host lists its scheduler (last run and next run); without one, the last recorded runs
+    rows = [[j.get("job_id") or j.get("id"), j.get("last_status") or "not run yet",
+             rd.when(j.get("last_run") or j.get("started")) if (j.get("last_run") or j.get("started")) else "–",
+             rd.when(j["next_run"]) if j.get("next_run") else "–",
+             (j.get("last_error") or j.get("error") or "")[:40]] for j in runs]
+    return Reply("\n".join([rd.title("Jobs"), rd.table(rows, ["job", "last", "last run (UTC)", "next run (UTC)",
+                                                              "error"])]))
 
 
 async def risk(ctx: Context, bot_id: str | None = None, key: str | None = None, value: str | None = None) -> Reply:

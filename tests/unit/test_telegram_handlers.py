@@ -967,3 +967,20 @@ async def test_fuzz_callback_data(h: Harness, data: str, user: int) -> None:
     assert status_after == status_before
     assert h.runtime is not None and not h.runtime.closed and not h.runtime.paused
     assert audit_after - audit_before <= 1  # at most the audit line of the press itself
+
+
+async def test_jobs_tell_a_next_run_from_a_last_run(h: Harness) -> None:
+    """A job that never ran says so; its next run is not shown as when it started."""
+    later, earlier = datetime(2026, 12, 1, 0, 40, tzinfo=UTC), datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+
+    async def listing() -> list[dict[str, Any]]:
+        return [{"job_id": "backup", "next_run": later, "last_status": None, "last_run": None, "last_error": None},
+                {"job_id": "heartbeat", "next_run": later, "last_status": "ok", "last_run": earlier,
+                 "last_error": None}]
+
+    h.desk.jobs_fn = listing
+    [reply] = await h.send(ADMIN, "/jobs")
+    lines = {line.split()[0]: line for line in reply.text.splitlines() if line.startswith(("backup", "heartbeat"))}
+    assert "last run (UTC)" in reply.text and "next run (UTC)" in reply.text
+    assert "not run yet" in lines["backup"] and " – " in lines["backup"] and "12-01 00:40" in lines["backup"]
+    assert "11-30 05:00" in lines["heartbeat"] and "12-01 00:40" in lines["heartbeat"]
