@@ -234,7 +234,7 @@ async def replay(args: argparse.Namespace, settings: Settings,
         raise ReplayError("no candles to replay between --from and --to")
     period, closes = window
     symbols = sorted({s.symbol for s in series})
-    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast,
+    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast, mode="replay",
                        **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
     run_key += "" if args.ml else "|no-ml"
     resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None

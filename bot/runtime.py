@@ -36,7 +36,7 @@ from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
-from core.market.candle import Candle, dt_to_ms
+from core.market.candle import Candle, dt_to_ms, ms_to_dt
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
@@ -86,6 +86,8 @@ class BotRuntime:
     error: str | None = None
     processed: int = 0
     saved: int = 0  # `processed` as of the last batch the store took
+    skipped: int = 0  # candles at or before its checkpoint: they only warmed the indicators
+    ready: bool = False  # its state is restored: before that its figures are the configured defaults
     held_symbols: set[str] = field(default_factory=set)  # open trades on symbols no longer configured
     # one at a time: reconciliation rounds, recovery effects and the exchange's reports move the trader
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -137,9 +139,13 @@ class Runtime:
 
     # --- start -----------------------------------------------------------------------------------------
     async def load_bots(self) -> list[BotConfig]:
+        """The bots this process may trade: paper ones, and live ones in live mode. Replays' and the demo's
+        bots are research records, never traded; without any other bot a first start creates `main`."""
         async with session_factory(self.db)() as session:
             rows = await list_bots(session)
-        if not rows:  # a first start: one paper bot on the default symbols
+        if skipped := [r.id for r in rows if r.mode == "replay"]:
+            log.info("not traded here: %s (replay bots, their results stay readable)", ", ".join(skipped))
+        if not [r for r in rows if r.mode != "replay"]:  # a first start: one paper bot on the default symbols
             config = BotConfig(id="main", name="main", symbols=list(self.settings.default_symbols))
             try:
                 async with session_factory(self.db).begin() as session:
@@ -149,7 +155,8 @@ class Runtime:
                 pass
             async with session_factory(self.db)() as session:
                 rows = await list_bots(session)
-        return [config_of(r) for r in rows if r.mode == "paper" or self.settings.trading_mode == "live"]
+        return [config_of(r) for r in rows
+                if r.mode == "paper" or (r.mode == "live" and self.settings.trading_mode == "live")]
 
     async def start(self) -> None:
         self.standby = {c.id: c for c in await self.load_bots()}
@@ -259,7 +266,7 @@ class Runtime:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
                       on_result=lambda r: self._after(bot, r), on_saved=bot.set_saved,
-                      after_restore=lambda: self._restored(bot),
+                      after_restore=lambda: self._restored(bot), on_skipped=lambda c: self._skipped(bot, c),
                       now_ms=(lambda: dt_to_ms(_utc_now())) if self.settings.market_feed == "bybit" else None)
         except asyncio.CancelledError:
             raise
@@ -270,6 +277,13 @@ class Runtime:
                 sentry_sdk.capture_exception(exc)
             log.exception("bot %s stopped", bot.id)
             self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
+
+    def _skipped(self, bot: BotRuntime, candle: Candle) -> None:
+        if not bot.skipped:
+            log.info("bot %s resumes after its checkpoint: candles up to %s only warm its indicators (a replayed "
+                     "market it already traded, or a backfill)", bot.id, ms_to_dt(bot.engine.after[0])
+                     if bot.engine.after else "?")
+        bot.skipped += 1
 
     async def _restored(self, bot: BotRuntime) -> None:
         """The engine holds its checkpoint: the operator's status (the database) wins over it — a halt
@@ -284,6 +298,7 @@ class Runtime:
             state.halted, state.halt_reason = True, row.status_reason if row is not None else None
         elif state.halted:
             state.resume()
+        bot.ready = True
         if bot.venue is not None:
             await self._go_live(bot)
 
@@ -685,8 +700,13 @@ class Runtime:
         return bot.engine if bot else None
 
     def trader(self, bot_id: str) -> Trader | None:
+        """The bot's trader once its state is restored (before, its figures would be the configured defaults)."""
         bot = self.bots.get(bot_id)
-        return bot.trader if bot else None
+        return bot.trader if bot is not None and bot.ready else None
+
+    def starting(self, bot_id: str) -> bool:
+        bot = self.bots.get(bot_id)
+        return bot is not None and not bot.ready
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]:

@@ -32,7 +32,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               idle: Callable[[], bool] | None = None,
               after_restore: Callable[[], Awaitable[None]] | None = None,
               on_saved: Callable[[], None] | None = None,
-              now_ms: Callable[[], int] | None = None) -> RunReport:
+              now_ms: Callable[[], int] | None = None,
+              on_skipped: Callable[[Candle], None] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
@@ -43,7 +44,9 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
     `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange).
     `on_saved()` follows every batch the store took: everything processed so far is durable.
     `now_ms()` (a live feed): a checkpoint past it was set by a candle that had not closed (stored by an older
-    version); it is not trusted, or every real candle before it would only warm the engine."""
+    version); it is not trusted, or every real candle before it would only warm the engine.
+    `on_skipped(candle)`: a candle at or before the checkpoint, used to warm the indicators only (said, not
+    silently dropped)."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
@@ -67,6 +70,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         if resume is not None and sort_key(candle) <= resume:
             engine.warm(candle)
             report.warmed += 1
+            if on_skipped is not None:
+                on_skipped(candle)
             continue
         result = engine.on_candle(candle)
         batch.add(result)

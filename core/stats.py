@@ -32,6 +32,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+MIN_RATIO_DAYS = 30  # Sharpe / Sortino / Calmar over fewer days are noise: flagged, not hidden
+
 
 @dataclass(frozen=True, slots=True)
 class TradeFacts:
@@ -231,6 +233,7 @@ def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, 
         "max_drawdown_pct": dd_pct,
         "sharpe": sharpe(returns),
         "sortino": sortino(returns),
+        "return_days": len(returns),  # the daily returns Sharpe and Sortino rest on
         "avg_holding_h": statistics.fmean((t.exit_time - t.entry_time).total_seconds() / 3600 for t in trades)
         if trades else None,
         "daily_avg": sum(pnls) / span_days if trades else None,

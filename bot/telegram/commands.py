@@ -20,6 +20,7 @@ from bot.telegram.keyboards import Confirmations, promote_button, recovery_rows,
 from bot.telegram.render import Reply, esc
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
+from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,11 @@ async def status(ctx: Context, bot_id: str | None = None) -> Reply:
             head += f" ({esc(s['reason'])})"
         if s.get("equity") is not None:
             head += f" · equity {rd.money(s['equity'], False)}"
-        if not s.get("running_here", True):
-            head += " · not running in this process"
+        if s.get("starting"):
+            head += " · starting: restoring its state (figures follow in a moment)"
+        elif not s.get("running_here", True):
+            head += " · " + ("a replay's record, never traded" if s.get("mode") == "replay"
+                             else "not running in this process")
         parts.append(head)
         positions = s["positions"]
         if positions:
@@ -244,16 +248,23 @@ async def balance(ctx: Context) -> Reply:
                        rd.money(b.get("peak"), False), rd.pct(b.get("drawdown_pct"), ratio=False),
                        rd.money(b.get("day_pnl"))] for b in rows],
                      ["bot", "equity", "realized", "peak", "dd", "today"], right=(1, 2, 3, 4, 5))
-    return Reply("\n".join([rd.title("Balance (USDT)"), table]), buttons=[refresh_row("balance")])
+    notes = ["today: trades closed since 00:00 UTC by the wall clock (as /daily and /stats N)"]
+    notes += [f"{esc(b['bot_id'])}: not running here — its state saved {rd.when(b['as_of'])} UTC"
+              for b in rows if b.get("as_of")]
+    return Reply("\n".join([rd.title("Balance (USDT)"), table, *notes]), buttons=[refresh_row("balance")])
 
 
 async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None) -> Reply:
     s = await ctx.desk.stats(days, bot_id)
     scope = f"{'all bots' if s['bot_id'] == 'all' else 'bot ' + s['bot_id']}, " + (
-        f"last {days} days" if days else "all time")
+        f"last {days} days by the wall clock (UTC)" if days else "all time")
     if not s["trades"]:
-        return Reply(f"{rd.title('Stats')} — {esc(scope)}\nno closed trades yet",
+        newest = s.get("newest_exit")
+        why = (f"no trade closed in that time; the newest closed {rd.when(newest)} UTC (a replay's trades carry "
+               "their market's time) — /stats without days shows all time" if newest else "no closed trades yet")
+        return Reply(f"{rd.title('Stats')} — {esc(scope)}\n{esc(why)}",
                      buttons=[refresh_row("stats", _args(days, bot_id))])
+    few = s.get("return_days", 0) < MIN_RATIO_DAYS
     best, worst = s.get("best_trade") or {}, s.get("worst_trade") or {}
     pairs = [
         ("Trades", f"{s['trades']} ({s['wins']} won, {s['losses']} lost)"),
@@ -262,9 +273,10 @@ async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None
         ("Profit factor", rd.num(s["profit_factor"])),
         ("Expectancy", f"{rd.money(s['expectancy_usd'])} USDT, {rd.r(s['expectancy_r'])}"),
         ("Median trade", rd.money(s["median_pnl"])),
-        ("Fees", rd.money(s["fees"], False)),
+        ("Fees / funding", f"{rd.money(s['fees'], False)} / {rd.money(s.get('funding'))}"),
         ("Max drawdown", f"{rd.money(-s['max_drawdown'])} USDT ({rd.pct(-s['max_drawdown_pct'], ratio=False)})"),
-        ("Sharpe / Sortino", f"{rd.num(s['sharpe'])} / {rd.num(s['sortino'])}"),
+        ("Sharpe / Sortino", f"{rd.num(s['sharpe'])} / {rd.num(s['sortino'])}"
+                             + (f" (over {s.get('return_days', 0)} days: too few to mean much)" if few else "")),
         ("Avg holding", f"{rd.num(s['avg_holding_h'], 1)} h"),
         ("Per day", f"{rd.money(s['daily_avg'])} USDT"),
         ("Best / worst", f"{rd.money(best.get('net_pnl'))} / {rd.money(worst.get('net_pnl'))}"),
@@ -283,7 +295,8 @@ async def daily(ctx: Context, n: int = 7) -> Reply:
     for d, pnl in days:
         total += pnl
         rows.append([d.isoformat(), rd.money(pnl), rd.money(total)])
-    text = "\n".join([f"{rd.title('Daily PnL')} — last {n} days (UTC), total {rd.money(total)} USDT",
+    text = "\n".join([f"{rd.title('Daily PnL')} — last {n} days by the wall clock (UTC), total "
+                      f"{rd.money(total)} USDT",
                       rd.table(rows, ["day", "pnl", "cumulative"], right=(1, 2))])
     return Reply(text, buttons=[refresh_row("daily", str(n))])
 

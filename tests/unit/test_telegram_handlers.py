@@ -150,6 +150,9 @@ class FakeRuntime:
     def trader(self, bot_id: str) -> Any:
         return self.trader_ if bot_id == "replay" else None
 
+    def starting(self, bot_id: str) -> bool:
+        return False
+
     def set_paused(self, bot_id: str, paused: bool) -> bool:
         self.paused[bot_id] = paused
         return True
