@@ -55,6 +55,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from storage.migrations import upgrade
 
     settings = _settings()
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # here, each step is the news
     upgrade(settings.database_url, args.revision)
     log.info("database migrated to %s", args.revision)
     return 0

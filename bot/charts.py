@@ -48,7 +48,7 @@ WIDTH_PX, HEIGHT_PX, DPI = 1000, 650, 100
 TITLE, LABEL, TICK, LEGEND, NOTE = 17, 14, 12.5, 12, 12
 GREEN, RED, BLUE, GREY, INK = "#1a9850", "#d73027", "#2b6cb0", "#718096", "#1a202c"
 ACTIONS: tuple[tuple[str, str, str], ...] = (  # action, legend label, colour
-    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML)", "#dd6b20"), ("BLOCKED", "blocked (risk)", GREY))
+    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML, fill rules)", "#dd6b20"), ("BLOCKED", "blocked (risk)", GREY))
 WIN_RATE_WINDOW = 50
 MIN_POINTS = 10  # a rolling win rate over fewer outcomes than this is noise: start the line after it
 
@@ -368,7 +368,7 @@ def draw_phantom_outcomes(fig: Figure, data: Iterable[Phantom] | GroupFigures,
     # the question this chart answers: what did the signals the desk did not take do?
     what_if_text = (f"the {n_rejected} rejected would have made {what_if:+.1f} R" if n_rejected
                     else "none rejected by the ML filter yet")
-    fig.suptitle(f"{title} — {what_if_text}", fontsize=TITLE, color=INK, x=0.01, ha="left")
+    fig.suptitle(f"{title}\n{what_if_text}", fontsize=TITLE, color=INK, x=0.01, ha="left")  # two lines: never clipped
     win_ax.set_title("win rate", fontsize=LABEL, color=INK)
     r_ax.set_title("average outcome per signal", fontsize=LABEL, color=INK)
 

@@ -50,5 +50,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text", redact: Redactor = red
     # every handler present, whoever added it, formats through the redactor
     for handler in root.handlers:
         handler.setFormatter(RedactingFormatter(inner, redact))
-    for noisy in ("aiosqlite", "asyncio", "apscheduler.executors.default", "websocket", "urllib3"):
+    # libraries' routine chatter (alembic's plugin set-up on every start, each job run) is not the operator's news
+    for noisy in ("aiosqlite", "asyncio", "apscheduler.executors.default", "websocket", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -29,6 +29,7 @@ READ_ONLY = "🔒 read-only: your Telegram id may read the desk, not change it"
 SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}(USDT|USDC)$", re.IGNORECASE)
 CHART_KINDS = ("equity", "daily", "winrate", "phantoms", "calibration")
 _TREND = {1: "up ↗", -1: "down ↘", 0: "none"}
+OSCILLATORS = frozenset({"rsi", "adx", "plus_di", "minus_di", "vol_z"})  # 0..100 or a z-score: not prices
 
 
 @dataclass
@@ -484,10 +485,14 @@ def _bytes(n: int | None) -> str:
 async def health(ctx: Context) -> Reply:
     doc = await ctx.desk.health()
     auth = ctx.extras.get("auth")
-    scalars = [(k, v) for k, v in doc.items() if not isinstance(v, list | dict)]
+    # ages and uptimes as durations, not raw seconds
+    scalars = [(k.removesuffix("_s"), rd.duration(v)) if k.endswith("_s") and isinstance(v, int | float) else (k, v)
+               for k, v in doc.items() if not isinstance(v, list | dict)]
+    faults = doc.get("faults") or []
     if auth is not None:
         scalars.append(("refused telegram users", f"{auth.refused_total} (last hour replies: {auth.replies})"))
     parts = [rd.title("Health"), rd.kv(scalars) if scalars else "no host health in this process"]
+    parts += [f"⚠️ {esc(f)}" for f in faults]
     bots_ = doc.get("bots") or []
     if bots_:
         parts.append(rd.table([[b.get("id"), b.get("status"), b.get("mode"), b.get("open_trades"),
@@ -571,7 +576,8 @@ async def analysis(ctx: Context, symbol: str) -> Reply:
                      f"{rd.pct(g['atr_percentile'], ratio=g['atr_percentile'] <= 1, digits=0)}, "
                      f"BTC {_TREND.get(g['btc_trend'], '?')}")
         ind = doc["indicators"]
-        parts.append(rd.table([[k, rd.num(v, 4)] for k, v in ind.items()], right=(1,)))
+        parts.append(rd.table([[k, rd.num(v, 1) if k in OSCILLATORS else rd.level(v)] for k, v in ind.items()],
+                              right=(1,)))
     signals = a.get("latest_signals") or {}
     if signals:
         rows = [[s, d["side"], rd.when(d["time"])[5:], rd.price(d["entry"]), rd.price(d["stop_loss"]),
