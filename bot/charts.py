@@ -48,7 +48,8 @@ WIDTH_PX, HEIGHT_PX, DPI = 1000, 650, 100
 TITLE, LABEL, TICK, LEGEND, NOTE = 17, 14, 12.5, 12, 12
 GREEN, RED, BLUE, GREY, INK = "#1a9850", "#d73027", "#2b6cb0", "#718096", "#1a202c"
 ACTIONS: tuple[tuple[str, str, str], ...] = (  # action, legend label, colour
-    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML, fill rules)", "#dd6b20"), ("BLOCKED", "blocked (risk)", GREY))
+    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML, fill rules)", "#dd6b20"),
+    ("BLOCKED", "blocked (risk)", GREY))
 WIN_RATE_WINDOW = 50
 MIN_POINTS = 10  # a rolling win rate over fewer outcomes than this is noise: start the line after it
 

@@ -63,6 +63,7 @@ Notify = Callable[[Notice], None]  # enqueues for the notifier: never blocks tra
 WARMUP = 300  # candles per series from the store before going live
 STORE_BATCH = 2000  # candles per candle-store transaction at most
 CHECK_AFTER_S = 5.0  # an entry whose send stayed unconfirmed is looked up again after this
+FEED_SILENT_S = 90.0  # a live feed silent this long (from its start) is "not receiving": /health fails
 FEED_RETRY_S, FEED_RETRY_MAX_S = 1.0, 60.0  # a failed feed restarts after 1 s, doubled per failure in a row
 # stop(): the parts of the host's SHUTDOWN_BUDGET_S (8 s), each bounded so the whole stays within it
 FEED_STOP_S = 1.0  # twice at most: the write in progress, then the last batch
@@ -125,6 +126,7 @@ class Runtime:
         self.feed_done = asyncio.Event()  # a replayed market ended (not set when the feed fails or is stopped)
         self.feed_error: str | None = None  # the feed failed and has not restarted yet
         self.source: Any = None  # the running feed (its refusals show on /health)
+        self._feed_started = 0.0
         self.funding = FundingSchedule()  # shared by the bots' paper venues and phantom books; the job extends it
         self.feed_restarts = 0
         self.feed_retry_s = FEED_RETRY_S
@@ -540,6 +542,7 @@ class Runtime:
                 log.warning("the last %d candles fed were not stored (%s)", len(self._pending), exc)
 
     async def _feed_once(self) -> None:
+        self._feed_started = asyncio.get_running_loop().time()
         source = self.source = await self._feed_source()
         self.feed_error = None  # running again
         speed = self.settings.feed_speed
@@ -608,7 +611,17 @@ class Runtime:
             return "done"
         if self.feed_error is not None:
             return "failed"
-        return "stopped" if self.feed_task.done() else "running"
+        if self.feed_task.done():
+            return "stopped"
+        return "not receiving" if self._silent() else "running"
+
+    def _silent(self) -> bool:
+        """A live feed that has heard nothing from Bybit for a while (offline, blocked, an outage)."""
+        from core.market.bybit_feed import BybitFeed
+
+        source = self.source
+        return (isinstance(source, BybitFeed) and not source.receiving
+                and asyncio.get_running_loop().time() - self._feed_started > FEED_SILENT_S)
 
     def refused_candles(self) -> dict[str, int]:
         """Candles refused as not sane (absurd values, not yet closed), per reason: by the live feed and on
@@ -634,6 +647,8 @@ class Runtime:
         state = self.feed_state()
         if state == "failed" or (state == "stopped" and not self.stopping.is_set()):
             out.append(f"feed: {self.feed_error or 'stopped'}")
+        elif state == "not receiving":
+            out.append(f"feed: no market data from Bybit for over {FEED_SILENT_S:.0f} s (no connection?)")
         return out
 
     async def refresh_funding(self, days: float = 3.0) -> int:
