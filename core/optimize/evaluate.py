@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from core.config import BotConfig
 from core.funding import FundingSchedule
-from core.ledger import MemoryLedger
+from core.ledger import MemoryLedger, TradeRecord
 from core.market.candle import Candle, ms_to_dt
 from core.market.replay import WARMUP_CANDLES, ReplayFeed, history_before
 from core.market.series import CandleSeries
@@ -48,6 +48,7 @@ class Market:
 class WindowRun:
     window: Window
     closed: WindowTrades
+    trades: tuple[TradeRecord, ...]  # the same closed trades, as the ledger holds them
     signals: int
     executed: int
     candles: int  # replayed (the warm-up aside)
@@ -82,11 +83,12 @@ class WindowReplayer:
         ledger = MemoryLedger()
         feed = ReplayFeed(self.market.series, start_ms=window.start_ms, end_ms=window.end_ms)
         report = asyncio.run(run(engine, _stream(feed.candles()), MemoryStore(), ledger=ledger, flush_every=1 << 30))
+        closed = sorted(ledger.closed(), key=lambda t: t.id)
         facts: list[TradeFacts] = []
-        for t in sorted(ledger.closed(), key=lambda t: t.id):
+        for t in closed:
             stop = ledger.opening_stop.get(t.id)
             facts.append(replace(facts_of(t), risk=None if stop is None else t.qty * abs(t.entry_price - stop)))
         span = ms_to_dt(window.start_ms).date(), (ms_to_dt(window.end_ms) - timedelta(microseconds=1)).date()
-        return WindowRun(window, WindowTrades(tuple(facts), span), engine.counters["signals"],
+        return WindowRun(window, WindowTrades(tuple(facts), span), tuple(closed), engine.counters["signals"],
                          engine.counters["signals_executed"], report.processed, len(trader.trades),
                          trader.state.halted, time.perf_counter() - started)
