@@ -560,7 +560,7 @@ CHARTS: dict[str, Callable[..., bytes]] = {
 def draw_optimization(fig: Figure, history: Sequence[tuple[int, float | None]], importances: Mapping[str, float],
                       title: str = "Study", objective: str = "objective") -> None:
     """history: (trial number, in-sample objective or None when the trial failed); importances: parameter ->
-    share of the objective's variance it explains (Optuna's fANOVA), largest first."""
+    its share of what sets the best trials apart (Optuna's PED-ANOVA), largest first."""
     if not history:
         _no_data(fig, title, "no finished trial yet")
         return
@@ -583,7 +583,8 @@ def draw_optimization(fig: Figure, history: Sequence[tuple[int, float | None]], 
     if importances:
         names = list(importances)[::-1]  # the largest on top
         bottom.barh(names, [importances[k] for k in names], color=BLUE)
-        bottom.set_xlabel("importance (fANOVA, in-sample objective)", fontsize=LABEL, color=INK)
+        bottom.set_xlabel("importance (PED-ANOVA: what sets the best in-sample trials apart)", fontsize=LABEL,
+                          color=INK)
         bottom.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
     else:
         bottom.axis("off")

@@ -14,8 +14,10 @@ Storage, shared by every process working on a study (each one an Optuna worker; 
   single writer lock turns that into "database is locked" failures; the journal is made for it.
 - `--storage postgresql://…`: Optuna's RDB storage in the schema `optuna` of that database (the desk's
   PostgreSQL: its own tables stay untouched), which any number of `optimize` processes on other machines
-  join by study name. A trial whose process died is failed by Optuna's heartbeat (RDB), or, for a process
-  of this machine, when the next run finds its pid gone.
+  join by study name.
+A trial left running by a process that died (SIGKILL, a lost machine) is failed, not lost count of: by the
+next run when no other process holds the study's `.workers` lock (journal), or whose pid is gone on this
+machine, and by Optuna's heartbeat on PostgreSQL. Ctrl-C fails the running trial and keeps the others.
 The same command again continues its study (the default study name derives from the strategy, its
 version, the data, the windows and the objective): finished trials are kept; `--trials N` is the study's
 size, so a run stops once the study holds N finished trials (several processes may overshoot it by one
@@ -75,6 +77,7 @@ SCHEMA_LOCK = 0x0F7A_5E4C  # pg advisory lock: two processes creating Optuna's t
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB: a trial without a heartbeat for GRACE_S is failed (its process died)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a trial that ran to its verdict (a failed one too)
 POLL_S = 0.5
+LOCK_GRACE_S = 10
 
 
 class StudySpec(BaseModel):
@@ -163,7 +166,8 @@ class Location:
         if self.journal is not None:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             path = str(self.journal)
-            return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+            # a lock file left by a killed process is taken over after LOCK_GRACE_S (an append holds it for ms)
+            return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, LOCK_GRACE_S)))
         assert self.url is not None
         return _postgres_storage(self.url)
 
@@ -212,19 +216,47 @@ def _postgres_storage(url: str) -> RDBStorage:
 
 
 def quiet_optuna() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress and table say what happened
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own progress and table say what happened
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("core.market.replay").setLevel(logging.WARNING)  # the data's gaps, once per window and trial
 
 
-def fail_orphans(study: optuna.Study) -> int:
-    """Trials left running by a process of this machine that is gone (killed): failed, so that the study's
-    count is true. Trials of other machines are Optuna's heartbeat's (RDB)."""
-    host, n = socket.gethostname(), 0
+_PRESENCE: list[int] = []  # file descriptors held for the life of the process
+
+
+def present(where: Location, probe: bool) -> bool:
+    """Mark this process as working on the study: a shared lock on `<journal>.workers`, held until it exits (the
+    system drops it however the process ends, SIGKILL included). With `probe`, first try to take it exclusively:
+    True when that works, i.e. no other process works on the study now (a PostgreSQL study: never known)."""
+    if where.journal is None:
+        return False
+    import fcntl
+
+    where.journal.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{where.journal}.workers", os.O_RDWR | os.O_CREAT, 0o644)
+    alone = False
+    if probe:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            pass
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _PRESENCE.append(fd)
+    return alone
+
+
+def fail_orphans(study: optuna.Study, alone: bool) -> int:
+    """Trials left running by processes that are gone (killed), failed so that the study's count is true: every
+    running trial when no other process works on the study (`alone`); else those of a dead process of this
+    machine, and those that never got their worker written (their process died as it created them) after
+    GRACE_S. Trials of live processes on other machines are Optuna's heartbeat's (RDB)."""
+    host, now, n = socket.gethostname(), datetime.now(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        where, _, pid = worker.rpartition(":")
-        if where == host and pid.isdigit() and not _alive(int(pid)):
+        where, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        dead = where == host and pid.isdigit() and not _alive(int(pid))
+        unclaimed = not where and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > GRACE_S
+        if alone or dead or unclaimed:
             study.tell(t.number, state=TrialState.FAIL)
             n += 1
     return n
@@ -333,8 +365,9 @@ def study_of(job: Job, storage: BaseStorage) -> optuna.Study:
 
 
 def remaining(study: optuna.Study, target: int) -> int:
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    return target - len(trials)
+    """Trials still to finish. Running ones are not subtracted: one its process died with would hold the study
+    short forever; several processes may overshoot the target by one trial each instead."""
+    return target - len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def work(job: Job, market: Market, after_trial: Callable[[optuna.Study], None] | None = None) -> None:
@@ -368,6 +401,7 @@ def worker_main(job: Job) -> None:
     from bot.strategies import load_strategies
 
     signal.signal(signal.SIGINT, _interrupted_once)
+    present(job.where, probe=False)
     settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     load_strategies(settings)
@@ -497,7 +531,7 @@ def run_study(args: Any, settings: Settings) -> int:
     quiet_optuna()
     p = prepare(args, settings)
     study = open_study(p)
-    if orphans := fail_orphans(study):
+    if orphans := fail_orphans(study, present(p.where, probe=True)):
         log.info("study %s: %d trial(s) of a process that died marked failed", p.study, orphans)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     run_id = uuid.uuid4().hex[:12]

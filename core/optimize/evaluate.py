@@ -22,7 +22,6 @@ from core.ledger import MemoryLedger, TradeRecord
 from core.market.candle import Candle, ms_to_dt
 from core.market.replay import WARMUP_CANDLES, ReplayFeed, history_before
 from core.market.series import CandleSeries
-from core.ml.filter import FilterSettings, MLScorer
 from core.optimize.objectives import WindowTrades
 from core.optimize.windows import Window
 from core.persistence import MemoryStore
@@ -71,7 +70,11 @@ class WindowReplayer:
 
     def run(self, config: BotConfig, window: Window) -> WindowRun:
         started = time.perf_counter()
-        scorer = MLScorer(config.id, FilterSettings.for_bot(config)) if self.ml else None
+        scorer = None
+        if self.ml:  # scikit-learn takes a second to import: only when asked for
+            from core.ml.filter import FilterSettings, MLScorer
+
+            scorer = MLScorer(config.id, FilterSettings.for_bot(config))
         warmed = self._warmed.get(window)  # our own pickle, made below
         engine, trader = paper_engine(config, self.market.funding, scorer,
                                       None if warmed is None else pickle.loads(warmed))
