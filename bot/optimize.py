@@ -9,9 +9,10 @@ each so the median pruner can stop a hopeless trial, and scores the pooled in-sa
 best trials' out-of-sample figures are computed once the study stops, beside them (never to choose).
 
 Storage, shared by every process working on a study (each one an Optuna worker; no other coordination):
-- default: a journal file per study under DATA_DIR/optimize (Optuna's JournalStorage, appends serialised
-  by a lock file). Chosen over RDB on SQLite because several processes write a study at once and SQLite's
-  single writer lock turns that into "database is locked" failures; the journal is made for it.
+- default: a journal file per study under DATA_DIR/optimize (Optuna's JournalStorage, its appends serialised
+  by a kernel file lock: KernelLock). Chosen over RDB on SQLite because several processes write a study at
+  once and SQLite's single writer lock turns that into "database is locked" failures; the journal is made
+  for it (an append-only log every process replays).
 - `--storage postgresql://…`: Optuna's RDB storage in the schema `optuna` of that database (the desk's
   PostgreSQL: its own tables stay untouched), which any number of `optimize` processes on other machines
   join by study name.
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -77,7 +78,6 @@ SCHEMA_LOCK = 0x0F7A_5E4C  # pg advisory lock: two processes creating Optuna's t
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB: a trial without a heartbeat for GRACE_S is failed (its process died)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a trial that ran to its verdict (a failed one too)
 POLL_S = 0.5
-LOCK_GRACE_S = 10
 
 
 class StudySpec(BaseModel):
@@ -166,10 +166,38 @@ class Location:
         if self.journal is not None:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             path = str(self.journal)
-            # a lock file left by a killed process is taken over after LOCK_GRACE_S (an append holds it for ms)
-            return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path, LOCK_GRACE_S)))
+            return JournalStorage(JournalFileBackend(path, lock_obj=KernelLock(path)))
         assert self.url is not None
         return _postgres_storage(self.url)
+
+
+class KernelLock(JournalFileOpenLock):
+    """The journal's append lock as a kernel lock (flock) on `<journal>.lock`: a waiting worker sleeps in the
+    kernel until the lock is free, where Optuna's file locks poll with a backoff of up to a second (two workers
+    appending ~20 synced records per trial each spent more time waiting than working), and the system drops it
+    when its process dies, so a SIGKILL leaves no stale lock behind. For processes of one machine."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, grace_period=None)
+        self.path = f"{path}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
 
 
 def location(storage: str | None, data_dir: Path, study: str) -> Location:
@@ -286,53 +314,79 @@ class TrialObjective:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # first: a trial whose process dies is failed by whoever finds that process gone (fail_orphans)
         trial.set_user_attr("worker", self.worker)
-        trial.set_user_attr("run", self.run_id)
         candidate = self.space.suggest(trial)
-        trial.set_user_attr("values", candidate.as_json())
+        outcome = Outcome(self.run_id, candidate.as_json())
         try:
             config = candidate.config(self.base, self.spec.strategy)
         except ValidationError as exc:
-            _failed(trial, f"invalid combination: {first_error(exc)}")
+            _failed(trial, outcome, f"invalid combination: {first_error(exc)}")
         windows = self.walk.in_sample
         runs = []
         for step, window in enumerate(windows):
             runs.append(self.replayer.run(config, window))
+            outcome.candles += runs[-1].candles
             value = figures([r.closed for r in runs], config.capital).value(self.spec.objective)
             if value is None:
                 continue
             trial.report(value, step)
             if step < len(windows) - 1 and trial.should_prune():
-                _failed(trial, f"pruned after {window.label}: below the median of the trials before it")
+                _failed(trial, outcome, f"pruned after {window.label}: below the median of the trials before it")
         result = figures([r.closed for r in runs], config.capital)
-        trial.set_user_attr("is", result.as_json())
+        outcome.in_sample = result.as_json()
         score = verdict(result, self.spec.objective, self.spec.min_trades)
         if score.value is None:
-            _failed(trial, score.why or "failed")
+            _failed(trial, outcome, score.why or "failed")
+        trial.set_user_attr(OUTCOME, outcome.as_json())
         return score.value
 
 
-def _failed(trial: optuna.Trial, why: str) -> Any:
+OUTCOME = "outcome"  # one user attribute per trial, written once: every write is a synced append (journal)
+
+
+@dataclass
+class Outcome:
+    """What a trial did, kept with it in the study."""
+
+    run: str  # the command invocation that ran it
+    values: dict[str, dict[str, Any]]  # its Candidate, as sampled (rounded to the grid, Decimals as text)
+    in_sample: dict[str, Any] | None = None  # Figures, once every in-sample window ran
+    failed: str | None = None
+    candles: int = 0  # replayed (warm-ups aside)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run": self.run, "values": self.values, "in_sample": self.in_sample, "failed": self.failed,
+                "candles": self.candles}
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> Outcome | None:
+        doc = t.user_attrs.get(OUTCOME)
+        return cls(**doc) if isinstance(doc, dict) else None
+
+
+def _failed(trial: optuna.Trial, outcome: Outcome, why: str) -> NoReturn:
     """A trial without a score: pruned (TPE still learns it is a bad region), with why."""
-    trial.set_user_attr("failed", why)
+    outcome.failed = why
+    trial.set_user_attr(OUTCOME, outcome.as_json())
     raise optuna.TrialPruned(why)
 
 
 def trial_candidate(t: FrozenTrial) -> Candidate | None:
-    doc = t.user_attrs.get("values")
-    return Candidate.from_json(doc) if isinstance(doc, dict) else None
+    outcome = Outcome.of(t)
+    return None if outcome is None else Candidate.from_json(outcome.values)
 
 
 def trial_figures(t: FrozenTrial) -> Figures | None:
-    doc = t.user_attrs.get("is")
-    return Figures.from_json(doc) if isinstance(doc, dict) else None
+    outcome = Outcome.of(t)
+    return None if outcome is None or outcome.in_sample is None else Figures.from_json(outcome.in_sample)
 
 
 def trial_failure(t: FrozenTrial) -> str | None:
     if t.state == TrialState.FAIL:
         return "interrupted (its process stopped)"
-    why = t.user_attrs.get("failed")
-    return str(why) if why is not None else None
+    outcome = Outcome.of(t)
+    return None if outcome is None else outcome.failed
 
 
 # --- workers -------------------------------------------------------------------------------------------------
@@ -535,18 +589,16 @@ def run_study(args: Any, settings: Settings) -> int:
         log.info("study %s: %d trial(s) of a process that died marked failed", p.study, orphans)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     run_id = uuid.uuid4().hex[:12]
-    jobs = [Job(p.data, p.spec, p.study, p.where, args.trials, args.seed, i, run_id,
-                None if args.workers == 1 else os.getpid()) for i in range(args.workers)]
+    jobs = [Job(p.data, p.spec, p.study, p.where, args.trials, args.seed, i, run_id, os.getpid() if i else None)
+            for i in range(args.workers)]
     progress = Progress(not args.json and sys.stderr.isatty(), args.trials, done)
     started = time.perf_counter()
     interrupted = False
     try:
         with progress.running():
-            if args.workers == 1:
-                signal.signal(signal.SIGINT, _interrupted_once)
-                work(jobs[0], p.market, progress.update)
-            else:
-                _supervise(jobs, study, progress)
+            signal.signal(signal.SIGINT, _interrupted_once)
+            with helpers(jobs[1:], study, progress):
+                work(jobs[0], p.market, progress.update)  # this process is worker 0: its candles are loaded
     except KeyboardInterrupt:
         interrupted = True
     elapsed = time.perf_counter() - started
@@ -558,25 +610,27 @@ def run_study(args: Any, settings: Settings) -> int:
     return report(args, p, study, run_id, elapsed)
 
 
-def _supervise(jobs: list[Job], study: optuna.Study, progress: Progress) -> None:
-    """W spawned workers on the study; the progress bar reads the storage meanwhile."""
+@contextmanager
+def helpers(jobs: list[Job], study: optuna.Study, progress: Progress) -> Iterator[None]:
+    """Workers 1..W-1 as spawned processes beside this one (worker 0): started on entry, waited for on exit (the
+    progress bar reading the storage meanwhile); on Ctrl-C each is interrupted once and waited for."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no state forked mid-flight
     procs = [context.Process(target=worker_main, args=(job,), name=f"optimize-worker-{job.index}") for job in jobs]
     for proc in procs:
         proc.start()
     try:
+        yield
         while any(proc.is_alive() for proc in procs):
             progress.update(study)
             for proc in procs:
                 proc.join(POLL_S / len(procs))
-    except KeyboardInterrupt:
+    except BaseException:
         for proc in procs:  # they may have had the terminal's Ctrl-C already: once is all they act on
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGINT)
         for proc in procs:
             proc.join(60)
         raise
-    progress.update(study)
     failed = [(job.index, proc.exitcode) for job, proc in zip(jobs, procs, strict=True) if proc.exitcode]
     if failed:
         codes = ", ".join(f"worker {i}: exit {code}" for i, code in failed)

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bot.cli import EXIT_OK
-from bot.optimize import BOT_ID, FINISHED, Prepared, trial_candidate, trial_failure, trial_figures
+from bot.optimize import BOT_ID, FINISHED, Outcome, Prepared, trial_candidate, trial_failure, trial_figures
 from core.config import BotConfig
 from core.market.candle import ms_to_dt
 from core.optimize.evaluate import WindowReplayer
@@ -102,7 +102,8 @@ def report(args: Any, p: Prepared, study: optuna.Study, run_id: str, elapsed_s: 
     trials = study.get_trials(deepcopy=False)
     rows = rows_of(p, top_trials(trials, args.top))
     objective = p.spec.objective
-    ours = sorted(t.number for t in trials if t.state in FINISHED and t.user_attrs.get("run") == run_id)
+    ours = sorted(t.number for t in trials
+                  if t.state in FINISHED and (outcome := Outcome.of(t)) is not None and outcome.run == run_id)
     ratios = [r for row in rows if row.value is not None and (r := row.ratio(objective)) is not None]
     doc: dict[str, Any] = {
         "study": p.study, "storage": p.where.shown, "spec": p.spec.model_dump(mode="json"),

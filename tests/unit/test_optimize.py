@@ -204,7 +204,7 @@ def test_a_trial_shows_its_strategy_no_out_of_sample_candle(peek: None, market: 
     study.optimize(objective, n_trials=3)
     assert SEEN and all(any(w.start_ms < t <= w.end_ms for w in walk.in_sample) for t in SEEN)
     assert not any(w.start_ms < t <= w.end_ms for t in SEEN for w in walk.out_of_sample)
-    assert all(t.user_attrs["is"]["trades"] > 0 for t in study.trials)
+    assert all(t.user_attrs["outcome"]["in_sample"]["trades"] > 0 for t in study.trials)
 
 
 def test_a_window_warmed_from_the_cache_is_the_window_warmed_itself(market: Market) -> None:
