@@ -144,9 +144,9 @@ def test_two_processes_share_one_study_on_postgresql(tmp_path: Path, pg_url: str
 
     import optuna
 
-    from bot.optimize import location
+    from bot.optimize import location, quiet_optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     study = optuna.load_study(study_name="shared", storage=location(pg_url, tmp_path, "shared").open())
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == sorted(ran[0] | ran[1])  # none lost
