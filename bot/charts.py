@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
@@ -572,9 +572,11 @@ def draw_optimization(fig: Figure, history: Sequence[tuple[int, float | None]], 
         n, v = np.array([s[0] for s in scored]), np.array([s[1] for s in scored])
         top.scatter(n, v, s=22, color=BLUE, alpha=0.75, label="trial (in-sample)")
         top.plot(n, np.maximum.accumulate(v), drawstyle="steps-post", color=INK, linewidth=2, label="best so far")
-    if failed:  # on the axis floor: they have no value, only a place in the sequence
-        floor = min((s[1] for s in scored), default=0.0)
+    if failed:  # under the lowest score: they have no value, only a place in the sequence
+        values = [s[1] for s in scored] or [0.0]
+        floor = min(values) - 0.08 * ((max(values) - min(values)) or 1.0)
         top.scatter(failed, [floor] * len(failed), marker="x", s=24, color=GREY, label="failed / pruned")
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title(f"{title} — {len(scored)} scored, {len(failed)} failed", fontsize=TITLE, color=INK, loc="left")
     top.set_xlabel("trial", fontsize=LABEL, color=INK)
     top.set_ylabel(objective, fontsize=LABEL, color=INK)

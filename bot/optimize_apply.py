@@ -41,7 +41,7 @@ def diff(old: BotConfig, new: BotConfig) -> dict[str, list[Any]]:
 
 def apply(args: Any, settings: Settings) -> int:
     quiet_optuna()
-    where = location(args.apply_storage, settings.data_dir, args.study)
+    where = location(args.apply_storage or args.storage, settings.data_dir, args.study)  # before or after `apply`
     if where.journal is not None and not where.journal.exists():
         raise CliError(f"no study {args.study!r} in {where.journal} (give --storage where it is)")
     try:

@@ -75,6 +75,24 @@ def rows_of(p: Prepared, trials: list[FrozenTrial]) -> list[Row]:
     return rows
 
 
+def kept(rows: list[Row], objective: Objective) -> float | None:
+    """The in-sample edge the scored top trials kept out of sample: their mean OOS objective over their mean IS
+    objective (a ratio of means: a trial whose in-sample figure is near zero cannot blow it up)."""
+    pairs = [(r.value, oos) for r in rows if r.value is not None and r.out_of_sample is not None
+             and (oos := r.out_of_sample.value(objective)) is not None]
+    if not pairs or (mean_is := statistics.fmean(p[0] for p in pairs)) <= 0:
+        return None
+    return statistics.fmean(p[1] for p in pairs) / mean_is
+
+
+def verdict_line(kept: float | None) -> str:
+    if kept is None:
+        return "in-sample edge kept out of sample: - (no scored top trial with a positive in-sample figure)"
+    plain = ("none of it survived: these parameters fit the in-sample windows, not the market" if kept <= 0
+             else "less than half survived" if kept < 0.5 else "most of it survived")
+    return f"in-sample edge kept out of sample (top trials, mean OOS / mean IS): {kept:.2f} — {plain}"
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
     """Each parameter's importance for reaching the best in-sample trials (Optuna's PED-ANOVA evaluator: which
     values set the top 10 % of scored trials apart; no scikit-learn, a few ms); {} with too few scored trials."""
@@ -104,7 +122,6 @@ def report(args: Any, p: Prepared, study: optuna.Study, run_id: str, elapsed_s: 
     objective = p.spec.objective
     ours = sorted(t.number for t in trials
                   if t.state in FINISHED and (outcome := Outcome.of(t)) is not None and outcome.run == run_id)
-    ratios = [r for row in rows if row.value is not None and (r := row.ratio(objective)) is not None]
     doc: dict[str, Any] = {
         "study": p.study, "storage": p.where.shown, "spec": p.spec.model_dump(mode="json"),
         "windows": [{"window": w.label, "start": ms_to_dt(w.start_ms).isoformat(),
@@ -115,7 +132,7 @@ def report(args: Any, p: Prepared, study: optuna.Study, run_id: str, elapsed_s: 
                 "trials_per_min": round(len(ours) / elapsed_s * 60, 2) if elapsed_s > 0 else None},
         "top": [r.as_json(objective) for r in rows],
         "best": next((r.as_json(objective) for r in rows if r.value is not None), None),
-        "oos_over_is": statistics.fmean(ratios) if ratios else None,
+        "oos_over_is": kept(rows, objective),
         "importance": importances(study),
     }
     if args.out is not None:
@@ -181,7 +198,8 @@ def _lines(p: Prepared, doc: dict[str, Any]) -> list[str]:
         f"trials: {n['finished']} finished of {n['target']} ({n['scored']} scored, {n['failed']} failed: "
         f"{n['pruned_by_median']} pruned by the median, {n['invalid']} invalid combinations, the rest under "
         f"--min-trades or undefined), {n['interrupted']} interrupted; this run {len(run['trials'])} in "
-        f"{run['elapsed_s']:.1f} s ({run['trials_per_min'] or 0:.1f}/min)",
+        f"{run['elapsed_s']:.1f} s ({run['trials_per_min'] or 0:.1f}/min)"
+        + ("" if run["trials"] else " — the study was full already: a larger --trials runs more"),
     ]
 
 
@@ -195,9 +213,7 @@ def render_text(p: Prepared, rows: list[Row], doc: dict[str, Any]) -> list[str]:
     widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
     out += ["  " + "  ".join(c.rjust(w) if i < len(HEADER) - 1 else c for i, (c, w) in
                              enumerate(zip(line, widths, strict=True))).rstrip() for line in body]
-    kept = doc["oos_over_is"]
-    out.append(f"in-sample edge kept out of sample (mean OOS/IS of the scored top trials): "
-               f"{'-' if kept is None else f'{kept:.2f}'}")
+    out.append(verdict_line(doc["oos_over_is"]))
     out += [f"  #{r.trial}: {_values(r.candidate)}" for r in rows]
     if doc["importance"]:
         out.append("parameter importance (PED-ANOVA: what sets the best in-sample trials apart): " +
@@ -214,6 +230,7 @@ def render_markdown(p: Prepared, rows: list[Row], doc: dict[str, Any]) -> str:
     if rows:
         out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         out += ["| " + " | ".join(line) + " |" for line in table(p, rows)]
+        out += ["", verdict_line(doc["oos_over_is"])]
         out += ["", "| trial | parameters |", "|---|---|"]
         out += [f"| {r.trial} | `{_values(r.candidate)}` |" for r in rows]
     if doc["importance"]:
@@ -243,7 +260,8 @@ def write_out(folder: Path, p: Prepared, trials: list[FrozenTrial], rows: list[R
             f_is, f_oos, c = trial_figures(t), oos.get(t.number), trial_candidate(t)
             values = {} if c is None else {**c.params, **{f"bot.{k}": v for k, v in c.settings.items()}}
             duration = t.duration.total_seconds() if t.duration else None
-            out.writerow([t.number, t.state.name.lower(), t.value, trial_failure(t) or "", t.user_attrs.get("worker"),
+            value = t.value if t.state == TrialState.COMPLETE else None  # Optuna gives a pruned trial its last report
+            out.writerow([t.number, t.state.name.lower(), value, trial_failure(t) or "", t.user_attrs.get("worker"),
                           duration, *(_cell(f_is, k) for k in FIGURES), *(_cell(f_oos, k) for k in FIGURES),
                           *(values.get(n, "") for n in names)])
     history = [(t.number, t.value if t.state == TrialState.COMPLETE else None) for t in trials if t.state in FINISHED]
