@@ -425,7 +425,7 @@ def remaining(study: optuna.Study, target: int) -> int:
 
 
 def work(job: Job, market: Market, after_trial: Callable[[optuna.Study], None] | None = None) -> None:
-    """Run trials until the study holds job.target finished (or running) trials."""
+    """Run trials until the study holds job.target finished trials."""
     spec = job.spec
     base = BotConfig(id=BOT_ID, symbols=market.symbols, slow_interval=market.slow, fast_interval=market.fast,
                      strategies={spec.strategy: {}})
