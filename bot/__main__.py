@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_replay.register(sub, _desk_settings)
 
+    from bot import cli_optimize
+
+    cli_optimize.register(sub, _desk_settings)
+
     from bot import cli_ml
 
     cli_ml.register(sub, _desk_settings)

@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
@@ -555,3 +555,46 @@ CHARTS: dict[str, Callable[..., bytes]] = {
     "equity": equity_chart, "daily_pnl": daily_pnl_chart, "win_rate": win_rate_chart,
     "phantom_outcomes": phantom_outcomes_chart, "calibration": calibration_chart, "candles": candles_chart,
 }
+
+
+# --- 7. a parameter search: its history and what mattered --------------------------------------------------
+def draw_optimization(fig: Figure, history: Sequence[tuple[int, float | None]], importances: Mapping[str, float],
+                      title: str = "Study", objective: str = "objective") -> None:
+    """history: (trial number, in-sample objective or None when the trial failed); importances: parameter ->
+    its share of what sets the best trials apart (Optuna's PED-ANOVA), largest first."""
+    if not history:
+        _no_data(fig, title, "no finished trial yet")
+        return
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    _style(top)
+    scored = [(n, v) for n, v in history if v is not None]
+    failed = [n for n, v in history if v is None]
+    if scored:
+        n, v = np.array([s[0] for s in scored]), np.array([s[1] for s in scored])
+        top.scatter(n, v, s=22, color=BLUE, alpha=0.75, label="trial (in-sample)")
+        top.plot(n, np.maximum.accumulate(v), drawstyle="steps-post", color=INK, linewidth=2, label="best so far")
+    if failed:  # under the lowest score: they have no value, only a place in the sequence
+        values = [s[1] for s in scored] or [0.0]
+        floor = min(values) - 0.08 * ((max(values) - min(values)) or 1.0)
+        top.scatter(failed, [floor] * len(failed), marker="x", s=24, color=GREY, label="failed / pruned")
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top.set_title(f"{title} — {len(scored)} scored, {len(failed)} failed", fontsize=TITLE, color=INK, loc="left")
+    top.set_xlabel("trial", fontsize=LABEL, color=INK)
+    top.set_ylabel(objective, fontsize=LABEL, color=INK)
+    _legend(top, loc="best")
+    _style(bottom)
+    if importances:
+        names = list(importances)[::-1]  # the largest on top
+        bottom.barh(names, [importances[k] for k in names], color=BLUE)
+        bottom.set_xlabel("importance (PED-ANOVA: what sets the best in-sample trials apart)", fontsize=LABEL,
+                          color=INK)
+        bottom.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    else:
+        bottom.axis("off")
+        bottom.text(0.5, 0.5, "importance: too few scored trials", ha="center", va="center", fontsize=NOTE,
+                    color=GREY, transform=bottom.transAxes)
+
+
+def optimization_chart(history: Sequence[tuple[int, float | None]], importances: Mapping[str, float],
+                       title: str = "Study", objective: str = "objective") -> bytes:
+    return png(draw_optimization, history, importances, title, objective)

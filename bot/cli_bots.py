@@ -317,6 +317,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def plain_config(config: BotConfig) -> dict[str, Any]:
+    """A configuration as `bots show` prints it (strategies this process could not load as stored)."""
+    return _plain({**config.model_dump(mode="python"), "strategies": config.strategy_settings()})
+
+
 def _changes(old: BotConfig | None, new: BotConfig) -> dict[str, list[Any]]:
     before = _plain(old.model_dump()) if old is not None else {}
     after = _plain(new.model_dump())
@@ -420,7 +425,7 @@ async def _show(engine: AsyncEngine, args: argparse.Namespace) -> int:
         raise CliError(f"bot {args.id!r}: its stored configuration no longer validates; write a new file and "
                        "`bots edit` it")
     # a strategy this process could not load is shown as stored: an edit of this file must not drop it
-    doc = _plain({**config.model_dump(mode="python"), "strategies": config.strategy_settings()})
+    doc = plain_config(config)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

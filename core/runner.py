@@ -8,13 +8,32 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from core.config import BotConfig
 from core.engine import CandleResult, Engine
+from core.exchange.paper import PaperBroker
+from core.funding import FundingSchedule
+from core.instruments import Instruments
 from core.ledger import Ledger
 from core.market.candle import Candle
 from core.market.replay import sort_key
+from core.market.state import MarketState
+from core.ml.scorer import Scorer
 from core.persistence import Batch, EngineStore, StoreUnavailable
+from core.trader import Trader
 
 log = logging.getLogger(__name__)
+
+
+def paper_engine(config: BotConfig, funding: FundingSchedule, scorer: Scorer | None = None,
+                 market: MarketState | None = None) -> tuple[Engine, Trader]:
+    """The engine of a replay: the trader on the paper venue (fills on the fast interval, the bot's fees and
+    slippage, funding from `funding`, which the phantoms earn too). `replay` and every `optimize` trial build
+    it here, so that a trial replays exactly what a replay of its window does (`market`: already warmed)."""
+    instruments = Instruments()
+    trader = Trader(config, instruments, PaperBroker(
+        instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
+        watch_interval=config.fast_interval, funding=funding), mode="replay")
+    return Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding, market=market), trader
 
 
 @dataclass
