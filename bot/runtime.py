@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings
 from core.config import BotConfig
 from core.decisions import Option, RecoveryDraft, RecoveryKind, options_of
+from core.desk import RetrainQueued
 from core.engine import CandleResult, Engine
 from core.exchange.broker import Fill, FundingFee, OrderState
 from core.exchange.bybit_broker import BybitBroker
@@ -92,6 +93,7 @@ class BotRuntime:
     held_symbols: set[str] = field(default_factory=set)  # open trades on symbols no longer configured
     # one at a time: reconciliation rounds, recovery effects and the exchange's reports move the trader
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retraining: asyncio.Lock = field(default_factory=asyncio.Lock)  # one retrain of its models at a time
 
     def set_saved(self) -> None:
         self.saved = self.processed
@@ -683,32 +685,53 @@ class Runtime:
             state.resume()
         return True
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
-        """Train in the worker process (the loop keeps trading); stop() abandons a retrain in progress."""
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued:
+        """/retrain: answered at once. The training runs in the background, behind one already running; the
+        gate's verdicts follow as a notice."""
         bot = self.bots[bot_id]
-        names = bot.scorer.request_retrain(strategy)
-        if self.stopping.is_set():
-            return []
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=1)
-        pool = self.pool
-        if due := bot.scorer.due():
-            log.info("bot %s: retrain started (%s)", bot_id, ", ".join(due))
-        try:
-            await bot.scorer.retrain_pending(pool, bot.store.registry)
-        except asyncio.CancelledError:  # the command itself was cancelled (Telegram stops at shutdown)
+        queued = RetrainQueued(bot.scorer.request_retrain(strategy), bot.scorer.training())
+        if queued.strategies and not self.stopping.is_set():
+            self._background(self._retrain_and_tell(bot, queued.strategies))
+        return queued
+
+    async def retrain_due(self, bot_id: str) -> None:
+        """The schedule's retrain: every strategy with enough new outcomes."""
+        await self._retrain(self.bots[bot_id])
+
+    async def _retrain_and_tell(self, bot: BotRuntime, names: list[str]) -> None:
+        if not await self._retrain(bot):
+            return
+        verdicts = [v for v in map(bot.scorer.verdict, names) if v is not None]
+        text = "; ".join(f"{v.strategy} v{v.version} {'promoted' if v.promoted else 'refused'}: {v.why}"
+                         for v in verdicts)
+        self.notify(Notice("retrain_done", bot.id, f"retrain done: {text or 'nothing trained'}"))
+
+    async def _retrain(self, bot: BotRuntime) -> bool:
+        """Train in the worker process (the loop keeps trading), one retrain per bot at a time; stop()
+        abandons a retrain in progress. False when abandoned."""
+        async with bot.retraining:
             if self.stopping.is_set():
-                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
-            raise
-        except BrokenProcessPool:
-            if self.pool is pool:  # the worker died: the next retrain starts a new one
-                self.pool = None
-                pool.shutdown(wait=False)
-            if self.stopping.is_set():
-                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
-                return []
-            raise
-        return names
+                return False
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(max_workers=1)
+            pool = self.pool
+            if due := bot.scorer.due():
+                log.info("bot %s: retrain started (%s)", bot.id, ", ".join(due))
+            try:
+                await bot.scorer.retrain_pending(pool, bot.store.registry)
+            except asyncio.CancelledError:  # cancelled by stop() (or the schedule's own shutdown)
+                if self.stopping.is_set():
+                    log.info("bot %s: retrain abandoned, the desk is stopping", bot.id)
+                raise
+            except BrokenProcessPool:
+                if self.pool is pool:  # the worker died: the next retrain starts a new one
+                    self.pool = None
+                    pool.shutdown(wait=False)
+                if self.stopping.is_set():
+                    log.info("bot %s: retrain abandoned, the desk is stopping", bot.id)
+                    return False
+                raise
+        return True
 
     def engine(self, bot_id: str) -> Engine | None:
         bot = self.bots.get(bot_id)

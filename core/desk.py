@@ -109,6 +109,14 @@ class ResumeResult:
     halted: list[Halt] = field(default_factory=list)  # not resumed: a halt needs a confirmation
 
 
+@dataclass(frozen=True)
+class RetrainQueued:
+    """A /retrain as queued: answered at once, the gate's verdicts follow as a notice."""
+
+    strategies: list[str]  # those with new outcomes since their last training: retrained
+    behind: list[str]  # training now: the request waits for them
+
+
 @dataclass
 class RiskChange:
     bot_id: str
@@ -189,7 +197,7 @@ class RuntimeView(Protocol):
 
     def set_paused(self, bot_id: str, paused: bool) -> bool: ...
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]: ...
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued: ...
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]: ...
@@ -469,14 +477,18 @@ class Desk:
                        for c in closed]})
         return closed
 
-    async def retrain(self, strategy: str | None, actor: Actor, bot_id: str | None = None) -> dict[str, list[str]]:
+    async def retrain(self, strategy: str | None, actor: Actor,
+                      bot_id: str | None = None) -> dict[str, RetrainQueued]:
         self._admin(actor)
         if self.runtime is None:
             raise BadArgument("no bot is running in this process")
-        out = {}
-        for bid in await self._targets(bot_id):
-            out[bid] = await self.runtime.retrain(bid, strategy)
-        await self.store.audit(actor.label, "retrain", bot_id, {"strategy": strategy, "queued": out})
+        here = [bid for bid in await self._targets(bot_id) if self.runtime.engine(bid) is not None]
+        if not here:
+            raise BadArgument(f"bot {bot_id} is not running in this process" if bot_id else
+                              "no bot is running in this process")
+        out = {bid: await self.runtime.retrain(bid, strategy) for bid in here}
+        await self.store.audit(actor.label, "retrain", bot_id, {
+            "strategy": strategy, "queued": {bid: q.strategies for bid, q in out.items()}})
         return out
 
     async def risk_set(self, key: str, value: str, actor: Actor, bot_id: str | None = None,

@@ -408,9 +408,18 @@ async def close(ctx: Context, target: str, bot_id: str | None = None) -> Reply:
 
 
 async def retrain(ctx: Context, strategy: str | None = None) -> Reply:
-    queued = await ctx.desk.retrain(strategy, ctx.actor)
-    lines = [f"{esc(b)}: {esc(', '.join(names) or 'nothing to retrain')}" for b, names in queued.items()]
-    return Reply("\n".join(["🧠 retraining (off the event loop; challengers face the gate):", *lines]))
+    lines = []
+    for bot_id, q in (await ctx.desk.retrain(strategy, ctx.actor)).items():
+        if not q.strategies:
+            lines.append(f"{esc(bot_id)}: nothing to retrain (no new outcomes since the last training, "
+                         "or too few for a first model)")
+            continue
+        line = f"{esc(bot_id)}: {esc(', '.join(q.strategies))} queued"
+        if q.behind:
+            line += f", behind a running retrain ({esc(', '.join(q.behind))})"
+        lines.append(line)
+    return Reply("\n".join(["🧠 retrain: challengers face the gate off the event loop; the verdicts follow here",
+                             *lines]))
 
 
 async def ml_stats(ctx: Context) -> Reply:

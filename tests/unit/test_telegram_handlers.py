@@ -45,7 +45,7 @@ from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
-from core.desk import Desk
+from core.desk import Desk, RetrainQueued
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
@@ -157,9 +157,9 @@ class FakeRuntime:
         self.paused[bot_id] = paused
         return True
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued:
         self.retrained.append((bot_id, strategy))
-        return [strategy] if strategy else ["trend_pullback", "mean_reversion", "scalp"]
+        return RetrainQueued([strategy] if strategy else ["trend_pullback", "mean_reversion", "scalp"], [])
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]:
@@ -308,7 +308,7 @@ HAPPY = [
     ("/performance", "by strategy"), ("/performance replay", "SOLUSDT"), ("/ml_stats", "ML filter"),
     ("/phantom_stats", "Phantoms"), ("/phantom_stats BTCUSDT", "BTCUSDT"), ("/db_stats", "candles"),
     ("/health", "refused telegram users"), ("/jobs", "job"), ("/risk", "risk_pct"), ("/risk replay", "max_leverage"),
-    ("/recovery", "no recovery item"), ("/analysis BTCUSDT", "Analysis"), ("/retrain", "retraining"),
+    ("/recovery", "no recovery item"), ("/analysis BTCUSDT", "Analysis"), ("/retrain", "queued"),
     ("/retrain scalp", "scalp"), ("/pause replay calm down", "paused"), ("/resume all", "running"),
     ("/risk set max_positions 4", "max_positions 5 → <b>4</b>"), ("/close BTCUSDT", "Close <b>1</b> position"),
     ("/chart equity", "equity"), ("/chart daily 30", "daily"), ("/chart winrate", "winrate"),
