@@ -61,11 +61,13 @@ class Evidence:
         return self.enough and self.lift_lo > 0 and self.skill_lo > 0
 
     def as_json(self) -> dict[str, Any]:
-        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        """Plain JSON (no NaN: PostgreSQL's JSON refuses it; a bound not computed is null)."""
+        return {k: (None if math.isnan(v) else round(v, 6)) if isinstance(v, float) else v
+                for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Evidence:
-        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: float("nan") if doc[k] is None else doc[k] for k in cls.__dataclass_fields__})
 
     def text(self) -> str:
         if not self.enough:

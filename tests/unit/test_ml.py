@@ -12,15 +12,16 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-import skops.io
 
 from core.ml import artifact, metrics
-from core.ml.artifact import ArtifactRefused, dumps, load_verified, loads_trusted, sign, verify
+from core.ml.artifact import ArtifactRefused, dumps, load_verified, parse, sign, verify
 from core.ml.dataset import FEATURE_NAMES, N_FEATURES, Dataset, build, feature_vector, label
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.gate import Candidate, WalkForward, retrain, walk_forward
-from core.ml.model import Ensemble, Recipe, train
+from core.ml.model import Model
+from core.ml.recipe import Recipe, TrainConfig
 from core.ml.registry import ChampionLoad, MemoryRegistry, ModelArtifact
+from core.ml.train import train
 from core.phantom import Phantom
 from core.signal import Signal
 
@@ -155,7 +156,7 @@ def test_training_is_deterministic_and_survives_serialization() -> None:
     a, b = train(data), train(data)
     X = data.X[:50]
     assert np.array_equal(a.predict(X), b.predict(X))
-    again = loads_trusted(dumps(a))
+    again = parse(dumps(a))
     assert np.array_equal(again.predict(X), a.predict(X))
     assert [a.predict_one(x) for x in X[:5]] == list(a.predict(X[:5]))
 
@@ -172,8 +173,8 @@ def test_ev_formula_and_lift() -> None:
     assert metrics.accepts(np.array([0.3, 0.4]), np.array([2.0, 2.0]), 0.0, 0.35).tolist() == [False, True]
 
 
-def constant_model(p: float) -> Ensemble:
-    return Ensemble({}, np.array([0.0, 1.0]), np.array([p, p]), 0, p, {"features": list(FEATURE_NAMES)})
+def constant_model(p: float) -> Model:
+    return Model(None, np.array([0.0, 1.0]), np.array([p, p]), 0, p, 100.0, meta={"features": list(FEATURE_NAMES)})
 
 
 def test_decision_threshold_and_floor() -> None:
@@ -200,7 +201,11 @@ def test_unscored_before_the_minimum_samples() -> None:
     scorer.observe(phantom(99, outcome="timeout", exit_reason="gap", r=1.0))  # not an outcome to learn from
     assert scorer.pending == []
     scorer.observe(rows[29])
+    assert scorer.pending == []  # due: launched once the candle that closed it is complete ...
+    scorer.score(a_signal(24, np.zeros(N_FEATURES)))  # ... (a later candle), in force a market day later
     assert [t.version for t in scorer.pending] == [30]  # the first training, at exactly 30 outcomes
+    assert not scorer.pending[0].promoted and "not enough evidence yet" in scorer.pending[0].report["why"]
+    assert scorer.pending[0].artifact is None  # nothing fitted, nothing serialized
     assert scorer.stats()["trend_pullback"]["outcomes_until_retrain"] == 50
 
 
@@ -209,8 +214,10 @@ def test_gate_promotes_a_model_that_beats_no_model() -> None:
     data = dataset(signal_data(500, 1.5, seed=8))
     result = retrain(data, version=500)
     assert result.promoted, result.report["why"]
-    ch, base = result.report["challenger"], result.report["champion"]
-    assert ch["brier"] < base["brier"] and ch["lift_r"] > 0 and base["lift_r"] == 0.0
+    ch, base, ev = result.report["challenger"], result.report["base_rate"], result.report["evidence"]
+    assert ch["brier"] < base["brier"] and ch["lift_r"] > 0
+    assert ev["lift_lo"] > 0 and ev["skill_lo"] > 0 and ev["n"] >= ev["min_outcomes"]  # what it rested on
+    assert result.artifact is not None and result.model is not None
     assert result.report["folds"] and result.report["calibration"] and result.report["ev_buckets"]
     assert result.report["importances"][0][0] == FEATURE_NAMES[0]  # the informative one
 
@@ -221,14 +228,15 @@ def test_gate_refuses_a_shuffled_label_challenger_and_keeps_the_champion() -> No
     assert champion.promoted
     scorer = MLScorer("b", FilterSettings(min_samples=30, retrain_every=100,
                                           recipe=Recipe(shuffle_labels=True)))  # a challenger that learns nothing
-    state = {"v": 1, "clock_ms": 0, "strategies": {"trend_pullback": {
+    state = {"v": 2, "key": None, "strategies": {"trend_pullback": {
         "n": 400, "trained_n": 400, "champion": 400, "in_force_ms": 0, "champion_report": champion.report}}}
     scorer.resume(state, rows[:400], {"trend_pullback": ChampionLoad(champion.model, 400)})
     for p in rows[400:]:
         scorer.observe(p)
+    scorer.score(a_signal(0, np.zeros(N_FEATURES)))  # days later: the verdict is in force
     assert [t.version for t in scorer.pending] == [500]
     refused = scorer.pending[0]
-    assert not refused.promoted and "Brier" in refused.report["why"]
+    assert not refused.promoted and refused.artifact is None
     assert refused.report["challenger"]["brier"] > refused.report["champion"]["brier"]
     assert scorer.stats()["trend_pullback"]["version"] == 400  # the champion stays
     assert scorer.score(a_signal(1, np.ones(N_FEATURES))).model_version == 400
@@ -236,8 +244,8 @@ def test_gate_refuses_a_shuffled_label_challenger_and_keeps_the_champion() -> No
 
 def test_gate_promotes_a_genuinely_better_challenger_over_a_weak_champion() -> None:
     rows = signal_data(600, 1.5, seed=10)
-    weak = retrain(dataset(rows[:300]), version=300, recipe=Recipe(shuffle_labels=True))
-    better = retrain(dataset(rows), version=600, champion=weak.model, champion_version=300)
+    weak = Recipe(shuffle_labels=True).fit(dataset(rows[:300]))  # an operator's "promote anyway"
+    better = retrain(dataset(rows), version=600, champion=weak, champion_version=300)
     assert better.promoted, better.report["why"]
     assert better.report["challenger"]["brier"] <= better.report["champion"]["brier"]
 
@@ -248,26 +256,27 @@ def test_the_same_recipe_with_more_data_is_judged_on_the_folds_it_differs() -> N
     second = retrain(dataset(rows), version=400, champion=first.model, champion_version=350)
     folds = second.report["folds"]
     # slices before the champion's cutoff: the champion "as of" then is the challenger's own fold model
-    assert folds[0]["challenger"] == folds[0]["champion"]
-    assert second.promoted is (second.report["challenger"]["brier"] <= second.report["champion"]["brier"] and
+    assert {k: folds[0]["challenger"][k] for k in folds[0]["champion"]} == folds[0]["champion"]
+    ev = second.report["evidence"]
+    assert second.promoted is (ev["lift_lo"] > 0 and ev["skill_lo"] > 0 and
+                               second.report["challenger"]["brier"] <= second.report["champion"]["brier"] and
                                second.report["challenger"]["lift_r"] >= second.report["champion"]["lift_r"])
 
 
 # --- artifacts -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_model() -> Ensemble:
+def small_model() -> Model:
     return train(dataset(signal_data(200, 1.0, seed=12)))
 
 
-def test_signed_artifacts_verify_and_tampered_ones_are_refused(small_model: Ensemble,
+def test_signed_artifacts_verify_and_tampered_ones_are_refused(small_model: Model,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     data = dumps(small_model)
+    assert dumps(small_model) == data  # the same model, the same bytes
     digest, mac = sign(KEY, "b", "scalp", 3, data)
     verify(KEY, "b", "scalp", 3, data, digest, mac)
     parsed: list[bytes] = []
-    real_loads = skops.io.loads
-    monkeypatch.setattr(skops.io, "loads", lambda b, **kw: parsed.append(b) or real_loads(b, **kw))
-    monkeypatch.setattr(skops.io, "get_untrusted_types", _spy(parsed, skops.io.get_untrusted_types))
+    monkeypatch.setattr(artifact, "parse", lambda b: parsed.append(b) or parse(b))
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0x01
     bad = [
@@ -284,24 +293,48 @@ def test_signed_artifacts_verify_and_tampered_ones_are_refused(small_model: Ense
     assert parsed and np.array_equal(model.predict(np.zeros((3, N_FEATURES))), small_model.predict(np.zeros((3, 38))))
 
 
-def _spy(calls: list[bytes], real):  # type: ignore[no-untyped-def]
-    def spy(*args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(kw.get("data", b""))
-        return real(*args, **kw)
-    return spy
+def _zip(entries: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, blob in entries.items():
+            z.writestr(name, blob)
+    return out.getvalue()
 
 
-def test_unexpected_types_in_a_signed_artifact_are_refused() -> None:
-    import operator
+def test_unexpected_content_in_a_signed_artifact_is_refused(small_model: Model) -> None:
+    import io
+    import pickle
+    import zipfile
 
-    blob = skops.io.dumps({"format": 1, "members": {"rf": operator.add}})  # signed, but holds a function
-    digest, mac = sign(KEY, "b", "s", 1, blob)
-    with pytest.raises(ArtifactRefused, match=r"unexpected types: _operator\.add"):
-        load_verified(KEY, "b", "s", 1, blob, digest, mac)
-    assert "sklearn.tree._tree.Tree" in artifact.ALLOWED_TYPES
+    with zipfile.ZipFile(io.BytesIO(dumps(small_model))) as z:
+        good = {name: z.read(name) for name in z.namelist()}
+    objects = io.BytesIO()
+    np.save(objects, np.array([print], dtype=object), allow_pickle=True)  # a pickled callable
+    cases = [({**good, "evil.pkl": pickle.dumps(print)}, "unexpected entries: evil.pkl"),
+             ({**good, "iso_x.npy": objects.getvalue()}, "not a model"),
+             ({**good, "model.json": b"{not json"}, "not a model"),
+             ({**good, "left.npy": _npy(np.full_like(small_model.trees.left, 10**6))}, "outside its tree"),  # type: ignore[union-attr]
+             (b"not a zip", "not a model")]
+    for entries, why in cases:
+        blob = entries if isinstance(entries, bytes) else _zip(entries)
+        digest, mac = sign(KEY, "b", "s", 1, blob)  # signed: only the parser stands in the way
+        with pytest.raises(ArtifactRefused, match=why):
+            load_verified(KEY, "b", "s", 1, blob, digest, mac)
+    assert load_verified(KEY, "b", "s", 1, _zip(good), *sign(KEY, "b", "s", 1, _zip(good))).trees is not None
 
 
-async def test_memory_registry_falls_back_to_the_previous_champion(small_model: Ensemble) -> None:
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    np.save(out, a, allow_pickle=False)
+    return out.getvalue()
+
+
+async def test_memory_registry_falls_back_to_the_previous_champion(small_model: Model) -> None:
     reg = MemoryRegistry(KEY)
     for v in (1, 2):
         await reg.save(ModelArtifact("b", "scalp", v, T0, 200, {}, dumps(small_model)))
@@ -340,7 +373,8 @@ async def test_state_and_resume_rebuild_the_same_scorer() -> None:
 
 # --- live: retraining off the event loop -------------------------------------------------------------
 async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> None:
-    scorer = MLScorer("b", FilterSettings(inline=False, min_samples=30, retrain_every=50))
+    heavy = Recipe(TrainConfig(iterations=400, max_depth=5))  # long enough to watch the loop during it
+    scorer = MLScorer("b", FilterSettings(inline=False, min_samples=30, retrain_every=50, recipe=heavy))
     for p in signal_data(4000, 1.0, seed=14):
         scorer.observe(p)
     assert scorer.pending == [] and scorer.due() == ["trend_pullback"]  # deferred: nothing trained inline
@@ -363,6 +397,51 @@ async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> No
         stop.set()
         await tick
     assert len(reports) == 1 and reports[0]["version"] == 4000
-    assert took > 0.5 and len(lags) > 20  # the loop kept ticking all along
+    assert took > 0.5 and len(lags) > 20, took  # the loop kept ticking all along
     assert max(lags) < 0.1, f"event loop lag {max(lags) * 1000:.0f} ms during a retrain"
     assert scorer.due() == [] and [i.version for i in await reg.list("b")] == [4000]
+
+
+# --- the model as arrays ----------------------------------------------------------------------------------
+def test_array_trees_score_exactly_as_scikit_learn(small_model: Model) -> None:
+    from core.ml.recipe import TrainConfig
+    from core.ml.train import boosted_trees, compile_trees
+
+    data = dataset(signal_data(600, 1.0, seed=15))
+    fitted = boosted_trees(data, TrainConfig(iterations=40, max_depth=3))
+    trees = compile_trees(fitted)
+    X = np.random.default_rng(1).normal(size=(300, N_FEATURES))
+    X[::7, 0] = np.nan  # missing values go where scikit-learn sends them
+    ours = 1 / (1 + np.exp(-trees.log_odds(X)))
+    assert np.allclose(ours, fitted.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
+
+
+def test_scoring_imports_no_scikit_learn() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from core.ml.filter import MLScorer; from core.ml.artifact import parse; "
+            "from core.ml.report import replay_fields; import bot.replay; "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'skops') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_verdict_takes_effect_a_fixed_market_time_after_its_data() -> None:
+    """Trained on the outcomes known when candle K is complete, in force at close(K) + effect_delay_ms: the same
+    whether the training ran at once or beside the replay (executor), so a replay stays reproducible."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = signal_data(500, 1.5, seed=16)
+    delay = 6 * 3_600_000
+    decisions = []
+    for executor in (None, ThreadPoolExecutor(1)):
+        scorer = MLScorer("b", FilterSettings(effect_delay_ms=delay, min_samples=500), executor=executor)
+        for p in rows:
+            scorer.observe(p)
+        last = rows[-1].opened_at  # seen: the candle that closed it (candles_seen 0 here)
+        probe = [Signal(f"q{h}", "b", "BTCUSDT", "15", "trend_pullback", "long", Decimal(100), Decimal(99),
+                        Decimal(102), last + timedelta(hours=h), features(np.ones(N_FEATURES)))
+                 for h in (1, 5, 6, 7)]
+        decisions.append([scorer.score(s).model_version for s in probe])
+    assert decisions[0] == decisions[1] == [None, None, 500, 500]
