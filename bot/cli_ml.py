@@ -131,8 +131,14 @@ def _models(args: argparse.Namespace, settings_fn: Callable[[], Settings]) -> in
     for m in rows:
         ch = m.metrics.get("challenger", {})
         base = (m.metrics.get("base_rate") or {}).get("brier")
-        out.append(f"{m.strategy:<16}{m.version:>8}{m.n_samples:>9}{ch.get('brier') or 0:>9.4f}{base or 0:>9.4f}"
-                   f"{ch.get('lift_r') or 0:>+9.3f}  {'CHAMPION ' if m.is_champion else ''}"
+        out.append(f"{m.strategy:<16}{m.version:>8}{m.n_samples:>9}{_fig(ch.get('brier'), '9.4f')}{_fig(base, '9.4f')}"
+                   f"{_fig(ch.get('lift_r'), '+9.3f')}  {'CHAMPION ' if m.is_champion else ''}"
                    f"{'promoted' if m.metrics.get('promoted') else 'refused'}: {m.metrics.get('why', '')}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
+
+
+def _fig(x: float | None, spec: str) -> str:
+    """A figure, or a dash where none was computed (too few outcomes: nothing was fitted)."""
+    width = int(spec.lstrip("+").split(".")[0])
+    return f"{'—':>{width}}" if x is None else format(x, spec)

@@ -121,8 +121,9 @@ def format_report(reports: Sequence[StrategyReport], settings: FilterSettings) -
                          f"{m['lift_r']:>+9.3f}{m['accepted']:>7}{m['threshold']:>+8.2f}")
         if r.model.n:
             s = r.model.summary()
+            auc = "—" if s["auc"] is None else f"{s['auc']:.3f}"
             lines.append(f"  {'all':<5}{'':>7}{r.model.n:>6}{r.model.brier:>13.4f}{r.base.brier:>12.4f}"
-                         f"{r.model.lift:>+9.3f}{s['accepted']:>7}   AUC {s['auc'] if s['auc'] is not None else '—'}")
+                         f"{r.model.lift:>+9.3f}{s['accepted']:>7}   AUC {auc}")
         if r.placebo is not None and r.placebo.n:
             lines.append(f"  placebo (shuffled labels): Brier {r.placebo.brier:.4f}, lift {r.placebo.lift:+.3f}R")
         lines.append(f"  → {'helps' if r.helps else 'not enough evidence yet'}: {r.evidence.text()}")
