@@ -17,6 +17,7 @@ from tests.hostproc import desk_env, run
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
 WINDOW = ["--from", "2021-03-01", "--to", "2021-04-15"]
+ALWAYS = ("--ml-gate", "always")
 ML_KEYS = ("phantom_digest", "scored_signals", "accepted", "rejected", "ml_lift_r", "ml", "signals", "executed")
 
 
@@ -31,17 +32,27 @@ def _replay(tmp_path: Path, db: str, *extra: str) -> dict:
 
 
 def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) -> None:
-    first = _replay(tmp_path, f"sqlite:///{tmp_path}/a.db")
-    assert first["scored_signals"] > 0 and first["accepted"] + first["rejected"] == first["scored_signals"]
-    assert first["rejected"] > 0 and first["ml_lift_r"] is not None
+    # the default gate: six weeks hold too few out-of-sample outcomes for evidence, so every training is
+    # refused with its figures and the filter takes every signal (lift exactly 0)
+    evidence = _replay(tmp_path, f"sqlite:///{tmp_path}/e.db")
+    assert evidence["scored_signals"] == 0 and evidence["ml_lift_r"] == 0.0
+    assert sum(s["trainings"] for s in evidence["ml"].values()) > 0 and not any(
+        s["promotions"] for s in evidence["ml"].values())
+    assert all(s["last"]["why"].startswith("not enough evidence yet") for s in evidence["ml"].values() if s["last"])
+
+    # every trained model in force (gate 'always'): the filter scores, trains beside the replay in its worker
+    # process, and a replay killed in the middle still ends exactly as an uninterrupted one
+    first = _replay(tmp_path, f"sqlite:///{tmp_path}/a.db", *ALWAYS)
+    assert first["scored_signals"] > 0 and first["accepted"] + first["ml_rejected"] == first["scored_signals"]
+    assert first["ml_rejected"] > 0 and first["ml_lift_r"] is not None
     assert any(s["promotions"] for s in first["ml"].values()), first["ml"]
-    second = _replay(tmp_path, f"sqlite:///{tmp_path}/b.db")
+    second = _replay(tmp_path, f"sqlite:///{tmp_path}/b.db", *ALWAYS)
     assert {k: second[k] for k in ML_KEYS} == {k: first[k] for k in ML_KEYS}
 
     # killed three times (after models were trained and promoted), then completed
     db = f"sqlite:///{tmp_path}/kill.db"
     args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", db, "--json",
-            "--flush-every", "1500"]
+            "--flush-every", "1500", *ALWAYS]
     kills = 0
     for delay in (4.0, 6.0, 8.0):
         proc = subprocess.Popen(args, cwd=tmp_path, env=desk_env(), stdout=subprocess.PIPE,
@@ -61,7 +72,9 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
     # what the replay left: the registry and the walk-forward report on its phantoms
     models = run(["ml", "models", "--db", f"sqlite:///{tmp_path}/a.db", "--bot", "replay"], tmp_path, desk_env())
     assert models.returncode == 0, models.stderr[-2000:]
-    assert "CHAMPION" in models.stdout and "refused" in models.stdout
+    assert "CHAMPION" in models.stdout
+    refused = run(["ml", "models", "--db", f"sqlite:///{tmp_path}/e.db", "--bot", "replay"], tmp_path, desk_env())
+    assert refused.returncode == 0 and "refused: not enough evidence yet" in refused.stdout, refused.stderr[-2000:]
     report = run(["ml", "report", "--db", f"sqlite:///{tmp_path}/a.db", "--bot", "replay", "--json",
                   "--no-placebo"], tmp_path, desk_env(), timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
