@@ -8,8 +8,8 @@ from typing import Any
 
 from bench.table import print_rows
 
-MODULES = ("bench.replay", "bench.market", "bench.candles", "bench.ledger", "bench.ml", "bench.charts",
-           "bench.telegram", "bench.optimize")
+MODULES = ("bench.replay_command", "bench.replay", "bench.market", "bench.candles", "bench.ledger", "bench.ml",
+           "bench.charts", "bench.telegram", "bench.optimize")
 
 
 def main() -> int:

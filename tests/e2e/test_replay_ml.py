@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tests.conftest import CANDLES
@@ -49,19 +52,20 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
     second = _replay(tmp_path, f"sqlite:///{tmp_path}/b.db", *ALWAYS)
     assert {k: second[k] for k in ML_KEYS} == {k: first[k] for k in ML_KEYS}
 
-    # killed three times (after models were trained and promoted), then completed
-    db = f"sqlite:///{tmp_path}/kill.db"
-    args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", db, "--json",
+    # killed three times, each once the run has moved on (a model saved, then more signals stored), then completed
+    path = tmp_path / "kill.db"
+    args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", f"sqlite:///{path}", "--json",
             "--flush-every", "1500", *ALWAYS]
-    kills = 0
-    for delay in (4.0, 6.0, 8.0):
+    kills, signals = 0, 0
+    for _ in range(3):
         proc = subprocess.Popen(args, cwd=tmp_path, env=desk_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
+        assert _until(partial(_moved_on, proc, path, signals), 300), "the replay made no progress"
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
+        signals = _count(path, "signals")
     assert kills >= 2, "the replay finished before it could be killed"
     done = subprocess.run(args, cwd=tmp_path, env=desk_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -81,8 +85,37 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
     doc = _summary(report.stdout)
     assert {s["strategy"] for s in doc["strategies"]} == {"trend_pullback", "mean_reversion", "scalp"}
     assert "filter" in doc["verdict"]
-    for s in doc["strategies"]:
-        assert s["model"]["brier"] is not None and s["base"]["brier"] is not None and s["folds"]
+    judged = [s for s in doc["strategies"] if s["folds"]]
+    assert judged, doc["strategies"]
+    for s in judged:
+        assert s["model"]["brier"] is not None and s["base"]["brier"] is not None
+    for s in doc["strategies"]:  # too few outcomes for a fold: no figures, and no verdict either
+        if not s["folds"]:
+            assert s["model"]["brier"] is None and not s["helps"]
+            assert s["evidence"]["n"] < s["evidence"]["min_outcomes"]
+
+
+def _count(path: Path, table: str) -> int:
+    """Rows of a table of the replay's SQLite database (0 while it does not exist yet)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _moved_on(proc: subprocess.Popen[bytes], path: Path, signals: int) -> bool:
+    """The replay ended, or it saved a model and stored more signals than `signals`."""
+    return proc.poll() is not None or (_count(path, "ml_models") > 0 and _count(path, "signals") > signals)
+
+
+def _until(predicate: Callable[[], bool], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def test_replay_without_the_filter(tmp_path: Path) -> None:
