@@ -92,7 +92,35 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conn.commit()
     conn.close()  # the last connection out writes the WAL back: the copies below see the change
     asyncio.run(_store_candles(f"sqlite+aiosqlite:///{path}"))
+    asyncio.run(_store_challenger(f"sqlite+aiosqlite:///{path}"))
     return path
+
+
+async def _store_challenger(url: str) -> None:
+    """A trained trend_pullback challenger v80 the gate refused, in the registry (two weeks of candles hold too
+    few outcomes for the filter to train one): what /ml_stats, /chart calibration and "promote anyway" show."""
+    import numpy as np
+
+    from core.ml.dataset import N_FEATURES, Dataset
+    from core.ml.evidence import EvidenceRule
+    from core.ml.gate import retrain
+    from core.ml.registry import ModelArtifact
+
+    rng = np.random.default_rng(80)
+    X = rng.normal(size=(300, N_FEATURES))
+    y = (rng.random(300) < 1 / (1 + np.exp(-X[:, 0]))).astype(np.int8)
+    t = np.arange(300, dtype=np.int64) * 3_600_000
+    data = Dataset("trend_pullback", tuple(f"{i}" for i in range(300)), X, y, np.where(y == 1, 2.0, -1.0),
+                   np.full(300, 2.0), np.ones(300, np.int8), t, t + 1_800_000)
+    result = retrain(data, version=80, rule=EvidenceRule(always=True))
+    assert result.artifact is not None
+    report = {**result.report, "promoted": False, "why": "Brier worse than the champion's"}
+    engine = create_engine(url)
+    try:
+        await SqlModelRegistry(engine, b"k" * 32).save(ModelArtifact("replay", "trend_pullback", 80, NOW, 300, report,
+                                                                    result.artifact))
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
