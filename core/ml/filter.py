@@ -55,7 +55,8 @@ DAY_MS = 86_400_000
 class FilterSettings:
     threshold: float = 0.0  # minimum EV in R (BotConfig.ml_threshold): the floor of every model's threshold
     min_p: float = 0.0  # p(win) floor (BotConfig.ml_min_p)
-    min_samples: int = 200  # outcomes before the first training (the gate needs 100 out of sample)
+    min_samples: int = 30  # outcomes before the first training (nothing is fitted before the walk-forward holds
+    # the gate's 100 out-of-sample outcomes: until then a training is an instant "not enough evidence yet")
     retrain_every: int = 50  # new outcomes between trainings, at least ...
     retrain_growth: float = 0.2  # ... and at least this share of the outcomes already learnt from
     effect_delay_ms: int = DAY_MS  # inline: market time from a training's data to its verdict in force

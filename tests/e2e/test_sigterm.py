@@ -1,7 +1,8 @@
 """SIGTERM at 20 seeded random moments of `python -m bot` on SQLite: during its start-up (imports included),
 while it trades seven months of real candles replayed at full speed (candle, signal, phantom and checkpoint
 writes), while a /retrain (from Telegram, through the fake Bot API) trains in its worker process beside the
-synthetic market, and while the start-up replays a journal of 4000 records.
+synthetic market (or has just finished: tests/integration/test_retrain_command.py abandons one), and while the
+start-up replays a journal of 4000 records.
 
 Every exit is code 0 within 10 s and leaves no process behind. A desk that had started trading wrote its
 final snapshot: the checkpoint in bot_states counts every candle the bot processed (the count the desk logs
@@ -271,7 +272,9 @@ def test_sigterm_at_random_moments(tmp_path: Path) -> None:
     cases = cued + timed
     report = "\n".join(f"{c}: exit in {c.took:.2f}s (run {c.wall:.1f}s) {'; '.join(c.notes)}" for c in cases)
     print(f"seed {SEED}, max exit {max(c.took or 0 for c in cases):.2f}s\n{report}")
-    assert any("abandoned" in c.notes for c in cases if c.kind == "retrain"), "no retrain was abandoned:\n" + report
+    # a retrain here (a few hundred outcomes: an instant "not enough evidence yet", or a fit of well under a
+    # second) now usually ends before its random moment; a retrain abandoned at shutdown, its worker killed and
+    # nothing of it recorded, is proven with a training long on purpose in tests/integration/test_retrain_command.py
     assert any(c.left_in_journal for c in cases), "no journal flush was cut short:\n" + report
 
 

@@ -89,3 +89,64 @@ async def test_retrain_is_answered_at_once_and_its_verdict_follows(tmp_path: Pat
         await runtime.stop()
         pool.shutdown()
         await db.dispose()
+
+
+async def test_stop_abandons_a_running_retrain_and_kills_its_worker(tmp_path: Path, sqlite_url: str) -> None:
+    """Shutdown never waits for a training: a retrain running in the real worker process (made long on purpose:
+    3,000 trees of depth 6 on 4,000 outcomes) is abandoned, its worker killed, and nothing of it is recorded."""
+    import dataclasses
+    import logging
+    import os
+
+    from core.ml.evidence import EvidenceRule
+    from core.ml.recipe import Recipe, TrainConfig
+
+    await asyncio.to_thread(migrations.upgrade, sqlite_url)
+    db = create_engine(sqlite_url, null_pool=True)
+    async with session_factory(db).begin() as session:
+        await upsert_bot(session, BotConfig(id="main", symbols=["BTCUSDT"]))
+    settings = load_settings(database_url=sqlite_url, data_dir=tmp_path / "var", market_feed="replay",
+                             feed_data=CANDLES / "binance_spot_2020-12_2021-07")
+    runtime = Runtime(settings, db, None, lambda _notice: None)
+    said: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("phantomdesk.runtime")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level =: it clears the enabled-for cache
+    logger.addHandler(handler)
+    try:
+        await runtime.start()
+        await wait_until(lambda: runtime.trader("main") is not None, "the bot's state to be restored", 60)
+        scorer = runtime.bots["main"].scorer
+        scorer.settings = dataclasses.replace(scorer.settings, recipe=Recipe(TrainConfig(iterations=3000, max_depth=6)),
+                                              rule=EvidenceRule(always=True))
+        for outcome in signal_data(4000, 1.0, seed=5):
+            scorer.observe(outcome)
+        retrain = asyncio.create_task(runtime.retrain_due("main"))
+        await wait_until(lambda: scorer.training() == ["trend_pullback"], "the retrain to be running", 30)
+        await wait_until(lambda: runtime.pool is not None and getattr(runtime.pool, "_processes", None),
+                         "the worker process to be up", 30)
+        workers = list(runtime.pool._processes.values())  # type: ignore[union-attr]
+        async with asyncio.timeout(10):  # the host's budget; the training alone takes far longer
+            await runtime.stop()
+        assert runtime.pool is None and scorer.verdict("trend_pullback") is None  # nothing of it decided
+        for process in workers:
+            process.join(5)
+            assert not process.is_alive()
+            assert process.pid is not None
+            try:
+                os.kill(process.pid, 0)
+                raise AssertionError(f"worker {process.pid} still exists")
+            except ProcessLookupError:
+                pass
+        await asyncio.gather(retrain, return_exceptions=True)
+        assert "bot main: retrain abandoned, the desk is stopping" in said, said
+        async with session_factory(db)() as session:
+            assert (await session.scalars(select(MLModel.version))).all() == []
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        if not runtime.stopping.is_set():
+            await runtime.stop()
+        await db.dispose()

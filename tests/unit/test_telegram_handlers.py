@@ -97,8 +97,8 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _store_challenger(url: str) -> None:
-    """A trained trend_pullback challenger v80 the gate refused, in the registry (two weeks of candles hold too
-    few outcomes for the filter to train one): what /ml_stats, /chart calibration and "promote anyway" show."""
+    """A trained trend_pullback challenger v999 the gate refused, in the registry (two weeks of candles hold too
+    few outcomes for the filter to fit one): what /ml_stats, /chart calibration and "promote anyway" show."""
     import numpy as np
 
     from core.ml.dataset import N_FEATURES, Dataset
@@ -112,12 +112,12 @@ async def _store_challenger(url: str) -> None:
     t = np.arange(300, dtype=np.int64) * 3_600_000
     data = Dataset("trend_pullback", tuple(f"{i}" for i in range(300)), X, y, np.where(y == 1, 2.0, -1.0),
                    np.full(300, 2.0), np.ones(300, np.int8), t, t + 1_800_000)
-    result = retrain(data, version=80, rule=EvidenceRule(always=True))
+    result = retrain(data, version=999, rule=EvidenceRule(always=True))
     assert result.artifact is not None
     report = {**result.report, "promoted": False, "why": "Brier worse than the champion's"}
     engine = create_engine(url)
     try:
-        await SqlModelRegistry(engine, b"k" * 32).save(ModelArtifact("replay", "trend_pullback", 80, NOW, 300, report,
+        await SqlModelRegistry(engine, b"k" * 32).save(ModelArtifact("replay", "trend_pullback", 999, NOW, 300, report,
                                                                     result.artifact))
     finally:
         await engine.dispose()
@@ -601,19 +601,19 @@ async def test_drawdown_halt_resume_button(h: Harness) -> None:
 
 async def test_promote_anyway(h: Harness) -> None:
     registry = SqlModelRegistry(h.store.db, b"k" * 32)
-    await registry.record_refusal("replay", "trend_pullback", 80, {"why": "Brier worse than the champion's"})
+    await registry.record_refusal("replay", "trend_pullback", 999, {"why": "Brier worse than the champion's"})
     sent = await h.send(ADMIN, "/ml_stats")
     assert "refused by the gate" in sent[0].text
     promote = [d for d in sent[0].callback_data if d.startswith("pm:")]
-    assert promote == ["pm:replay:trend_pullback:80"]
+    assert promote == ["pm:replay:trend_pullback:999"]
     answer, edits = await h.press(ADMIN, promote[0])
     assert answer == "promote: done"
-    assert "trend_pullback v80 is the champion" in edits[0].text
+    assert "trend_pullback v999 is the champion" in edits[0].text
     async with h.store.sessions() as session:
         champion = await session.scalar(select(MLModel.version).where(MLModel.is_champion.is_(True)))
-    assert champion == 80
+    assert champion == 999
     assert (await h.press(ADMIN, promote[0]))[0] == "already decided (decided)"
-    assert "v80" in (await h.send(ADMIN, "/ml_stats"))[0].text
+    assert "v999" in (await h.send(ADMIN, "/ml_stats"))[0].text
 
 
 async def test_refresh_button_edits_the_message(h: Harness) -> None:
