@@ -146,6 +146,18 @@ class Stopped(Exception):
     """A SIGTERM/SIGINT came during start-up."""
 
 
+async def _waiting(desk: Desk | None) -> str:
+    """The decisions announced before this start (they are not sent again): a pointer to them."""
+    if desk is None:
+        return ""
+    try:
+        old = [i for i in await desk.recovery() if i.get("announced_at") is not None]
+    except Exception as exc:  # the database is down: the start notice goes without the count
+        log.warning("could not count the waiting decisions: %s", type(exc).__name__)
+        return ""
+    return f"; {len(old)} decision{'s' * (len(old) != 1)} still waiting: /recovery" if old else ""
+
+
 async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, T]) -> T:
     """A start-up step that writes nothing (a check, a connection, a webhook), cancelled by a stop."""
     task = asyncio.ensure_future(step)
@@ -232,7 +244,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
             if stop.is_set():
                 raise Stopped
             bots = ", ".join(host.runtime.bots) or "no bots"
-            host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}"))
+            host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}{await _waiting(host.desk)}"))
         if tg_bot is not None and dp is not None:
             if host.telegram_mode == "webhook":
                 from bot.telegram import set_webhook

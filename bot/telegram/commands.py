@@ -364,6 +364,14 @@ def _calibration_model(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def pause(ctx: Context, target: str, reason: str | None = None) -> Reply:
+    """One bot pauses at once; several (`all`) after a button listing them, as every mass action."""
+    if target == "all" and len(ids := await ctx.desk.pause_targets(target)) > 1:
+        pending = ctx.confirmations.add("pause", "all", ctx.actor, {"bots": ids, "reason": reason})
+        why = f"\nreason: {esc(reason)}" if reason else ""
+        text = (f"⚠️ Pause <b>{len(ids)}</b> bots: {esc(', '.join(ids))}?{why}\nThey open no new positions until "
+                "/resume; open ones stay managed. The buttons expire in 5 minutes.")
+        return Reply(text, buttons=ctx.confirmations.buttons(pending, f"pause {len(ids)} bots"),
+                     confirm_token=pending.token)
     done = await ctx.desk.pause(target, reason, ctx.actor)
     if not done:
         return Reply("nothing paused")
