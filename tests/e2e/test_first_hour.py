@@ -112,6 +112,8 @@ def test_the_readme_conversation_after_make_run(tmp_path: Path, api: FakeBotAPI)
         assert _figure(r"^demo +([\d,.]+)", replies["/balance"].text) == demo_end
         demo_stats = _reply(api, "/stats demo").text
         assert _figure(r"Trades: <b>(\d+) ", demo_stats) == str(demo_trades)
+        # wall-clock days hold none of these market-time trades: /daily says where the newest one is
+        assert "no trade closed in these days; the newest closed 20" in replies["/daily"].text
         assert "halted" not in replies["/pause"].text  # the pause reached the desk's bot, not the record
 
         code, _ = desk.terminate(timeout=15)
