@@ -92,10 +92,8 @@ class Host:
             self.notifier.notify(notice)
 
     def attach_telegram(self, tg_bot: Bot) -> None:
-        try:
-            from bot.telegram.notifier import Notifier
-        except ImportError:  # the notifier module is not there yet: notices are logged only
-            return
+        from bot.telegram.notifier import Notifier  # here: aiogram takes seconds to import
+
         self.notifier = Notifier(tg_bot, sorted(self.settings.admin_ids), self.desk)  # desk: recovery items
         self.notifier.start()
 

@@ -13,6 +13,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+from annotated_types import Ge, Gt, Le
+
 from core.config import BotConfig
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.engine import Engine
@@ -54,25 +56,35 @@ class BadArgument(ValueError):
     """A command argument that is wrong; the message says what and how to write it."""
 
 
-# /risk set KEY VALUE: what may be changed, its range, and from where on it needs a confirmation
+# /risk set KEY VALUE: what may be changed, within the range BotConfig declares (one definition of the rule),
+# and from where on it needs a confirmation
 @dataclass(frozen=True)
 class RiskKey:
     low: Decimal
     high: Decimal
     danger: Decimal | None  # at or above this, a confirmation button is needed
     integer: bool = False
+    low_open: bool = False  # the low end itself is refused (gt, not ge)
+
+    @classmethod
+    def of(cls, key: str, danger: Decimal | None) -> RiskKey:
+        field = BotConfig.model_fields[key]
+        ge = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+        gt = next((m.gt for m in field.metadata if isinstance(m, Gt)), None)
+        le = next(m.le for m in field.metadata if isinstance(m, Le))
+        return cls(Decimal(str(ge if ge is not None else gt)), Decimal(str(le)), danger,
+                   integer=field.annotation is int, low_open=ge is None)
+
+    def contains(self, value: Decimal) -> bool:
+        return (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+    def describe(self) -> str:
+        return f"above {self.low} and at most {self.high}" if self.low_open else f"between {self.low} and {self.high}"
 
 
-RISK_KEYS: dict[str, RiskKey] = {
-    "risk_pct": RiskKey(Decimal("0.05"), Decimal(10), Decimal(3)),
-    "max_leverage": RiskKey(Decimal(1), Decimal(50), Decimal(20)),
-    "max_positions": RiskKey(Decimal(1), Decimal(50), Decimal(20), integer=True),
-    "drawdown_guard_pct": RiskKey(Decimal(1), Decimal(80), Decimal(40)),
-    "daily_loss_limit_pct": RiskKey(Decimal("0.5"), Decimal(50), Decimal(15)),
-    "ml_threshold": RiskKey(Decimal(-1), Decimal(3), None),
-    "trailing_stop_pct": RiskKey(Decimal("0.1"), Decimal(20), None),
-    "breakeven_at_r": RiskKey(Decimal("0.2"), Decimal(5), None),
-}
+_DANGER = {"risk_pct": 3, "max_leverage": 20, "max_positions": 20, "drawdown_guard_pct": 40, "daily_loss_limit_pct": 15,
+           "ml_threshold": None, "trailing_stop_pct": None, "breakeven_at_r": None}
+RISK_KEYS: dict[str, RiskKey] = {k: RiskKey.of(k, None if d is None else Decimal(d)) for k, d in _DANGER.items()}
 
 
 @dataclass(frozen=True)
@@ -546,8 +558,8 @@ class Desk:
             number = Decimal(value)
         except InvalidOperation:
             raise BadArgument(f"{key} must be a number, not {value!r}") from None
-        if not number.is_finite() or not spec.low <= number <= spec.high:
-            raise BadArgument(f"{key} must be between {spec.low} and {spec.high}")
+        if not number.is_finite() or not spec.contains(number):
+            raise BadArgument(f"{key} must be {spec.describe()}")
         if spec.integer and number != number.to_integral_value():
             raise BadArgument(f"{key} must be a whole number")
         changes = []

@@ -45,7 +45,7 @@ from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
-from core.desk import Desk, RetrainQueued
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, RetrainQueued
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
@@ -76,6 +76,7 @@ from tests.fakes.telegram import PNG_SIGNATURE, TOKEN, RecordingSession, photo_b
 from tests.hostproc import ROOT, desk_env, run
 
 ADMIN, VIEWER, STRANGER = 1001, 2002, 3003
+ADMIN_ACTOR = Actor(ADMIN, "u1001", "admin")
 DATA = CANDLES / "binance_spot_2020-12_2021-07"
 NOW = datetime(2021, 3, 15, tzinfo=UTC)  # the end of the replay: "last 7 days" has trades
 
@@ -542,6 +543,26 @@ async def test_dangerous_risk_setting_needs_confirmation(h: Harness) -> None:
     assert (await h.desk.risk("replay"))[0]["risk_pct"] == Decimal(5)
     assert (await h.press(ADMIN, sent[0].callback_data[0]))[0] == "already decided"
     assert len(await _audit(h.store, "risk_set")) == 1
+
+
+async def test_risk_ranges_are_the_bot_configs(h: Harness) -> None:
+    """/risk set accepts exactly what a bot's configuration file may hold: one definition of each range."""
+    base = (await h.store.bot_config("replay"))
+    assert base is not None
+    for key, spec in RISK_KEYS.items():
+        step = Decimal(1) if spec.integer else Decimal("0.01")
+        for value in (spec.low - step, spec.low, spec.low + step, spec.high, spec.high + step):
+            try:
+                BotConfig.model_validate({**base.model_dump(), key: value})
+                config_ok = True
+            except ValueError:
+                config_ok = False
+            try:
+                await h.desk.risk_set(key, str(value), ADMIN_ACTOR, "replay", confirmed=True)
+                desk_ok = True
+            except BadArgument:
+                desk_ok = False
+            assert desk_ok == config_ok, (key, value)
 
 
 async def test_recovery_decided_once(h: Harness) -> None:
