@@ -259,10 +259,3 @@ def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[
     for t in trades:
         groups[str(getattr(t, key) or "-")].append(t)
     return {k: summarize(v, capital) for k, v in sorted(groups.items())}
-
-
-def full_report(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
-    doc = summarize(trades, capital)
-    doc["by_symbol"] = breakdown(trades, capital, "symbol")
-    doc["by_strategy"] = breakdown(trades, capital, "strategy")
-    return doc

@@ -10,6 +10,7 @@ registry.
     gate.py      walk-forward evaluation and the champion/challenger decision; retrain()
     artifact.py  the artifact format (arrays + JSON, no pickle), HMAC-SHA256 signing and verification
     registry.py  the ModelRegistry protocol (storage/ml_registry.py implements it) + an in-memory one
+    verdict.py   which refused challengers are worth asking the operator about
     filter.py    MLScorer: the Scorer the engine consults; trainings beside a replay, or pooled (live)
     worker.py    the process that trains beside a replay
     store.py     ScorerStore: carries the scorer's state through checkpoints and restarts

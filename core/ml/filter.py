@@ -42,6 +42,7 @@ from core.ml.model import Model
 from core.ml.recipe import Recipe
 from core.ml.registry import ChampionLoad, ModelArtifact, ModelRegistry
 from core.ml.scorer import Score
+from core.ml.verdict import worth_asking
 from core.phantom import Phantom
 from core.signal import Signal
 
@@ -428,7 +429,8 @@ class MLScorer:
                                               t.report, t.artifact or b""))
             if t.promoted:
                 await registry.set_champion(self.bot_id, t.strategy, t.version, actor="system", reason=t.report["why"])
-            elif notify_refusals and t.artifact is not None:  # only a kept model can be promoted anyway
+            elif notify_refusals and t.artifact is not None and worth_asking(t.report):
+                # only a kept model that measured better is worth asking about; other refusals are information
                 await registry.record_refusal(self.bot_id, t.strategy, t.version, t.report)
             self.pending.pop(0)
             done += 1

@@ -4,18 +4,17 @@ read what the replay left."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 from tests.conftest import CANDLES
+from tests.fakes.clock import wait_until
 from tests.hostproc import desk_env, run
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
@@ -26,6 +25,15 @@ ML_KEYS = ("phantom_digest", "scored_signals", "accepted", "rejected", "ml_lift_
 
 def _summary(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _checkpoint(db: Path) -> str | None:
+    """When the replay's newest checkpoint was taken (None before the first, or while the file is busy)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT max(taken_at) FROM bot_states WHERE kind = 'checkpoint'").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def _replay(tmp_path: Path, db: str, *extra: str) -> dict:
@@ -52,20 +60,21 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
     second = _replay(tmp_path, f"sqlite:///{tmp_path}/b.db", *ALWAYS)
     assert {k: second[k] for k in ML_KEYS} == {k: first[k] for k in ML_KEYS}
 
-    # killed three times, each once the run has moved on (a model saved, then more signals stored), then completed
-    path = tmp_path / "kill.db"
-    args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", f"sqlite:///{path}", "--json",
+    # killed three times (after models were trained and promoted), then completed
+    db = f"sqlite:///{tmp_path}/kill.db"
+    args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", db, "--json",
             "--flush-every", "1500", *ALWAYS]
-    kills, signals = 0, 0
-    for _ in range(3):
+    kills = 0
+    for _ in range(3):  # each run killed once it has written a newer checkpoint than the run before
+        before = _checkpoint(tmp_path / "kill.db")
         proc = subprocess.Popen(args, cwd=tmp_path, env=desk_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        assert _until(partial(_moved_on, proc, path, signals), 300), "the replay made no progress"
+        asyncio.run(wait_until(lambda: proc.poll() is not None or _checkpoint(tmp_path / "kill.db") != before,  # noqa: B023
+                               "a newer checkpoint", 300, every=0.2))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
-        signals = _count(path, "signals")
     assert kills >= 2, "the replay finished before it could be killed"
     done = subprocess.run(args, cwd=tmp_path, env=desk_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -93,29 +102,6 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
         if not s["folds"]:
             assert s["model"]["brier"] is None and not s["helps"]
             assert s["evidence"]["n"] < s["evidence"]["min_outcomes"]
-
-
-def _count(path: Path, table: str) -> int:
-    """Rows of a table of the replay's SQLite database (0 while it does not exist yet)."""
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
-def _moved_on(proc: subprocess.Popen[bytes], path: Path, signals: int) -> bool:
-    """The replay ended, or it saved a model and stored more signals than `signals`."""
-    return proc.poll() is not None or (_count(path, "ml_models") > 0 and _count(path, "signals") > signals)
-
-
-def _until(predicate: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_replay_without_the_filter(tmp_path: Path) -> None:

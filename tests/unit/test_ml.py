@@ -16,12 +16,13 @@ import pytest
 from core.ml import artifact, metrics
 from core.ml.artifact import ArtifactRefused, dumps, load_verified, parse, sign, verify
 from core.ml.dataset import FEATURE_NAMES, N_FEATURES, Dataset, build, feature_vector, label
-from core.ml.filter import FilterSettings, MLScorer
+from core.ml.filter import FilterSettings, MLScorer, Trained
 from core.ml.gate import Candidate, WalkForward, retrain, walk_forward
 from core.ml.model import Model
 from core.ml.recipe import Recipe, TrainConfig
 from core.ml.registry import ChampionLoad, MemoryRegistry, ModelArtifact
 from core.ml.train import train
+from core.ml.verdict import worth_asking
 from core.phantom import Phantom
 from core.signal import Signal
 
@@ -445,3 +446,24 @@ def test_a_verdict_takes_effect_a_fixed_market_time_after_its_data() -> None:
                  for h in (1, 5, 6, 7)]
         decisions.append([scorer.score(s).model_version for s in probe])
     assert decisions[0] == decisions[1] == [None, None, 500, 500]
+
+
+# --- refusals: information, or a decision when "promote anyway" means something ------------------------
+async def test_only_a_refusal_that_measured_better_asks_the_operator() -> None:
+    in_force = {"version": 3, "brier": 0.24, "lift_r": 0.05}
+    better = {"challenger": {"brier": 0.23, "lift_r": 0.09}, "champion": in_force, "why": "not enough evidence"}
+    worse_lift = {"challenger": {"brier": 0.23, "lift_r": 0.04}, "champion": in_force, "why": "lift"}
+    worse_brier = {"challenger": {"brier": 0.25, "lift_r": 0.09}, "champion": in_force, "why": "Brier"}
+    no_filter = {"challenger": {"brier": 0.23, "lift_r": -0.01}, "champion": {"brier": 0.25, "lift_r": 0.0}}
+    scorer = MLScorer("b", FilterSettings())
+    for version, report in enumerate((better, worse_lift, worse_brier, no_filter), start=1):
+        scorer.pending.append(Trained("scalp", version, 0, 100, report, b"-", promoted=False))
+    reg = MemoryRegistry(KEY)
+    await scorer.flush(reg, notify_refusals=True)
+    assert [r["version"] for r in reg.refusals] == [1]  # the others are their model rows only
+    assert [i.version for i in await reg.list("b")] == [1, 2, 3, 4]
+    assert not worth_asking({"challenger": {"lift_r": 0.2}})  # a figure missing: nothing to weigh
+    # no champion: "no filter" is in force, at the base rate's Brier (the gate's report keeps it there)
+    first = {"challenger": {"brier": 0.23, "lift_r": 0.05}, "champion": {"version": None}}
+    assert worth_asking({**first, "base_rate": {"brier": 0.24}})
+    assert not worth_asking({**first, "base_rate": {"brier": 0.22}})
