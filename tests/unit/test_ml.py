@@ -25,6 +25,7 @@ from core.ml.train import train
 from core.ml.verdict import worth_asking
 from core.phantom import Phantom
 from core.signal import Signal
+from tests.fakes.clock import wait_until
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 KEY = b"k" * 40
@@ -379,10 +380,8 @@ async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> No
     for p in signal_data(4000, 1.0, seed=14):
         scorer.observe(p)
     assert scorer.pending == [] and scorer.due() == ["trend_pullback"]  # deferred: nothing trained inline
-    lags: list[float] = []
-    stop = asyncio.Event()
 
-    async def ticker() -> None:
+    async def ticker(lags: list[float], stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             start = loop.time()
@@ -390,16 +389,27 @@ async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> No
             lags.append(loop.time() - start - 0.01)
 
     reg = MemoryRegistry(KEY)
+    lags: list[float] = []
+    stop = asyncio.Event()
     with ProcessPoolExecutor(max_workers=1) as pool:
-        tick = asyncio.create_task(ticker())
+        await asyncio.get_running_loop().run_in_executor(pool, int)  # the worker is up before the clock starts
+        tick = asyncio.create_task(ticker(lags, stop))
         started = time.perf_counter()
         reports = await scorer.retrain_pending(pool, reg)
         took = time.perf_counter() - started
         stop.set()
         await tick
+    idle: list[float] = []  # the same ticker with nothing running, as many ticks: what this machine's load costs
+    quiet = asyncio.Event()
+    tick = asyncio.create_task(ticker(idle, quiet))
+    await wait_until(lambda: len(idle) >= len(lags), "as many idle ticks", 10 * took + 10)
+    quiet.set()
+    await tick
     assert len(reports) == 1 and reports[0]["version"] == 4000
     assert took > 0.5 and len(lags) > 20, took  # the loop kept ticking all along
-    assert max(lags) < 0.1, f"event loop lag {max(lags) * 1000:.0f} ms during a retrain"
+    # a training on the loop would stall it for the whole training (seconds); noise from the neighbours is not that
+    assert max(lags) < 0.1 + max(idle), f"event loop lag {max(lags) * 1000:.0f} ms during a retrain " \
+                                        f"(idle: {max(idle) * 1000:.0f} ms)"
     assert scorer.due() == [] and [i.version for i in await reg.list("b")] == [4000]
 
 
