@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from bot.miniapp import schema as s
 from bot.miniapp.initdata import InvalidInitData, validate
 from bot.telegram.keyboards import ALREADY_DECIDED, CONFIRM_TTL_S, Confirm, Confirmations, Pending
+from bot.telegram.render import value
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, Role, TradeQuery
 
@@ -264,7 +265,7 @@ async def _ask_close(desk: Desk, body: dict[str, Any]) -> Asked:
     positions = await desk.close_preview(target, req.bot)
     if not positions:
         raise BadArgument(f"no open position{'' if target == 'all' else ' for ' + target}: nothing to close")
-    lines = [f"{p['symbol']} {p['side']} {p['qty']} ({p['status']}), trade {p['trade_id']}" for p in positions]
+    lines = [f"{p['symbol']} {p['side']} {value(p['qty'])} ({p['status']}), trade {p['trade_id']}" for p in positions]
     lines.append("a pending entry is withdrawn (or closed as soon as it fills)")
     return (f"Close {len(positions)} position(s) at market?", lines, target,
             {"target": target, "bot": req.bot, "trades": [p["trade_id"] for p in positions]})
@@ -274,7 +275,7 @@ async def _act_close(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
     listed: list[str] = p.params["trades"]
     closed = await desk.close(p.params["target"], actor, p.params["bot"], listed)  # exactly what was listed
     done = {c.trade_id for c in closed}
-    lines = [f"{c.symbol} {c.trade_id} {c.qty}: {c.step}" for c in closed]
+    lines = [f"{c.symbol} {c.trade_id} {value(c.qty)}: {c.step}" for c in closed]
     lines += [f"{t}: no longer open, nothing sent" for t in listed if t not in done]
     return s.ActionResult(ok=bool(closed), message=f"closing {len(closed)}", lines=lines)
 
@@ -318,8 +319,8 @@ async def _ask_risk(desk: Desk, body: dict[str, Any]) -> Asked:
     changes = await desk.risk_preview(req.key, req.value, req.bot)
     if not changes:
         raise BadArgument("no bot to change")
-    lines = [f"{c.bot_id}: {c.key} {c.old} → {c.new}" + (" ⚠️ at or above the danger level" if c.needs_confirmation
-                                                         else "") for c in changes]
+    lines = [f"{c.bot_id}: {c.key} {value(c.old)} → {value(c.new)}" + (
+        " ⚠️ at or above the danger level" if c.needs_confirmation else "") for c in changes]
     return (f"Set {req.key} = {req.value}?", lines, f"{req.key}={req.value}",
             {"key": req.key, "value": req.value, "bots": [c.bot_id for c in changes]})
 
@@ -327,7 +328,7 @@ async def _ask_risk(desk: Desk, body: dict[str, Any]) -> Asked:
 async def _act_risk(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
     changes = [c for bid in p.params["bots"]  # the bots the confirmation listed
                for c in await desk.risk_set(p.params["key"], p.params["value"], actor, bid, confirmed=True)]
-    lines = [f"{c.bot_id}: {c.key} {c.old} → {c.new}" for c in changes if c.applied]
+    lines = [f"{c.bot_id}: {c.key} {value(c.old)} → {value(c.new)}" for c in changes if c.applied]
     return s.ActionResult(ok=bool(lines), message="applied" if lines else "no bot changed", lines=lines)
 
 

@@ -262,7 +262,7 @@ class ResumeRequest(Model):
 
 
 class CloseRequest(Model):
-    symbol: str = Field(pattern=r"^(all|[A-Za-z0-9]{2,20}(USDT|USDC))$")
+    symbol: str = Field(pattern=r"(?i)^(all|[a-z0-9]{2,20}usd[tc])$")  # as the chat's /close
     bot: str | None = None
 
 
