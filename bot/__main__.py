@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from bot import __version__
+from bot.cli import OneLineParser
 from bot.logs import setup_logging
 from bot.redaction import redactor
 from bot.settings import Settings, settings_or_exit
@@ -54,13 +55,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from storage.migrations import upgrade
 
     settings = _settings()
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # here, each step is the news
     upgrade(settings.database_url, args.revision)
     log.info("database migrated to %s", args.revision)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bot", description="phantomdesk: a managed crypto trading desk")
+    parser = OneLineParser(prog="python -m bot", description="phantomdesk: a managed crypto trading desk")
     parser.add_argument("--version", action="version", version=f"phantomdesk {__version__}")
     sub = parser.add_subparsers(dest="command")
 
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bot import cli_replay
 
     cli_replay.register(sub, _desk_settings)
+
+    from bot import cli_optimize
+
+    cli_optimize.register(sub, _desk_settings)
 
     from bot import cli_ml
 

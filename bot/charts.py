@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
@@ -48,7 +48,8 @@ WIDTH_PX, HEIGHT_PX, DPI = 1000, 650, 100
 TITLE, LABEL, TICK, LEGEND, NOTE = 17, 14, 12.5, 12, 12
 GREEN, RED, BLUE, GREY, INK = "#1a9850", "#d73027", "#2b6cb0", "#718096", "#1a202c"
 ACTIONS: tuple[tuple[str, str, str], ...] = (  # action, legend label, colour
-    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML)", "#dd6b20"), ("BLOCKED", "blocked (risk)", GREY))
+    ("EXECUTED", "taken", BLUE), ("REJECTED", "rejected (ML, fill rules)", "#dd6b20"),
+    ("BLOCKED", "blocked (risk)", GREY))
 WIN_RATE_WINDOW = 50
 MIN_POINTS = 10  # a rolling win rate over fewer outcomes than this is noise: start the line after it
 
@@ -368,7 +369,7 @@ def draw_phantom_outcomes(fig: Figure, data: Iterable[Phantom] | GroupFigures,
     # the question this chart answers: what did the signals the desk did not take do?
     what_if_text = (f"the {n_rejected} rejected would have made {what_if:+.1f} R" if n_rejected
                     else "none rejected by the ML filter yet")
-    fig.suptitle(f"{title} — {what_if_text}", fontsize=TITLE, color=INK, x=0.01, ha="left")
+    fig.suptitle(f"{title}\n{what_if_text}", fontsize=TITLE, color=INK, x=0.01, ha="left")  # two lines: never clipped
     win_ax.set_title("win rate", fontsize=LABEL, color=INK)
     r_ax.set_title("average outcome per signal", fontsize=LABEL, color=INK)
 
@@ -554,3 +555,46 @@ CHARTS: dict[str, Callable[..., bytes]] = {
     "equity": equity_chart, "daily_pnl": daily_pnl_chart, "win_rate": win_rate_chart,
     "phantom_outcomes": phantom_outcomes_chart, "calibration": calibration_chart, "candles": candles_chart,
 }
+
+
+# --- 7. a parameter search: its history and what mattered --------------------------------------------------
+def draw_optimization(fig: Figure, history: Sequence[tuple[int, float | None]], importances: Mapping[str, float],
+                      title: str = "Study", objective: str = "objective") -> None:
+    """history: (trial number, in-sample objective or None when the trial failed); importances: parameter ->
+    its share of what sets the best trials apart (Optuna's PED-ANOVA), largest first."""
+    if not history:
+        _no_data(fig, title, "no finished trial yet")
+        return
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    _style(top)
+    scored = [(n, v) for n, v in history if v is not None]
+    failed = [n for n, v in history if v is None]
+    if scored:
+        n, v = np.array([s[0] for s in scored]), np.array([s[1] for s in scored])
+        top.scatter(n, v, s=22, color=BLUE, alpha=0.75, label="trial (in-sample)")
+        top.plot(n, np.maximum.accumulate(v), drawstyle="steps-post", color=INK, linewidth=2, label="best so far")
+    if failed:  # under the lowest score: they have no value, only a place in the sequence
+        values = [s[1] for s in scored] or [0.0]
+        floor = min(values) - 0.08 * ((max(values) - min(values)) or 1.0)
+        top.scatter(failed, [floor] * len(failed), marker="x", s=24, color=GREY, label="failed / pruned")
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top.set_title(f"{title} — {len(scored)} scored, {len(failed)} failed", fontsize=TITLE, color=INK, loc="left")
+    top.set_xlabel("trial", fontsize=LABEL, color=INK)
+    top.set_ylabel(objective, fontsize=LABEL, color=INK)
+    _legend(top, loc="best")
+    _style(bottom)
+    if importances:
+        names = list(importances)[::-1]  # the largest on top
+        bottom.barh(names, [importances[k] for k in names], color=BLUE)
+        bottom.set_xlabel("importance (PED-ANOVA: what sets the best in-sample trials apart)", fontsize=LABEL,
+                          color=INK)
+        bottom.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    else:
+        bottom.axis("off")
+        bottom.text(0.5, 0.5, "importance: too few scored trials", ha="center", va="center", fontsize=NOTE,
+                    color=GREY, transform=bottom.transAxes)
+
+
+def optimization_chart(history: Sequence[tuple[int, float | None]], importances: Mapping[str, float],
+                       title: str = "Study", objective: str = "objective") -> bytes:
+    return png(draw_optimization, history, importances, title, objective)

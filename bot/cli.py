@@ -3,11 +3,12 @@ traceback), and a migrated database for one command whose failures end it with o
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,44 @@ EXIT_NOT_MIGRATED = 3  # bot.host's code for the same refusal (not imported: it 
 EXIT_INTERRUPTED = 130
 
 SettingsFn = Callable[[], "Settings"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument ends the command with one line naming it (`python -m bot replay: argument --intervals:
+    ...`) and exit code 2, never a traceback or a screen of usage; `--help` still prints the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (--help shows the usage)\n")
+
+
+def interval_pair(text: str) -> tuple[str, str]:
+    """--intervals: the slow and the fast interval, the fast one dividing the slow one (15,5 or 1h,15m)."""
+    from core.market.candle import INTERVAL_MS, BadInterval, parse_interval
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give the slow and the fast interval, like 15,5 (got {text!r})")
+    try:
+        slow, fast = parse_interval(parts[0]), parse_interval(parts[1])
+    except BadInterval as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if INTERVAL_MS[fast] >= INTERVAL_MS[slow] or INTERVAL_MS[slow] % INTERVAL_MS[fast]:
+        raise argparse.ArgumentTypeError(f"the fast interval must be shorter than the slow one and divide it, "
+                                         f"like 15,5 (got {text!r})")
+    return slow, fast
+
+
+def positive(kind: type[int] | type[float], what: str = "a number") -> Callable[[str], int | float]:
+    """An argparse type: a positive int or float, with a message naming what was expected."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} above 0")
+        return value
+    return parse
 
 
 class CliError(Exception):

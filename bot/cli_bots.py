@@ -214,6 +214,24 @@ def _field_path(loc: Sequence[Any]) -> str:
     return out
 
 
+def _unknown_field(loc: Sequence[Any]) -> str:
+    """Which model refused the name — the bot's settings or one strategy's parameters — and the closest name
+    it does know."""
+    import difflib
+
+    from core.config import BotConfig
+    from core.strategies import STRATEGIES
+
+    name = str(loc[-1]) if loc else ""
+    spec = STRATEGIES.get(str(loc[1])) if len(loc) == 3 and loc[0] == "strategies" else None
+    if spec is not None:
+        known, what = list(spec.params.model_fields), f"not a parameter of strategy {spec.name}"
+    else:
+        known, what = list(BotConfig.model_fields), "not a bot setting"
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"unknown field ({what}" + (f"; did you mean {close[0]!r}?)" if close else ")")
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     """One `field.path: message` per pydantic error (a model-wide rule has no path of its own)."""
     lines = []
@@ -224,6 +242,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
             loc.append(ctx["name"])
         message = FRIENDLIER.get(str(err.get("type")), str(err.get("msg", "invalid")))
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err.get("type") == "extra_forbidden":
+            message = _unknown_field(loc)
         path = _field_path(loc)
         lines.append(f"{path}: {message}" if path else message)
     return lines
@@ -295,6 +315,11 @@ def _plain(value: Any) -> Any:
         as_float = float(value)
         return as_float if Decimal(repr(as_float)) == value else format(value.normalize(), "f")
     return value
+
+
+def plain_config(config: BotConfig) -> dict[str, Any]:
+    """A configuration as `bots show` prints it (strategies this process could not load as stored)."""
+    return _plain({**config.model_dump(mode="python"), "strategies": config.strategy_settings()})
 
 
 def _changes(old: BotConfig | None, new: BotConfig) -> dict[str, list[Any]]:
@@ -400,7 +425,7 @@ async def _show(engine: AsyncEngine, args: argparse.Namespace) -> int:
         raise CliError(f"bot {args.id!r}: its stored configuration no longer validates; write a new file and "
                        "`bots edit` it")
     # a strategy this process could not load is shown as stored: an edit of this file must not drop it
-    doc = _plain({**config.model_dump(mode="python"), "strategies": config.strategy_settings()})
+    doc = plain_config(config)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

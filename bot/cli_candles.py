@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cli import EXIT_OK, CliError, SettingsFn, database, run_command
+from bot.cli import EXIT_OK, CliError, SettingsFn, database, positive, run_command
 from core.market.candle import INTERVAL_MS, BadInterval, Candle, parse_interval
 
 if TYPE_CHECKING:
@@ -61,7 +61,8 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
     bf = sub.add_parser("backfill", help="fetch closed candles from Bybit's REST API into the database")
     bf.add_argument("--symbols", type=_symbol_list, required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     bf.add_argument("--interval", type=_interval_list, default=["15"], help="comma-separated (default: 15)")
-    bf.add_argument("--days", type=float, default=30.0, help="how far back from now (default: 30)")
+    bf.add_argument("--days", type=positive(float, "a number of days"), default=30.0,
+                    help="how far back from now (default: 30)")
     bf.add_argument("--endpoint", default=None,
                     help=f"REST base URL (default: ${REST_URL_ENV} or https://api.bybit.com)")
     bf.add_argument("--funding", action="store_true",

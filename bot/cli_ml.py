@@ -49,10 +49,10 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
 
 
 async def _replayed(args: argparse.Namespace) -> list[Phantom]:
-    from bot.replay import _files_market, _funding, _history, _intervals
+    from bot.replay import _files_market, _funding, _intervals
     from core.config import BotConfig
     from core.engine import Engine
-    from core.market.replay import ReplayFeed
+    from core.market.replay import WARMUP_CANDLES, ReplayFeed, history_before
     from core.persistence import MemoryStore
     from core.runner import run
 
@@ -63,7 +63,7 @@ async def _replayed(args: argparse.Namespace) -> list[Phantom]:
     store = MemoryStore()
     engine = Engine(config, funding=_funding(args, config.symbols))  # phantom R with funding: the labels' truth
     await run(engine, ReplayFeed(series, start_ms=start_ms, end_ms=end_ms).stream(), store,
-              flush_every=50_000, history=_history(series, start_ms))
+              flush_every=50_000, history=history_before(series, start_ms, WARMUP_CANDLES))
     return await store.closed_phantoms(config.id)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bot.cli import interval_pair, positive
 from bot.settings import Settings
 
 
@@ -25,7 +26,8 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.add_argument("--db", help="database URL (default: DATABASE_URL)")
     rp.add_argument("--bot", default="replay", help="bot id the replay records under (default: replay)")
     rp.add_argument("--fresh", action="store_true", help="forget an earlier replay of this bot and start over")
-    rp.add_argument("--flush-every", type=int, default=5000, help="candles per database batch")
+    rp.add_argument("--flush-every", type=positive(int, "a whole number of candles"), default=5000,
+                    help="candles per database batch")
     rp.add_argument("--json", action="store_true", help="end stdout with one JSON summary line")
     rp.add_argument("--no-ml", dest="ml", action="store_false", help="replay without the ML filter")
     rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
@@ -35,7 +37,8 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
 
     demo = subparsers.add_parser("demo", help="replay the built-in synthetic market and print the report")
-    demo.add_argument("--days", type=float, default=30, help="days of synthetic market (default 30)")
+    demo.add_argument("--days", type=positive(float, "a number of days"), default=30,
+                      help="days of synthetic market (default 30)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--db", help="database URL (default: DATABASE_URL)")
     demo.add_argument("--json", action="store_true")
@@ -43,7 +46,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     add_report_args(demo)
     add_strategies_arg(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
-                      flush_every=5000, intervals="15,5", data=None, funding=None)
+                      flush_every=5000, intervals=("15", "5"), data=None, funding=None)
 
 
 def add_report_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +78,8 @@ def add_strategies_arg(parser: argparse.ArgumentParser) -> None:
 def add_market_args(parser: argparse.ArgumentParser) -> None:
     """Which part of a candle folder to replay (`replay`, `ml report`)."""
     parser.add_argument("--symbols", help="comma-separated symbols (default: every symbol in the data)")
-    parser.add_argument("--intervals", default="15,5", help="slow,fast interval (default 15,5)")
+    parser.add_argument("--intervals", type=interval_pair, default=("15", "5"),
+                        help="slow,fast interval, the fast one dividing the slow one (default 15,5)")
     parser.add_argument("--from", dest="start", type=_date, help="first candle time, UTC (YYYY-MM-DD[THH:MM])")
     parser.add_argument("--to", dest="end", type=_date, help="end (exclusive), UTC")
 

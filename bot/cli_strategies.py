@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, SettingsFn, run_command
+from bot.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, SettingsFn, positive, run_command
 from bot.settings import DEFAULT_STRATEGIES_DIR
 
 
@@ -39,9 +39,10 @@ def register(subparsers: Any, settings: SettingsFn) -> None:
                                        "side, then re-runs the market cut right after each signal: the "
                                        "proposal at that candle must not change. Exit 1 if it does.")
     check.add_argument("strategy", help="a .py file, or the name of a loaded strategy")
-    check.add_argument("--days", type=float, default=7, help="days of synthetic market (default 7)")
+    check.add_argument("--days", type=positive(float, "a number of days"), default=7,
+                       help="days of synthetic market (default 7)")
     check.add_argument("--seed", type=int, default=7)
-    check.add_argument("--max-cuts", type=int, default=100,
+    check.add_argument("--max-cuts", type=positive(int, "a whole number"), default=100,
                        help="re-run at most this many signals, evenly spread (default 100; each is a whole run)")
     check.set_defaults(func=lambda args: run_command(lambda: _check(args, settings)))
 

@@ -51,6 +51,7 @@ async def health_document(host: Host) -> dict[str, Any]:
                 b["status"], b["reason"] = "halted", state.halt_reason
             b["error"] = running.error
             b["candles"] = running.processed
+            b["skipped_before_checkpoint"] = running.skipped  # only warmed: the bot had traded them before
             b["backlog"] = running.queue.qsize()  # candles queued, not yet processed
             b["unsaved"] = running.processed - running.saved  # processed, not yet in the database
             b["fault"] = running.ledger.fault  # trades held in memory: no new positions until it clears

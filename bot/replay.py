@@ -35,12 +35,10 @@ from sqlalchemy import delete, text
 from bot.settings import Settings, normalize_database_url
 from core.config import BotConfig
 from core.engine import CandleResult, Engine
-from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
-from core.instruments import Instruments
 from core.ledger import TradeRecord
-from core.market.candle import Candle, dt_to_ms, ms_to_dt, parse_interval
-from core.market.replay import ReplayFeed, merge_order
+from core.market.candle import dt_to_ms, ms_to_dt
+from core.market.replay import WARMUP_CANDLES, ReplayFeed, history_before
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
@@ -60,7 +58,7 @@ from core.report import (
     summary,
     trade_summary,
 )
-from core.runner import run
+from core.runner import paper_engine, run
 from core.stats import equity_curve
 from core.strategies import STRATEGIES
 from core.trader import Trader
@@ -77,7 +75,6 @@ from storage.ml_registry import SqlModelRegistry, learning_phantoms
 from storage.models import BotState, MLModel, Order, PhantomTrade, Signal, Trade, TradeStatsCache
 
 log = logging.getLogger("phantomdesk.replay")
-WARMUP_CANDLES = 1000  # history before --from fed to the indicators
 
 
 class ReplayError(Exception):
@@ -85,10 +82,8 @@ class ReplayError(Exception):
 
 
 def _intervals(args: argparse.Namespace) -> tuple[str, str]:
-    parts = [p for p in args.intervals.split(",") if p.strip()]
-    if len(parts) != 2:
-        raise ReplayError(f"--intervals: give the slow and the fast interval, like 15,5 (got {args.intervals!r})")
-    return parse_interval(parts[0]), parse_interval(parts[1])
+    slow, fast = args.intervals  # checked by the parser (bot/cli.py interval_pair)
+    return slow, fast
 
 
 def _files_market(args: argparse.Namespace) -> tuple[list[CandleSeries], int | None, int | None, str]:
@@ -108,16 +103,6 @@ def _synthetic_market(args: argparse.Namespace) -> tuple[list[CandleSeries], int
     start = datetime(2026, 1, 1, tzinfo=UTC)
     feed = SyntheticFeed(start=start, days=args.days, warmup_days=5, seed=args.seed)
     return feed.series, feed.start_ms, None, json.dumps(["synthetic", args.days, args.seed])
-
-
-def _history(series: list[CandleSeries], start_ms: int | None) -> list[Candle]:
-    """The candles before the streamed window, in merge order, for the indicators' warm-up."""
-    if start_ms is None:
-        return []
-    before = [s.window(None, start_ms) for s in series]
-    before = [s.take(slice(max(0, len(s) - WARMUP_CANDLES), len(s))) for s in before]
-    which, row = merge_order(before)
-    return [before[w].candle(r) for w, r in zip(which.tolist(), row.tolist(), strict=True)]
 
 
 def _funding(args: argparse.Namespace, symbols: list[str]) -> FundingSchedule:
@@ -236,7 +221,7 @@ async def replay(args: argparse.Namespace, settings: Settings,
         raise ReplayError("no candles to replay between --from and --to")
     period, closes = window
     symbols = sorted({s.symbol for s in series})
-    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast,
+    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast, mode="replay",
                        **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
     run_key += "" if args.ml else "|no-ml"
     resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None
@@ -264,14 +249,10 @@ async def replay(args: argparse.Namespace, settings: Settings,
         if restored.checkpoint is not None and restored.checkpoint.extra.get("run_id") != run_id:
             raise ReplayError(f"the database holds a different replay for bot {config.id!r}: "
                               "add --fresh to start over, or use another --bot")
-        instruments = Instruments()
         funding = _funding(args, symbols)
-        trader = Trader(config, instruments, PaperBroker(
-            instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
-            watch_interval=config.fast_interval, funding=funding), mode="replay")
         # the ML filter trains inline at deterministic points; its models go to the signed registry
         scorer = MLScorer(config.id, FilterSettings.for_bot(config)) if args.ml else None
-        engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding)
+        engine, trader = paper_engine(config, funding, scorer)
         run_store = store if scorer is None else ScorerStore(
             store, scorer, SqlModelRegistry(engine_db, settings.signing_key(), redis),
             outcomes=lambda bot_id: learning_phantoms(engine_db, bot_id))
@@ -289,7 +270,8 @@ async def replay(args: argparse.Namespace, settings: Settings,
 
         with progress.running():
             report = await run(engine, feed.stream(), run_store, ledger=ledger, flush_every=args.flush_every,
-                               history=_history(series, start_ms), on_result=on_result, after_restore=halts.restored)
+                               history=history_before(series, start_ms, WARMUP_CANDLES), on_result=on_result,
+                               after_restore=halts.restored)
         while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog
             await asyncio.sleep(1)
 

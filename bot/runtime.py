@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings
 from core.config import BotConfig
 from core.decisions import Option, RecoveryDraft, RecoveryKind, options_of
+from core.desk import RetrainQueued
 from core.engine import CandleResult, Engine
 from core.exchange.broker import Fill, FundingFee, OrderState
 from core.exchange.bybit_broker import BybitBroker
@@ -36,7 +37,7 @@ from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
-from core.market.candle import Candle, dt_to_ms
+from core.market.candle import Candle, dt_to_ms, ms_to_dt
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
@@ -63,6 +64,7 @@ Notify = Callable[[Notice], None]  # enqueues for the notifier: never blocks tra
 WARMUP = 300  # candles per series from the store before going live
 STORE_BATCH = 2000  # candles per candle-store transaction at most
 CHECK_AFTER_S = 5.0  # an entry whose send stayed unconfirmed is looked up again after this
+FEED_SILENT_S = 90.0  # a live feed silent this long (from its start) is "not receiving": /health fails
 FEED_RETRY_S, FEED_RETRY_MAX_S = 1.0, 60.0  # a failed feed restarts after 1 s, doubled per failure in a row
 # stop(): the parts of the host's SHUTDOWN_BUDGET_S (8 s), each bounded so the whole stays within it
 FEED_STOP_S = 1.0  # twice at most: the write in progress, then the last batch
@@ -86,9 +88,12 @@ class BotRuntime:
     error: str | None = None
     processed: int = 0
     saved: int = 0  # `processed` as of the last batch the store took
+    skipped: int = 0  # candles at or before its checkpoint: they only warmed the indicators
+    ready: bool = False  # its state is restored: before that its figures are the configured defaults
     held_symbols: set[str] = field(default_factory=set)  # open trades on symbols no longer configured
     # one at a time: reconciliation rounds, recovery effects and the exchange's reports move the trader
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retraining: asyncio.Lock = field(default_factory=asyncio.Lock)  # one retrain of its models at a time
 
     def set_saved(self) -> None:
         self.saved = self.processed
@@ -123,6 +128,7 @@ class Runtime:
         self.feed_done = asyncio.Event()  # a replayed market ended (not set when the feed fails or is stopped)
         self.feed_error: str | None = None  # the feed failed and has not restarted yet
         self.source: Any = None  # the running feed (its refusals show on /health)
+        self._feed_started = 0.0
         self.funding = FundingSchedule()  # shared by the bots' paper venues and phantom books; the job extends it
         self.feed_restarts = 0
         self.feed_retry_s = FEED_RETRY_S
@@ -137,9 +143,13 @@ class Runtime:
 
     # --- start -----------------------------------------------------------------------------------------
     async def load_bots(self) -> list[BotConfig]:
+        """The bots this process may trade: paper ones, and live ones in live mode. Replays' and the demo's
+        bots are research records, never traded; without any other bot a first start creates `main`."""
         async with session_factory(self.db)() as session:
             rows = await list_bots(session)
-        if not rows:  # a first start: one paper bot on the default symbols
+        if skipped := [r.id for r in rows if r.mode == "replay"]:
+            log.info("not traded here: %s (replay bots, their results stay readable)", ", ".join(skipped))
+        if not [r for r in rows if r.mode != "replay"]:  # a first start: one paper bot on the default symbols
             config = BotConfig(id="main", name="main", symbols=list(self.settings.default_symbols))
             try:
                 async with session_factory(self.db).begin() as session:
@@ -149,7 +159,8 @@ class Runtime:
                 pass
             async with session_factory(self.db)() as session:
                 rows = await list_bots(session)
-        return [config_of(r) for r in rows if r.mode == "paper" or self.settings.trading_mode == "live"]
+        return [config_of(r) for r in rows
+                if r.mode == "paper" or (r.mode == "live" and self.settings.trading_mode == "live")]
 
     async def start(self) -> None:
         self.standby = {c.id: c for c in await self.load_bots()}
@@ -259,7 +270,7 @@ class Runtime:
             await run(bot.engine, bot.candles(), bot.store, ledger=bot.ledger, flush_every=5000,
                       history=await self._history(bot), idle=bot.queue.empty,
                       on_result=lambda r: self._after(bot, r), on_saved=bot.set_saved,
-                      after_restore=lambda: self._restored(bot),
+                      after_restore=lambda: self._restored(bot), on_skipped=lambda c: self._skipped(bot, c),
                       now_ms=(lambda: dt_to_ms(_utc_now())) if self.settings.market_feed == "bybit" else None)
         except asyncio.CancelledError:
             raise
@@ -270,6 +281,13 @@ class Runtime:
                 sentry_sdk.capture_exception(exc)
             log.exception("bot %s stopped", bot.id)
             self.notify(Notice("bot_failed", bot.id, f"bot {bot.id} stopped: {bot.error}"))
+
+    def _skipped(self, bot: BotRuntime, candle: Candle) -> None:
+        if not bot.skipped:
+            log.info("bot %s resumes after its checkpoint: candles up to %s only warm its indicators (a replayed "
+                     "market it already traded, or a backfill)", bot.id, ms_to_dt(bot.engine.after[0])
+                     if bot.engine.after else "?")
+        bot.skipped += 1
 
     async def _restored(self, bot: BotRuntime) -> None:
         """The engine holds its checkpoint: the operator's status (the database) wins over it — a halt
@@ -284,6 +302,7 @@ class Runtime:
             state.halted, state.halt_reason = True, row.status_reason if row is not None else None
         elif state.halted:
             state.resume()
+        bot.ready = True
         if bot.venue is not None:
             await self._go_live(bot)
 
@@ -525,6 +544,7 @@ class Runtime:
                 log.warning("the last %d candles fed were not stored (%s)", len(self._pending), exc)
 
     async def _feed_once(self) -> None:
+        self._feed_started = asyncio.get_running_loop().time()
         source = self.source = await self._feed_source()
         self.feed_error = None  # running again
         speed = self.settings.feed_speed
@@ -593,7 +613,17 @@ class Runtime:
             return "done"
         if self.feed_error is not None:
             return "failed"
-        return "stopped" if self.feed_task.done() else "running"
+        if self.feed_task.done():
+            return "stopped"
+        return "not receiving" if self._silent() else "running"
+
+    def _silent(self) -> bool:
+        """A live feed that has heard nothing from Bybit for a while (offline, blocked, an outage)."""
+        from core.market.bybit_feed import BybitFeed
+
+        source = self.source
+        return (isinstance(source, BybitFeed) and not source.receiving
+                and asyncio.get_running_loop().time() - self._feed_started > FEED_SILENT_S)
 
     def refused_candles(self) -> dict[str, int]:
         """Candles refused as not sane (absurd values, not yet closed), per reason: by the live feed and on
@@ -619,6 +649,8 @@ class Runtime:
         state = self.feed_state()
         if state == "failed" or (state == "stopped" and not self.stopping.is_set()):
             out.append(f"feed: {self.feed_error or 'stopped'}")
+        elif state == "not receiving":
+            out.append(f"feed: no market data from Bybit for over {FEED_SILENT_S:.0f} s (no connection?)")
         return out
 
     async def refresh_funding(self, days: float = 3.0) -> int:
@@ -653,40 +685,66 @@ class Runtime:
             state.resume()
         return True
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
-        """Train in the worker process (the loop keeps trading); stop() abandons a retrain in progress."""
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued:
+        """/retrain: answered at once. The training runs in the background, behind one already running; the
+        gate's verdicts follow as a notice."""
         bot = self.bots[bot_id]
-        names = bot.scorer.request_retrain(strategy)
-        if self.stopping.is_set():
-            return []
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=1)
-        pool = self.pool
-        if due := bot.scorer.due():
-            log.info("bot %s: retrain started (%s)", bot_id, ", ".join(due))
-        try:
-            await bot.scorer.retrain_pending(pool, bot.store.registry)
-        except asyncio.CancelledError:  # the command itself was cancelled (Telegram stops at shutdown)
+        queued = RetrainQueued(bot.scorer.request_retrain(strategy), bot.scorer.training())
+        if queued.strategies and not self.stopping.is_set():
+            self._background(self._retrain_and_tell(bot, queued.strategies))
+        return queued
+
+    async def retrain_due(self, bot_id: str) -> None:
+        """The schedule's retrain: every strategy with enough new outcomes."""
+        await self._retrain(self.bots[bot_id])
+
+    async def _retrain_and_tell(self, bot: BotRuntime, names: list[str]) -> None:
+        if not await self._retrain(bot):
+            return
+        verdicts = [v for v in map(bot.scorer.verdict, names) if v is not None]
+        text = "; ".join(f"{v.strategy} v{v.version} {'promoted' if v.promoted else 'refused'}: {v.why}"
+                         for v in verdicts)
+        self.notify(Notice("retrain_done", bot.id, f"retrain done: {text or 'nothing trained'}"))
+
+    async def _retrain(self, bot: BotRuntime) -> bool:
+        """Train in the worker process (the loop keeps trading), one retrain per bot at a time; stop()
+        abandons a retrain in progress. False when abandoned."""
+        async with bot.retraining:
             if self.stopping.is_set():
-                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
-            raise
-        except BrokenProcessPool:
-            if self.pool is pool:  # the worker died: the next retrain starts a new one
-                self.pool = None
-                pool.shutdown(wait=False)
-            if self.stopping.is_set():
-                log.info("bot %s: retrain abandoned, the desk is stopping", bot_id)
-                return []
-            raise
-        return names
+                return False
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(max_workers=1)
+            pool = self.pool
+            if due := bot.scorer.due():
+                log.info("bot %s: retrain started (%s)", bot.id, ", ".join(due))
+            try:
+                await bot.scorer.retrain_pending(pool, bot.store.registry)
+            except asyncio.CancelledError:  # cancelled by stop() (or the schedule's own shutdown)
+                if self.stopping.is_set():
+                    log.info("bot %s: retrain abandoned, the desk is stopping", bot.id)
+                raise
+            except BrokenProcessPool:
+                if self.pool is pool:  # the worker died: the next retrain starts a new one
+                    self.pool = None
+                    pool.shutdown(wait=False)
+                if self.stopping.is_set():
+                    log.info("bot %s: retrain abandoned, the desk is stopping", bot.id)
+                    return False
+                raise
+        return True
 
     def engine(self, bot_id: str) -> Engine | None:
         bot = self.bots.get(bot_id)
         return bot.engine if bot else None
 
     def trader(self, bot_id: str) -> Trader | None:
+        """The bot's trader once its state is restored (before, its figures would be the configured defaults)."""
         bot = self.bots.get(bot_id)
-        return bot.trader if bot else None
+        return bot.trader if bot is not None and bot.ready else None
+
+    def starting(self, bot_id: str) -> bool:
+        bot = self.bots.get(bot_id)
+        return bot is not None and not bot.ready
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]:

@@ -31,19 +31,28 @@ notice to the operator; the desk and the other strategies keep running.
 
     python -m bot strategies check {path}
     STRATEGIES_DIR={folder} python -m bot replay --data <candle folder> --strategies {name}
+    STRATEGIES_DIR={folder} python -m bot optimize --data <candle folder> --strategy {name} --trials 100
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from core.strategies import Context, Proposal, Regime, SeriesState, StrategyParams
+from core.strategies import Context, Proposal, Regime, Search, SeriesState, StrategyParams
 
 
 class {cls}Params(StrategyParams):
     lookback: int = Field(20, ge=5, le=500, description="candles whose highest high / lowest low make the channel")
     stop_atr: float = Field(1.5, gt=0, le=10, description="stop distance, in ATR")
     reward_risk: float = Field(2.0, gt=0.2, le=10, description="take-profit distance / stop distance")
+    # what `optimize` searches: every bounded field within its bounds, narrowed here to the ranges worth a
+    # trial (a range beyond the bounds above is refused; core.strategies.OFF leaves a field unsearched)
+    search_space: ClassVar[dict[str, Search]] = {{
+        **StrategyParams.search_space,
+        "lookback": Search(10, 100), "stop_atr": Search(0.8, 3.0, step=0.1), "reward_risk": Search(1.0, 4.0, step=0.1),
+    }}
 
 
 class {cls}:

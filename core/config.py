@@ -107,7 +107,8 @@ class BotConfig(BaseModel):
     min_reward_r: float = Field(0.5, ge=0, le=10)
     ml_threshold: float = Field(0.0, ge=-1, le=5)  # minimum EV in R to take a scored signal
     ml_min_p: float = Field(0.0, ge=0, le=1)
-    mode: Literal["paper", "live"] = "paper"
+    # replay: a research bot of `replay`/`demo` (its rows are the desk's to show, never a bot the host trades)
+    mode: Literal["paper", "live", "replay"] = "paper"
     extra: dict[str, Any] = Field(default_factory=dict)
     _unloaded: dict[str, UnloadedStrategy] = PrivateAttr(default_factory=dict)
 

@@ -85,6 +85,14 @@ class RecoveryResult:
 
 
 @dataclass(frozen=True)
+class SavedState:
+    equity: Decimal
+    peak: Decimal
+    drawdown_pct: float
+    taken_at: datetime
+
+
+@dataclass(frozen=True)
 class Halt:
     """A halted bot, as the confirmation of its resume states it."""
 
@@ -99,6 +107,14 @@ class Halt:
 class ResumeResult:
     resumed: list[str] = field(default_factory=list)
     halted: list[Halt] = field(default_factory=list)  # not resumed: a halt needs a confirmation
+
+
+@dataclass(frozen=True)
+class RetrainQueued:
+    """A /retrain as queued: answered at once, the gate's verdicts follow as a notice."""
+
+    strategies: list[str]  # those with new outcomes since their last training: retrained
+    behind: list[str]  # training now: the request waits for them
 
 
 @dataclass
@@ -183,6 +199,10 @@ class DeskStore(Protocol):
 
     async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]: ...
 
+    async def saved_state(self, bot_id: str) -> SavedState | None:
+        """The bot's last saved state (its checkpoint): what /balance shows of a bot not running here."""
+        ...
+
     async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided: ...
 
     async def settle(self, item_id: int, effect: Effect, actor: str, follow_up: list[RecoveryDraft]) -> list[
@@ -223,11 +243,17 @@ class RuntimeView(Protocol):
 
     def engine(self, bot_id: str) -> Engine | None: ...
 
-    def trader(self, bot_id: str) -> Trader | None: ...
+    def trader(self, bot_id: str) -> Trader | None:
+        """None until the bot's state is restored (and for a bot another process trades)."""
+        ...
+
+    def starting(self, bot_id: str) -> bool:
+        """Held by this process, its state not restored yet."""
+        ...
 
     def set_paused(self, bot_id: str, paused: bool) -> bool: ...
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]: ...
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued: ...
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]: ...
@@ -296,23 +322,33 @@ class Desk:
                                   "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy,
                                   "funding": r.funding})
             row = rows.get(bid, {})
-            out.append({"bot_id": bid, "positions": positions, "running_here": trader is not None,
-                        **_effective_status(row, trader),
+            starting = self.runtime.starting(bid) if self.runtime else False
+            out.append({"bot_id": bid, "positions": positions, "running_here": trader is not None or starting,
+                        "starting": starting, "mode": row.get("mode"), **_effective_status(row, trader),
                         "equity": trader.equity() if trader else None,
                         "paused": trader.state.paused if trader else None})
         return out
 
     async def balance(self) -> list[dict[str, Any]]:
+        """Per bot: equity (with open positions at their last price), realized equity, peak, drawdown from the
+        running trader or, without one here, its last saved state; today = trades closed since 00:00 UTC by the
+        wall clock, like /daily and /stats N."""
+        now = self.clock()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         out = []
         for b in await self.store.bots():
+            today = sum((f.net_pnl for f in await self.store.facts(b["id"], midnight)), Decimal(0))
             trader = self.runtime.trader(b["id"]) if self.runtime else None
             if trader is None:
-                out.append({"bot_id": b["id"], "equity": b.get("equity"), "realized": None, "peak": None,
-                            "drawdown_pct": None})
+                saved = await self.store.saved_state(b["id"])
+                out.append({"bot_id": b["id"], "equity": saved.equity if saved else None,
+                            "realized": saved.equity if saved else None, "peak": saved.peak if saved else None,
+                            "drawdown_pct": saved.drawdown_pct if saved else None, "day_pnl": today,
+                            "as_of": saved.taken_at if saved else None})
                 continue
             s = trader.state
             out.append({"bot_id": b["id"], "equity": trader.equity(), "realized": s.equity, "peak": s.peak_equity,
-                        "drawdown_pct": s.drawdown_pct, "day_pnl": s.day_pnl})
+                        "drawdown_pct": s.drawdown_pct, "day_pnl": today, "as_of": None})
         return out
 
     async def stats(self, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
@@ -324,6 +360,9 @@ class Desk:
         fast = getattr(self.store, "summary", None)  # the same figures, from the store's cached columns
         doc = await fast(bid, since, capital) if fast else summarize(await self.store.facts(bid, since), capital)
         doc.update(bot_id=bid or "all", days=days, capital=capital)
+        if days and not doc["trades"]:  # say when the newest trade closed (a replay's trades are in market time)
+            newest = await self.store.recent_trades(bid, 1)
+            doc["newest_exit"] = newest[0]["exit_time"] if newest else None
         return doc
 
     async def _capital(self, bot_id: str | None) -> Decimal:
@@ -513,14 +552,18 @@ class Desk:
                        for c in closed]})
         return closed
 
-    async def retrain(self, strategy: str | None, actor: Actor, bot_id: str | None = None) -> dict[str, list[str]]:
+    async def retrain(self, strategy: str | None, actor: Actor,
+                      bot_id: str | None = None) -> dict[str, RetrainQueued]:
         self._admin(actor)
         if self.runtime is None:
             raise BadArgument("no bot is running in this process")
-        out = {}
-        for bid in await self._targets(bot_id):
-            out[bid] = await self.runtime.retrain(bid, strategy)
-        await self.store.audit(actor.label, "retrain", bot_id, {"strategy": strategy, "queued": out})
+        here = [bid for bid in await self._targets(bot_id) if self.runtime.engine(bid) is not None]
+        if not here:
+            raise BadArgument(f"bot {bot_id} is not running in this process" if bot_id else
+                              "no bot is running in this process")
+        out = {bid: await self.runtime.retrain(bid, strategy) for bid in here}
+        await self.store.audit(actor.label, "retrain", bot_id, {
+            "strategy": strategy, "queued": {bid: q.strategies for bid, q in out.items()}})
         return out
 
     async def risk_set(self, key: str, value: str, actor: Actor, bot_id: str | None = None,

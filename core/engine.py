@@ -87,9 +87,10 @@ class Checkpoint:
 class Engine:
     def __init__(self, config: BotConfig, *, scorer: Scorer | None = None, guards: list[Guard] | None = None,
                  instruments: Instruments | None = None, capacity: int = 1000, trader: Trader | None = None,
-                 funding: FundingSchedule | None = None) -> None:
+                 funding: FundingSchedule | None = None, market: MarketState | None = None) -> None:
+        """`market`: a MarketState already warmed on the history (optimize warms a window once, not per trial)."""
         self.config = config
-        self.market = MarketState(capacity)
+        self.market = market if market is not None else MarketState(capacity)
         self.ctx = Context(self.market, config.slow_interval, config.fast_interval)
         lineup = build_strategies(config)
         self.strategies: list[Strategy] = lineup.strategies

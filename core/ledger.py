@@ -111,6 +111,24 @@ class Ledger(Protocol):
         ...
 
 
+class MemoryLedger:
+    """The Ledger of a replay without a database (optimize trials, benchmarks): every trade's latest state,
+    and the stop it opened with (its risk at entry: core.stats.net_r)."""
+
+    def __init__(self) -> None:
+        self.trades: dict[str, TradeRecord] = {}
+        self.opening_stop: dict[str, Decimal | None] = {}
+
+    async def record(self, event: LedgerEvent) -> str:
+        if event.kind == "open":
+            self.opening_stop.setdefault(event.trade.id, event.trade.stop_loss)
+        self.trades[event.trade.id] = event.trade
+        return "memory"
+
+    def closed(self) -> list[TradeRecord]:
+        return [t for t in self.trades.values() if t.status == "closed"]
+
+
 def canonical_decimal(d: Decimal | None) -> str | None:
     """A price or amount as the database returns it too (Numeric(28, 10)), without trailing zeros: the
     same text whether a digest is taken in memory or from either database."""

@@ -17,6 +17,7 @@ from core.market.candle import INTERVAL_MS, ms_to_dt
 from core.market.series import CandleSeries
 from core.phantom import Phantom, PhantomStats, phantom_digest
 from core.stats import (
+    MIN_RATIO_DAYS,
     TradeFacts,
     breakdown,
     buy_and_hold,
@@ -29,7 +30,6 @@ from core.stats import (
     worst_drawdown,
 )
 
-MIN_RATIO_DAYS = 30  # Sharpe / Sortino / Calmar over fewer days are noise: flagged, not hidden
 TOP_REASONS = 5
 OUTCOMES = ("EXECUTED", "REJECTED", "BLOCKED")
 

@@ -8,13 +8,32 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from core.config import BotConfig
 from core.engine import CandleResult, Engine
+from core.exchange.paper import PaperBroker
+from core.funding import FundingSchedule
+from core.instruments import Instruments
 from core.ledger import Ledger
 from core.market.candle import Candle
 from core.market.replay import sort_key
+from core.market.state import MarketState
+from core.ml.scorer import Scorer
 from core.persistence import Batch, EngineStore, StoreUnavailable
+from core.trader import Trader
 
 log = logging.getLogger(__name__)
+
+
+def paper_engine(config: BotConfig, funding: FundingSchedule, scorer: Scorer | None = None,
+                 market: MarketState | None = None) -> tuple[Engine, Trader]:
+    """The engine of a replay: the trader on the paper venue (fills on the fast interval, the bot's fees and
+    slippage, funding from `funding`, which the phantoms earn too). `replay` and every `optimize` trial build
+    it here, so that a trial replays exactly what a replay of its window does (`market`: already warmed)."""
+    instruments = Instruments()
+    trader = Trader(config, instruments, PaperBroker(
+        instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
+        watch_interval=config.fast_interval, funding=funding), mode="replay")
+    return Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding, market=market), trader
 
 
 @dataclass
@@ -32,7 +51,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               idle: Callable[[], bool] | None = None,
               after_restore: Callable[[], Awaitable[None]] | None = None,
               on_saved: Callable[[], None] | None = None,
-              now_ms: Callable[[], int] | None = None) -> RunReport:
+              now_ms: Callable[[], int] | None = None,
+              on_skipped: Callable[[Candle], None] | None = None) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
@@ -43,7 +63,9 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
     `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange).
     `on_saved()` follows every batch the store took: everything processed so far is durable.
     `now_ms()` (a live feed): a checkpoint past it was set by a candle that had not closed (stored by an older
-    version); it is not trusted, or every real candle before it would only warm the engine."""
+    version); it is not trusted, or every real candle before it would only warm the engine.
+    `on_skipped(candle)`: a candle at or before the checkpoint, used to warm the indicators only (said, not
+    silently dropped)."""
     bot_id = engine.config.id
     restored = await store.restore(bot_id)
     if restored.checkpoint is not None:
@@ -67,6 +89,8 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         if resume is not None and sort_key(candle) <= resume:
             engine.warm(candle)
             report.warmed += 1
+            if on_skipped is not None:
+                on_skipped(candle)
             continue
         result = engine.on_candle(candle)
         batch.add(result)

@@ -3,7 +3,10 @@
 Definitions
 - A trade is a closed trade; a win has net PnL > 0, a loss net PnL <= 0 (fees and funding included).
 - win rate = wins / trades. profit factor = gross profit / |gross loss| (None without losses).
-- expectancy (USD) = mean net PnL; expectancy (R) = mean realized R of trades that have one.
+- expectancy (USD) = mean net PnL; expectancy (R) = mean realized R of trades that have one (the price
+  move over the stop distance). Net R = net PnL (fees and funding included) / the money at risk at
+  entry (qty × |entry fill − initial stop|); expectancy in net R = its mean over the trades that know
+  their risk (what `optimize` maximizes by default).
 - max drawdown: the largest fall of the equity curve (starting capital + cumulative net PnL, in exit
   order) from its running peak, in USD and as % of that peak.
 - daily returns: net PnL per UTC day of exit / equity at the start of that day, over every calendar
@@ -33,6 +36,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+MIN_RATIO_DAYS = 30  # Sharpe / Sortino / Calmar over fewer days are noise: flagged, not hidden
+
 
 @dataclass(frozen=True, slots=True)
 class TradeFacts:
@@ -47,6 +52,7 @@ class TradeFacts:
     fees: Decimal = Decimal(0)
     realized_r: float | None = None
     funding: Decimal = Decimal(0)  # received (+) / paid (−), already inside net_pnl
+    risk: Decimal | None = None  # money lost at the initial stop, before costs (qty × |entry − stop|); None: unknown
 
 
 def facts_of(t: Any) -> TradeFacts:
@@ -57,6 +63,15 @@ def facts_of(t: Any) -> TradeFacts:
 
 def _f(x: Decimal) -> float:
     return float(x)
+
+
+def net_r(t: TradeFacts) -> float | None:
+    return float(t.net_pnl / t.risk) if t.risk else None
+
+
+def expectancy_net_r(trades: Iterable[TradeFacts]) -> float | None:
+    rs = [r for t in trades if (r := net_r(t)) is not None]
+    return statistics.fmean(rs) if rs else None
 
 
 def equity_curve(trades: Sequence[TradeFacts], capital: Decimal) -> list[tuple[datetime, float]]:
@@ -232,6 +247,7 @@ def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, 
         "max_drawdown_pct": dd_pct,
         "sharpe": sharpe(returns),
         "sortino": sortino(returns),
+        "return_days": len(returns),  # the daily returns Sharpe and Sortino rest on
         "avg_holding_h": statistics.fmean((t.exit_time - t.entry_time).total_seconds() / 3600 for t in trades)
         if trades else None,
         "daily_avg": sum(pnls) / span_days if trades else None,

@@ -108,7 +108,7 @@ class DeskJobs:
         assert self.host.runtime is not None
         for bot_id, bot in self.bots.items():
             if bot.scorer.due():
-                await self.host.runtime.retrain(bot_id, None)
+                await self.host.runtime.retrain_due(bot_id)
 
     async def reconciliation(self) -> None:
         """Live bots: positions, orders and executions vs the ledger (unambiguous fixes, recovery items)."""

@@ -109,7 +109,7 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
         return {"trades": 0, "wins": 0, "losses": 0, "win_rate": None, "profit_factor": None, "net_pnl": 0,
                 "gross_profit": 0, "gross_loss": 0, "fees": 0, "funding": 0, "avg_pnl": None, "median_pnl": None,
                 "expectancy_usd": None, "expectancy_r": None, "best_trade": None, "worst_trade": None,
-                "max_drawdown": 0.0, "max_drawdown_pct": 0.0, "sharpe": None, "sortino": None,
+                "max_drawdown": 0.0, "max_drawdown_pct": 0.0, "sharpe": None, "sortino": None, "return_days": 0,
                 "avg_holding_h": None, "daily_avg": None}
     pnl = c.pnl
     won = pnl > 0
@@ -153,6 +153,7 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
         "max_drawdown_pct": max(0.0, float(fall_pct.max())),
         "sharpe": _sharpe(returns),
         "sortino": _sortino(returns),
+        "return_days": len(returns),
         "avg_holding_h": float(np.mean((c.exit_us - c.entry_us) / 3_600_000_000)),
         "daily_avg": net / span_days,
     }

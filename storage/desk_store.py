@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, TradeFacets, TradePage, TradeQuery, TradeRow
+from core.desk import Actor, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
@@ -23,7 +23,7 @@ from storage.candle_store import CandleStore
 from storage.closed_trades import ClosedTrades, summarize_columns
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
-from storage.models import Bot, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
+from storage.models import Bot, BotState, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
 from storage.recovery import RecoveryBook, audit
 
 
@@ -172,6 +172,13 @@ class SqlDeskStore:
         return [{"id": i.id, "bot_id": i.bot_id, "kind": i.kind, "critical": i.critical, "details": i.details,
                  "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at}
                 for i in await self.recovery_book.pending(bot_id)]
+
+    async def saved_state(self, bot_id: str) -> SavedState | None:
+        async with self.sessions() as session:
+            row = await session.scalar(select(BotState).where(BotState.bot_id == bot_id)
+                                       .order_by(desc(BotState.taken_at)).limit(1))
+        return None if row is None else SavedState(row.equity, row.peak_equity, row.drawdown_pct,
+                                                   _utc(row.taken_at) or row.taken_at)
 
     async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided:
         return await self.recovery_book.decide(item_id, decision, actor.label, actor.id)

@@ -39,7 +39,7 @@ NAMING = {
 }
 
 BOT_STATUSES = ("running", "paused", "halted")
-MODES = ("paper", "live")
+MODES = ("paper", "live", "replay")
 TRADE_MODES = ("paper", "live", "replay")
 SIDES = ("long", "short")
 SIGNAL_ACTIONS = ("EXECUTED", "REJECTED", "BLOCKED")

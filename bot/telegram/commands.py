@@ -20,6 +20,7 @@ from bot.telegram.keyboards import Confirmations, app_row, promote_button, recov
 from bot.telegram.render import Reply, esc
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
+from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ READ_ONLY = "🔒 read-only: your Telegram id may read the desk, not change it"
 SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}(USDT|USDC)$", re.IGNORECASE)
 CHART_KINDS = ("equity", "daily", "winrate", "phantoms", "calibration")
 _TREND = {1: "up ↗", -1: "down ↘", 0: "none"}
+OSCILLATORS = frozenset({"rsi", "adx", "plus_di", "minus_di", "vol_z"})  # 0..100 or a z-score: not prices
 
 
 @dataclass
@@ -225,8 +227,11 @@ async def status(ctx: Context, bot_id: str | None = None) -> Reply:
             head += f" ({esc(s['reason'])})"
         if s.get("equity") is not None:
             head += f" · equity {rd.money(s['equity'], False)}"
-        if not s.get("running_here", True):
-            head += " · not running in this process"
+        if s.get("starting"):
+            head += " · starting: restoring its state (figures follow in a moment)"
+        elif not s.get("running_here", True):
+            head += " · " + ("a replay's record, never traded" if s.get("mode") == "replay"
+                             else "not running in this process")
         parts.append(head)
         positions = s["positions"]
         if positions:
@@ -245,16 +250,23 @@ async def balance(ctx: Context) -> Reply:
                        rd.money(b.get("peak"), False), rd.pct(b.get("drawdown_pct"), ratio=False),
                        rd.money(b.get("day_pnl"))] for b in rows],
                      ["bot", "equity", "realized", "peak", "dd", "today"], right=(1, 2, 3, 4, 5))
-    return Reply("\n".join([rd.title("Balance (USDT)"), table]), buttons=[refresh_row("balance")])
+    notes = ["today: trades closed since 00:00 UTC by the wall clock (as /daily and /stats N)"]
+    notes += [f"{esc(b['bot_id'])}: not running here — its state saved {rd.when(b['as_of'])} UTC"
+              for b in rows if b.get("as_of")]
+    return Reply("\n".join([rd.title("Balance (USDT)"), table, *notes]), buttons=[refresh_row("balance")])
 
 
 async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None) -> Reply:
     s = await ctx.desk.stats(days, bot_id)
     scope = f"{'all bots' if s['bot_id'] == 'all' else 'bot ' + s['bot_id']}, " + (
-        f"last {days} days" if days else "all time")
+        f"last {days} days by the wall clock (UTC)" if days else "all time")
     if not s["trades"]:
-        return Reply(f"{rd.title('Stats')} — {esc(scope)}\nno closed trades yet",
+        newest = s.get("newest_exit")
+        why = (f"no trade closed in that time; the newest closed {rd.when(newest)} UTC (a replay's trades carry "
+               "their market's time) — /stats without days shows all time" if newest else "no closed trades yet")
+        return Reply(f"{rd.title('Stats')} — {esc(scope)}\n{esc(why)}",
                      buttons=[refresh_row("stats", _args(days, bot_id))])
+    few = s.get("return_days", 0) < MIN_RATIO_DAYS
     best, worst = s.get("best_trade") or {}, s.get("worst_trade") or {}
     pairs = [
         ("Trades", f"{s['trades']} ({s['wins']} won, {s['losses']} lost)"),
@@ -263,9 +275,10 @@ async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None
         ("Profit factor", rd.num(s["profit_factor"])),
         ("Expectancy", f"{rd.money(s['expectancy_usd'])} USDT, {rd.r(s['expectancy_r'])}"),
         ("Median trade", rd.money(s["median_pnl"])),
-        ("Fees", rd.money(s["fees"], False)),
+        ("Fees / funding", f"{rd.money(s['fees'], False)} / {rd.money(s.get('funding'))}"),
         ("Max drawdown", f"{rd.money(-s['max_drawdown'])} USDT ({rd.pct(-s['max_drawdown_pct'], ratio=False)})"),
-        ("Sharpe / Sortino", f"{rd.num(s['sharpe'])} / {rd.num(s['sortino'])}"),
+        ("Sharpe / Sortino", f"{rd.num(s['sharpe'])} / {rd.num(s['sortino'])}"
+                             + (f" (over {s.get('return_days', 0)} days: too few to mean much)" if few else "")),
         ("Avg holding", f"{rd.num(s['avg_holding_h'], 1)} h"),
         ("Per day", f"{rd.money(s['daily_avg'])} USDT"),
         ("Best / worst", f"{rd.money(best.get('net_pnl'))} / {rd.money(worst.get('net_pnl'))}"),
@@ -284,7 +297,8 @@ async def daily(ctx: Context, n: int = 7) -> Reply:
     for d, pnl in days:
         total += pnl
         rows.append([d.isoformat(), rd.money(pnl), rd.money(total)])
-    text = "\n".join([f"{rd.title('Daily PnL')} — last {n} days (UTC), total {rd.money(total)} USDT",
+    text = "\n".join([f"{rd.title('Daily PnL')} — last {n} days by the wall clock (UTC), total "
+                      f"{rd.money(total)} USDT",
                       rd.table(rows, ["day", "pnl", "cumulative"], right=(1, 2))])
     return Reply(text, buttons=[refresh_row("daily", str(n))])
 
@@ -395,9 +409,18 @@ async def close(ctx: Context, target: str, bot_id: str | None = None) -> Reply:
 
 
 async def retrain(ctx: Context, strategy: str | None = None) -> Reply:
-    queued = await ctx.desk.retrain(strategy, ctx.actor)
-    lines = [f"{esc(b)}: {esc(', '.join(names) or 'nothing to retrain')}" for b, names in queued.items()]
-    return Reply("\n".join(["🧠 retraining (off the event loop; challengers face the gate):", *lines]))
+    lines = []
+    for bot_id, q in (await ctx.desk.retrain(strategy, ctx.actor)).items():
+        if not q.strategies:
+            lines.append(f"{esc(bot_id)}: nothing to retrain (no new outcomes since the last training, "
+                         "or too few for a first model)")
+            continue
+        line = f"{esc(bot_id)}: {esc(', '.join(q.strategies))} queued"
+        if q.behind:
+            line += f", behind a running retrain ({esc(', '.join(q.behind))})"
+        lines.append(line)
+    return Reply("\n".join(["🧠 retrain: challengers face the gate off the event loop; the verdicts follow here",
+                             *lines]))
 
 
 async def ml_stats(ctx: Context) -> Reply:
@@ -472,10 +495,14 @@ def _bytes(n: int | None) -> str:
 async def health(ctx: Context) -> Reply:
     doc = await ctx.desk.health()
     auth = ctx.extras.get("auth")
-    scalars = [(k, v) for k, v in doc.items() if not isinstance(v, list | dict)]
+    # ages and uptimes as durations, not raw seconds
+    scalars = [(k.removesuffix("_s"), rd.duration(v)) if k.endswith("_s") and isinstance(v, int | float) else (k, v)
+               for k, v in doc.items() if not isinstance(v, list | dict)]
+    faults = doc.get("faults") or []
     if auth is not None:
         scalars.append(("refused telegram users", f"{auth.refused_total} (last hour replies: {auth.replies})"))
     parts = [rd.title("Health"), rd.kv(scalars) if scalars else "no host health in this process"]
+    parts += [f"⚠️ {esc(f)}" for f in faults]
     bots_ = doc.get("bots") or []
     if bots_:
         parts.append(rd.table([[b.get("id"), b.get("status"), b.get("mode"), b.get("open_trades"),
@@ -489,9 +516,13 @@ async def jobs(ctx: Context) -> Reply:
     runs = await ctx.desk.jobs()
     if not runs:
         return Reply("no job has run yet")
-    rows = [[j.get("job_id") or j.get("id"), j.get("last_status") or j.get("status"),
-             rd.when(j.get("started") or j.get("next_run")), (j.get("error") or "")[:40]] for j in runs]
-    return Reply("\n".join([rd.title("Jobs"), rd.table(rows, ["job", "status", "started (UTC)", "error"])]))
+    # a host lists its scheduler (last run and next run); without one, the last recorded runs
+    rows = [[j.get("job_id") or j.get("id"), j.get("last_status") or "not run yet",
+             rd.when(j.get("last_run") or j.get("started")) if (j.get("last_run") or j.get("started")) else "–",
+             rd.when(j["next_run"]) if j.get("next_run") else "–",
+             (j.get("last_error") or j.get("error") or "")[:40]] for j in runs]
+    return Reply("\n".join([rd.title("Jobs"), rd.table(rows, ["job", "last", "last run (UTC)", "next run (UTC)",
+                                                              "error"])]))
 
 
 async def risk(ctx: Context, bot_id: str | None = None, key: str | None = None, value: str | None = None) -> Reply:
@@ -555,7 +586,8 @@ async def analysis(ctx: Context, symbol: str) -> Reply:
                      f"{rd.pct(g['atr_percentile'], ratio=g['atr_percentile'] <= 1, digits=0)}, "
                      f"BTC {_TREND.get(g['btc_trend'], '?')}")
         ind = doc["indicators"]
-        parts.append(rd.table([[k, rd.num(v, 4)] for k, v in ind.items()], right=(1,)))
+        parts.append(rd.table([[k, rd.num(v, 1) if k in OSCILLATORS else rd.level(v)] for k, v in ind.items()],
+                              right=(1,)))
     signals = a.get("latest_signals") or {}
     if signals:
         rows = [[s, d["side"], rd.when(d["time"])[5:], rd.price(d["entry"]), rd.price(d["stop_loss"]),

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ICONS = {"trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "breaker": "⚡", "bot_failed": "💥",
          "feed_failed": "💥", "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗",
-         "start": "🚀", "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "ml_refused": "🧠",
+         "start": "🚀", "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "ml_refused": "🧠", "retrain_done": "🧠",
          "daily_report": "📊", "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁",
          "strategy_failed": "🧩"}
 DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed", "job_failed", "job_failing",

@@ -92,6 +92,31 @@ def price(x: Any) -> str:
     return f"{value.normalize():f}" if abs(value) < 1000 else f"{float(value):,.2f}"
 
 
+def level(x: Any) -> str:
+    """A price-like figure (an EMA, a band, an ATR) to the precision its size needs: 5 significant digits
+    under 1,000 (0.52341, 3.1416), cents above (57,123.45)."""
+    if x is None:
+        return DASH
+    v = float(x)
+    if v != v:
+        return DASH
+    return f"{v:,.2f}" if abs(v) >= 1000 else f"{v:.5g}"
+
+
+def duration(seconds: Any) -> str:
+    """Seconds as an operator reads them: 42 s, 5 min, 3 h 20 min, 2 d 4 h."""
+    if seconds is None:
+        return DASH
+    s = float(seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    if s < 86_400:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    return f"{int(s // 86_400)} d {int(s % 86_400 // 3600)} h"
+
+
 def value(x: Any) -> str:
     """A setting as an operator writes it: Decimal("1.0000000000") -> "1", None -> "–"."""
     if x is None:

@@ -357,6 +357,11 @@ class BybitFeed:
         }
 
     @property
+    def receiving(self) -> bool:
+        """Market data arrives: some connection is up and heard from the server within the silence timeout."""
+        return any(s.socket is not None and s.socket.idle_seconds() <= self._silence_timeout for s in self._shards)
+
+    @property
     def shards(self) -> list[tuple[str, ...]]:
         """The symbols of each connection, in connection order."""
         return [s.symbols for s in self._shards]

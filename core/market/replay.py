@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # A replay yields to the event loop this often so the host keeps answering while it runs.
 YIELD_EVERY = 2000
+WARMUP_CANDLES = 1000  # per series: the history before a replayed window fed to the indicators
 
 
 def merge_order(series: Sequence[CandleSeries]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +35,18 @@ def merge_order(series: Sequence[CandleSeries]) -> tuple[np.ndarray, np.ndarray]
     rank = np.concatenate([np.full(len(s), symbol_rank[s.symbol], np.int64) for s in series])
     order = np.lexsort((rank, step, close))  # last key is primary
     return which[order], row[order]
+
+
+def history_before(series: Sequence[CandleSeries], start_ms: int | None, limit: int,
+                   not_before_ms: int | None = None) -> list[Candle]:
+    """The last `limit` candles of each series opening before `start_ms` (and at or after `not_before_ms`),
+    in merge order: the indicators' warm-up before a replayed window."""
+    if start_ms is None:
+        return []
+    before = [s.window(not_before_ms, start_ms) for s in series]
+    before = [s.take(slice(max(0, len(s) - limit), len(s))) for s in before]
+    which, row = merge_order(before)
+    return [before[w].candle(r) for w, r in zip(which.tolist(), row.tolist(), strict=True)]
 
 
 def sort_key(candle: Candle) -> tuple[int, int, str]:

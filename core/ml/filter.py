@@ -111,6 +111,16 @@ class _Strategy:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """The gate's latest word on a strategy's challenger."""
+
+    strategy: str
+    version: int
+    promoted: bool
+    why: str
+
+
+@dataclass(frozen=True)
 class Trained:
     """A trained model waiting to be written to the registry."""
 
@@ -198,6 +208,17 @@ class MLScorer:
         if st is None or st.trained_n is None:
             return max(0, self.settings.min_samples - n)
         return max(0, st.trained_n + self.settings.retrain_every - n)
+
+    def training(self) -> list[str]:
+        """Strategies whose training runs now (a /retrain waits behind them)."""
+        return [name for name, st in sorted(self.strategies.items()) if st.busy]
+
+    def verdict(self, name: str) -> Verdict | None:
+        st = self.strategies.get(name)
+        if st is None or st.last_report is None:
+            return None
+        report = st.last_report
+        return Verdict(name, int(report["version"]), bool(report["promoted"]), str(report["why"]))
 
     def request_retrain(self, strategy: str | None = None) -> list[str]:
         """/retrain: mark strategies to retrain at the next retrain_pending(); returns those that can."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, Role, Strategy, bounded_stop
 from core.strategies.mean_reversion import MeanReversion
-from core.strategies.params import StopParams, StrategyParams
+from core.strategies.params import OFF, Search, StopParams, StrategyParams
 from core.strategies.regime import Regime
 from core.strategies.registry import BUILTIN, STRATEGIES, StrategyRefused, StrategySpec
 from core.strategies.scalp import Scalp
@@ -51,5 +51,6 @@ def build_strategies(config: BotConfig) -> Lineup:
     return lineup
 
 
-__all__ = ["STRATEGIES", "Context", "Lineup", "Proposal", "Regime", "Role", "SeriesState", "StopParams", "Strategy",
-           "StrategyParams", "StrategyRefused", "StrategySpec", "bounded_stop", "build_strategies"]
+__all__ = ["OFF", "STRATEGIES", "Context", "Lineup", "Proposal", "Regime", "Role", "Search", "SeriesState",
+           "StopParams", "Strategy", "StrategyParams", "StrategyRefused", "StrategySpec", "bounded_stop",
+           "build_strategies"]

@@ -3,13 +3,13 @@ stretch beyond it with RSI at an extreme; target the middle band."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
 
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
-from core.strategies.params import AdxRange, MaxStopAtr, MinStopAtr, RsiLevel, StopParams, below
+from core.strategies.params import OFF, AdxRange, MaxStopAtr, MinStopAtr, RsiLevel, Search, StopParams, below
 from core.strategies.regime import Regime
 
 WARMUP = 50
@@ -22,6 +22,10 @@ class MeanReversionParams(StopParams):
     adx_range: AdxRange = 22.0
     rsi_low: Annotated[RsiLevel, Field(description="a long needs RSI at or below this within 3 candles")] = 35.0
     rsi_high: Annotated[RsiLevel, Field(description="a short needs RSI at or above this within 3 candles")] = 65.0
+    search_space: ClassVar[dict[str, Search]] = {
+        **StopParams.search_space, "rsi_low": Search(15, 45, step=1), "rsi_high": Search(55, 85, step=1),
+        "adx_trend": OFF,  # the gate only asks for a range
+    }
 
     @model_validator(mode="after")
     def _rsi_band(self) -> MeanReversionParams:

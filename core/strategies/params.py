@@ -9,7 +9,7 @@ below carry the bounds and the description, so a model that only changes a defau
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import annotated_types as at
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,11 +26,36 @@ MaxStopAtr = Annotated[float, Field(gt=0, le=20, description="farthest stop, in 
 RsiLevel = Annotated[float, Field(ge=1, le=99, description="RSI level")]
 
 
+@dataclass(frozen=True, slots=True)
+class Search:
+    """How `optimize` searches one parameter: a range inside its declared bounds (never beyond them: a range
+    that leaves them is refused), a grid step, a log scale, a subset of a Literal's choices, or `off`
+    (not searched: it keeps its value)."""
+
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+    off: bool = False
+
+
+OFF = Search(off=True)
+
+
 class StrategyParams(BaseModel):
     """The fields the engine itself reads: on/off, the cooldown, and the regime gate's thresholds (the
     regime handed to `allowed` is computed with them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # what `optimize` searches (core/optimize/space.py): every bounded field within its bounds, narrowed here
+    # to the ranges worth a trial; a subclass adds to or replaces its parent's entries ({**Parent.search_space})
+    search_space: ClassVar[dict[str, Search]] = {
+        "cooldown_candles": Search(0, 24),
+        "adx_trend": Search(15, 40, step=1),
+        "adx_range": Search(12, 30, step=1),
+        "max_atr_percentile": Search(0.7, 1.0, step=0.01),
+    }
 
     enabled: Annotated[bool, Field(description="run this strategy")] = True
     cooldown_candles: CooldownCandles = 4
@@ -44,6 +69,12 @@ class StopParams(StrategyParams):
 
     min_stop_atr: MinStopAtr = 0.8
     max_stop_atr: MaxStopAtr = 3.0
+    # disjoint ranges: every sampled pair keeps min below max
+    search_space: ClassVar[dict[str, Search]] = {
+        **StrategyParams.search_space,
+        "min_stop_atr": Search(0.3, 1.4, step=0.05),
+        "max_stop_atr": Search(1.5, 5.0, step=0.1),
+    }
 
     @model_validator(mode="after")
     def _stop_bounds(self) -> StopParams:

@@ -3,13 +3,23 @@ tight stop, target at reward/risk."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
 
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
-from core.strategies.params import CooldownCandles, MaxStopAtr, MinStopAtr, RewardRisk, RsiLevel, StopParams, below
+from core.strategies.params import (
+    OFF,
+    CooldownCandles,
+    MaxStopAtr,
+    MinStopAtr,
+    RewardRisk,
+    RsiLevel,
+    Search,
+    StopParams,
+    below,
+)
 from core.strategies.regime import Regime, trend_of
 
 WARMUP = 50
@@ -23,6 +33,12 @@ class ScalpParams(StopParams):
     rsi_low: Annotated[RsiLevel, Field(description="a short needs RSI between this and 50")] = 30.0
     rsi_high: Annotated[RsiLevel, Field(description="a long needs RSI between 50 and this")] = 70.0
     volume_z: Annotated[float, Field(ge=-5, le=10, description="volume z-score the reclaim candle needs")] = 1.0
+    search_space: ClassVar[dict[str, Search]] = {
+        **StopParams.search_space, "reward_risk": Search(1.0, 3.0, step=0.1),
+        "min_stop_atr": Search(0.3, 1.2, step=0.05), "max_stop_atr": Search(1.3, 4.0, step=0.1),
+        "rsi_low": Search(15, 45, step=1), "rsi_high": Search(55, 85, step=1), "volume_z": Search(0, 3, step=0.1),
+        "adx_range": OFF,  # the gate only asks for calm; the slow trend is adx_trend's
+    }
 
     @model_validator(mode="after")
     def _rsi_band(self) -> ScalpParams:

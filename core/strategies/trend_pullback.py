@@ -3,9 +3,11 @@ candle closes back in the trend's direction; stop beyond the swing, target at re
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from core.market.state import SeriesState
 from core.strategies.base import Context, Proposal, bounded_stop
-from core.strategies.params import RewardRisk, StopParams
+from core.strategies.params import OFF, RewardRisk, Search, StopParams
 from core.strategies.regime import Regime
 
 WARMUP = 200  # candles before the slow EMA means anything
@@ -13,6 +15,10 @@ WARMUP = 200  # candles before the slow EMA means anything
 
 class TrendPullbackParams(StopParams):
     reward_risk: RewardRisk = 2.0
+    search_space: ClassVar[dict[str, Search]] = {
+        **StopParams.search_space, "reward_risk": Search(1.0, 4.0, step=0.1),
+        "adx_range": OFF,  # the gate only asks for a trend
+    }
 
 
 class TrendPullback:

@@ -152,3 +152,33 @@ async def test_a_dead_bot_shows(tmp_path: Path, sqlite_url: str) -> None:
         await runtime.stop()
         await host.engine.dispose()
     assert [n.kind for n in notices if n.kind == "bot_failed"] == ["bot_failed"]
+
+
+async def test_a_live_feed_that_hears_nothing_shows(tmp_path: Path, sqlite_url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline (or Bybit unreachable), the live feed keeps retrying without a word from the server: /health
+    says it is not receiving, instead of "ok / feed running"."""
+    import bot.runtime as runtime_module
+    from tests.fakes.bybit import FakeBybit
+
+    monkeypatch.setattr(runtime_module, "FEED_SILENT_S", 0.5)
+    settings = load_settings(database_url=sqlite_url, data_dir=tmp_path / "var", market_feed="bybit",
+                             secret_key="k" * 40)
+    await asyncio.to_thread(migrations.upgrade, settings.database_url)
+    db = create_engine(settings.database_url, null_pool=True)
+    with FakeBybit() as fake:  # its REST answers the backfill; Bybit's stream cannot be reached from here
+        runtime = Runtime(settings.model_copy(update={"bybit_rest_url": fake.url}), db, None, lambda n: None)
+        host = Host(settings=settings, engine=db, runtime=runtime)
+
+        async def test(health: Health) -> None:
+            await runtime.start()
+            await wait_until(lambda: runtime.feed_state() == "not receiving", "the feed to count as silent", 15)
+            status, body = await health()
+            assert status == 503 and body["feed"] == "not receiving", body
+            assert any("no market data from Bybit" in f for f in body["faults"]), body
+
+        try:
+            await _served(host, test)
+        finally:
+            await runtime.stop()
+            await db.dispose()

@@ -50,6 +50,9 @@ def test_a_halt_shows_everywhere_and_resumes_only_by_its_button(tmp_path: Path, 
 
     listing = run(["bots", "list"], tmp_path, env)
     assert listing.returncode == 0 and "halted since " in listing.stdout and "drawdown" in listing.stdout
+    # a replay's bot is a research record the desk never trades; as a paper bot it is a desk bot halted by
+    # that drawdown, with its saved state (equity, peak) as the replay left it
+    _rows(tmp_path, "UPDATE bots SET mode = 'paper'")
 
     desk = DeskProcess(tmp_path, env).start()
     try:

@@ -65,7 +65,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     done = run(["replay", "--data", str(tmp_path / "nowhere")], tmp_path, desk_env())
     assert done.returncode == 1 and "nowhere" in done.stderr
     done = run(["replay", "--data", DATA, "--intervals", "15"], tmp_path, desk_env())
-    assert done.returncode == 1 and "--intervals" in done.stderr
+    assert done.returncode == 2 and "--intervals" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     done = run(["replay", "--data", DATA, "--from", "yesterday"], tmp_path, desk_env())
     assert done.returncode == 2 and "yesterday" in done.stderr
 

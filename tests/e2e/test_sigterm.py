@@ -248,7 +248,7 @@ def _processed_now(desk: DeskProcess) -> int:
 async def _start_retrain(api: FakeBotAPI, log: LogTail, case: Case) -> None:
     """/retrain from the admin until a strategy has the outcomes to train on."""
     def answers() -> int:
-        return len([s for s in api.to(ADMIN) if "retraining" in s.text])
+        return len([s for s in api.to(ADMIN) if "retrain:" in s.text or "nothing to retrain" in s.text])
 
     deadline = time.monotonic() + 60
     while not log.has("retrain started"):

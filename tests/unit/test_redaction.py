@@ -110,3 +110,27 @@ def test_no_secret_in_logs_or_sentry(configured: Any, fmt: str) -> None:
     for secret in SECRETS:
         assert secret not in logs, f"{secret[:6]}… leaked into logs"
         assert secret.encode() not in payload, f"{secret[:6]}… leaked into Sentry"
+
+
+def test_library_errors_are_said_once_an_hour_as_warnings() -> None:
+    """pybit/websocket reconnect errors (offline: dozens a minute) reach the log once per kind an hour."""
+    import logging
+
+    from bot.logs import LibraryLogLimiter
+
+    now = [0.0]
+    limiter = LibraryLogLimiter(every_s=3600, clock=lambda: now[0])
+
+    def record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+    first = record("websocket", "[Errno -2] Name or service not known - goodbye")
+    assert limiter.filter(first) and first.levelname == "WARNING"
+    for n in range(30):
+        now[0] += 1
+        assert not limiter.filter(record("websocket", f"[Errno -{n}] Name or service not known - goodbye"))
+    assert limiter.filter(record("pybit._websocket_stream", "Connection failed"))  # another kind: said
+    assert limiter.filter(record("phantomdesk", "the desk's own error"))  # never the desk's own lines
+    now[0] += 3600
+    later = record("websocket", "[Errno -2] Name or service not known - goodbye")
+    assert limiter.filter(later) and "(30 more like it since)" in later.getMessage()

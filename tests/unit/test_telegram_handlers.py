@@ -45,7 +45,7 @@ from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
-from core.desk import Desk
+from core.desk import Desk, RetrainQueued
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
@@ -150,13 +150,16 @@ class FakeRuntime:
     def trader(self, bot_id: str) -> Any:
         return self.trader_ if bot_id == "replay" else None
 
+    def starting(self, bot_id: str) -> bool:
+        return False
+
     def set_paused(self, bot_id: str, paused: bool) -> bool:
         self.paused[bot_id] = paused
         return True
 
-    async def retrain(self, bot_id: str, strategy: str | None) -> list[str]:
+    async def retrain(self, bot_id: str, strategy: str | None) -> RetrainQueued:
         self.retrained.append((bot_id, strategy))
-        return [strategy] if strategy else ["trend_pullback", "mean_reversion", "scalp"]
+        return RetrainQueued([strategy] if strategy else ["trend_pullback", "mean_reversion", "scalp"], [])
 
     async def close_positions(self, bot_id: str, symbol: str | None, actor: str,
                               trade_ids: list[str] | None = None) -> list[Closing]:
@@ -305,7 +308,7 @@ HAPPY = [
     ("/performance", "by strategy"), ("/performance replay", "SOLUSDT"), ("/ml_stats", "ML filter"),
     ("/phantom_stats", "Phantoms"), ("/phantom_stats BTCUSDT", "BTCUSDT"), ("/db_stats", "candles"),
     ("/health", "refused telegram users"), ("/jobs", "job"), ("/risk", "risk_pct"), ("/risk replay", "max_leverage"),
-    ("/recovery", "no recovery item"), ("/analysis BTCUSDT", "Analysis"), ("/retrain", "retraining"),
+    ("/recovery", "no recovery item"), ("/analysis BTCUSDT", "Analysis"), ("/retrain", "queued"),
     ("/retrain scalp", "scalp"), ("/pause replay calm down", "paused"), ("/resume all", "running"),
     ("/risk set max_positions 4", "max_positions 5 → <b>4</b>"), ("/close BTCUSDT", "Close <b>1</b> position"),
     ("/chart equity", "equity"), ("/chart daily 30", "daily"), ("/chart winrate", "winrate"),
@@ -967,3 +970,20 @@ async def test_fuzz_callback_data(h: Harness, data: str, user: int) -> None:
     assert status_after == status_before
     assert h.runtime is not None and not h.runtime.closed and not h.runtime.paused
     assert audit_after - audit_before <= 1  # at most the audit line of the press itself
+
+
+async def test_jobs_tell_a_next_run_from_a_last_run(h: Harness) -> None:
+    """A job that never ran says so; its next run is not shown as when it started."""
+    later, earlier = datetime(2026, 12, 1, 0, 40, tzinfo=UTC), datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+
+    async def listing() -> list[dict[str, Any]]:
+        return [{"job_id": "backup", "next_run": later, "last_status": None, "last_run": None, "last_error": None},
+                {"job_id": "heartbeat", "next_run": later, "last_status": "ok", "last_run": earlier,
+                 "last_error": None}]
+
+    h.desk.jobs_fn = listing
+    [reply] = await h.send(ADMIN, "/jobs")
+    lines = {line.split()[0]: line for line in reply.text.splitlines() if line.startswith(("backup", "heartbeat"))}
+    assert "last run (UTC)" in reply.text and "next run (UTC)" in reply.text
+    assert "not run yet" in lines["backup"] and " – " in lines["backup"] and "12-01 00:40" in lines["backup"]
+    assert "11-30 05:00" in lines["heartbeat"] and "12-01 00:40" in lines["heartbeat"]
