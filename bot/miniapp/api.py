@@ -26,6 +26,8 @@ from bot.telegram.keyboards import ALREADY_DECIDED, CONFIRM_TTL_S, Confirm, Conf
 from bot.telegram.render import value
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, Role, TradeQuery
+from core.stats import MIN_RATIO_DAYS
+from core.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,21 @@ class MiniAppApi:
     async def overview(self, request: web.Request) -> web.Response:
         """The first screen: every bot with its status (halts included) and positions, and the PnL windows."""
         desk = self.desk
-        positions = {st["bot_id"]: st["positions"] for st in await desk.status()}
-        bots = [s.BotCard.model_validate({**b, "positions": positions.get(b["id"], [])}) for b in await desk.bots()]
+        status = {st["bot_id"]: st for st in await desk.status()}
+        balance = {b["bot_id"]: b for b in await desk.balance()}
+        bots = []
+        for b in await desk.bots():
+            st, bal = status.get(b["id"], {}), balance.get(b["id"], {})
+            bots.append(s.BotCard.model_validate({
+                **b, "positions": st.get("positions", []), "starting": bool(st.get("starting")),
+                "running_here": bool(st.get("running_here", b.get("running_here"))),
+                "equity": bal["equity"] if bal.get("equity") is not None else b.get("equity"),
+                "peak": bal.get("peak"), "drawdown_pct": bal.get("drawdown_pct"), "today": bal.get("day_pnl"),
+                "saved_at": bal.get("as_of")}))
         windows = [s.Window(label=label, days=days, figures=s.Figures.model_validate(await desk.stats(days)))
                    for label, days in WINDOWS]
-        return _json(s.Overview(me=_me(request[ACTOR]), bots=bots, windows=windows, as_of=datetime.now(UTC)))
+        return _json(s.Overview(me=_me(request[ACTOR]), bots=bots, windows=windows, min_ratio_days=MIN_RATIO_DAYS,
+                                as_of=datetime.now(UTC)))
 
     async def equity(self, request: web.Request) -> web.Response:
         curve = await self.desk.equity(_int(request, "days"), _text(request, "bot"))
@@ -332,12 +344,39 @@ async def _act_risk(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
     return s.ActionResult(ok=bool(lines), message="applied" if lines else "no bot changed", lines=lines)
 
 
+async def _ask_retrain(desk: Desk, body: dict[str, Any]) -> Asked:
+    req = s.RetrainRequest.model_validate(body)
+    if req.strategy is not None and STRATEGIES.get(req.strategy) is None:
+        raise BadArgument(f"unknown strategy {req.strategy!r} (strategies: {', '.join(STRATEGIES.names())})")
+    here = [st["bot_id"] for st in await desk.status(req.bot) if st.get("running_here")]
+    if not here:
+        raise BadArgument(f"bot {req.bot} is not running in this process" if req.bot
+                          else "no bot is running in this process")
+    what = req.strategy or "every strategy with new outcomes since its last training"
+    return (f"Retrain {what}?", [f"{b}: challengers face the gate off the event loop; the verdicts follow in the chat"
+                                 for b in here], f"{req.bot or 'all'}-{req.strategy or 'all'}",
+            {"strategy": req.strategy, "bot": req.bot})
+
+
+async def _act_retrain(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
+    queued = await desk.retrain(p.params["strategy"], actor, p.params["bot"])  # re-checked: bots running here now
+    lines = []
+    for bot_id, q in queued.items():
+        if not q.strategies:
+            lines.append(f"{bot_id}: nothing to retrain (no new outcomes since the last training, "
+                         "or too few for a first model)")
+            continue
+        lines.append(f"{bot_id}: {', '.join(q.strategies)} queued"
+                     + (f", behind a running retrain ({', '.join(q.behind)})" if q.behind else ""))
+    return s.ActionResult(ok=any(q.strategies for q in queued.values()), message="retrain", lines=lines)
+
+
 ASKS: dict[str, Callable[[Desk, dict[str, Any]], Awaitable[Asked]]] = {
     "pause": _ask_pause, "resume": _ask_resume, "close": _ask_close, "decide": _ask_decide,
-    "promote": _ask_promote, "risk": _ask_risk}
+    "promote": _ask_promote, "risk": _ask_risk, "retrain": _ask_retrain}
 ACTS: dict[str, Callable[[Desk, Pending, Actor], Awaitable[s.ActionResult]]] = {
     "pause": _act_pause, "resume": _act_resume, "close": _act_close, "decide": _act_decide,
-    "promote": _act_promote, "risk": _act_risk}
+    "promote": _act_promote, "risk": _act_risk, "retrain": _act_retrain}
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

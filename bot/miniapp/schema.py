@@ -44,10 +44,12 @@ class Figures(Model):
     sortino: float | None
     avg_holding_h: float | None
     daily_avg: float | None
+    return_days: int | None = None  # the daily returns Sharpe and Sortino rest on (few: flagged, as in /stats)
+    newest_exit: datetime | None = None  # a window without trades: when the newest one closed (a replay's market time)
 
 
 class Window(Model):
-    label: str  # "24 h", "7 d", "30 d", "all"
+    label: str  # "24 h", "7 d", "30 d", "all": the last N days by the wall clock (UTC), as /stats N
     days: int | None
     figures: Figures
 
@@ -67,15 +69,22 @@ class Position(Model):
 
 
 class BotCard(Model):
+    """desk.bots(), desk.status() and desk.balance() of one bot: what /bots, /status and /balance say of it."""
+
     id: str
-    mode: str | None
+    mode: str | None  # paper | live | replay (a replay's record: readable, never traded)
     status: str | None  # running | paused | halted
     reason: str | None
     since: datetime | None
-    equity: float | None
+    equity: float | None  # open positions at their last price; a bot not running here: its saved state's
+    peak: float | None = None
+    drawdown_pct: float | None = None
+    today: float | None = None  # net PnL of the trades closed since 00:00 UTC by the wall clock (as /balance)
+    saved_at: datetime | None = None  # not running here: when the equity above was saved
     open_positions: int
     pending_recovery: int
     running_here: bool
+    starting: bool = False  # held here, its state not restored yet (figures follow in a moment)
     positions: list[Position]
 
 
@@ -83,6 +92,7 @@ class Overview(Model):
     me: Me
     bots: list[BotCard]
     windows: list[Window]
+    min_ratio_days: int  # Sharpe / Sortino over fewer daily returns are flagged (core.stats.MIN_RATIO_DAYS)
     as_of: datetime
 
 
@@ -275,6 +285,11 @@ class PromoteRequest(Model):
     bot: str
     strategy: str
     version: int
+
+
+class RetrainRequest(Model):
+    strategy: str | None = None  # every strategy with new outcomes when absent (as /retrain)
+    bot: str | None = None
 
 
 class RiskRequest(Model):

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,7 +126,9 @@ def browser() -> Iterator[Any]:
     with sync_playwright() as pw:
         # a fresh profile per launch (Playwright's temporary --user-data-dir); no background connections
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        try:
+        try:  # Debian's build, not a browser Playwright downloaded
+            debian = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60).stdout
+            assert "Debian" in debian and browser.version in debian, (debian, browser.version)
             yield browser
         finally:
             browser.close()
@@ -138,8 +143,8 @@ def test_the_mini_app_in_a_real_browser(tmp_path: Path, api: FakeBotAPI, browser
                timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     db = tmp_path / "var" / "phantomdesk.db"
-    with sqlite3.connect(db) as conn:  # its drawdown guard halted it: the operator resumed it
-        conn.execute("UPDATE bots SET status = 'running', status_reason = NULL")
+    with sqlite3.connect(db) as conn:  # a replay's record made a paper bot the host trades; its halt resumed
+        conn.execute("UPDATE bots SET mode = 'paper', status = 'running', status_reason = NULL")
     item_id = in_thread(_raise_item(db))
     expected = in_thread(_desk_stats(db))
     assert expected[None]["trades"] > 20
@@ -157,7 +162,7 @@ def test_the_mini_app_in_a_real_browser(tmp_path: Path, api: FakeBotAPI, browser
         assert {"text": "📊 Open the dashboard", "web_app": {"url": "https://desk.example/app/"}} in buttons
 
         _identity_is_telegrams(base)
-        shots = tmp_path / "screenshots"
+        shots = Path(os.environ.get("PD_SCREENSHOTS") or tmp_path / "screenshots")  # CI may keep them
         _admin(browser, base, db, expected, item_id, shots)
         _viewer(browser, base, db, shots)
         page = browser.new_page(viewport={"width": 360, "height": 640})  # opened outside Telegram: no initData
@@ -218,7 +223,13 @@ def _admin(browser: Any, base: str, db: Path, expected: dict[int | None, dict[st
     for window in overview["windows"]:
         stats = expected[window["days"]]
         for key, value in window["figures"].items():
-            assert value == stats[key], (window["label"], key)
+            if key == "newest_exit":  # a window without trades: when the newest closed (the replay's 2021)
+                assert (value and datetime.fromisoformat(value)) == stats.get(key), window["label"]
+            else:
+                assert value == stats.get(key), (window["label"], key)
+        if not window["figures"]["trades"] and window["days"]:
+            card = page.inner_text(f"[data-window='{window['label']}']")
+            assert f"newest closed {stats['newest_exit']:%Y-%m-%d}" in card, card
     all_time = expected[None]
     figure = lambda key: page.inner_text(f"#all-time [data-figure='{key}']")  # noqa: E731
     assert figure("trades") == str(all_time["trades"])
@@ -249,12 +260,23 @@ def _admin(browser: Any, base: str, db: Path, expected: dict[int | None, dict[st
     page.wait_for_selector("article[data-bot='replay'] .badge[data-status='paused']")
 
     # every screen renders at 360 px; the recovery inbox offers the item's options
-    for name in ("equity", "trades", "phantoms", "recovery", "models", "system"):
+    for name in ("equity", "trades", "phantoms", "recovery", "models", "risk", "system"):
         _screen(page, name)
         assert page.evaluate("document.documentElement.scrollWidth") <= 360, name
         page.screenshot(path=str(shots / f"{name}-light.png"), full_page=True)
     _screen(page, "recovery")
     assert page.locator(f"article[data-item='{item_id}'] button[data-action='decide']").count() == 3
+    # a risk change through its confirmation, typed on the phone
+    _screen(page, "risk")
+    page.fill("[data-risk='replay'] input[name='risk_pct']", "0.5")
+    page.click("[data-risk='replay'] .set:has(input[name='risk_pct']) button")
+    page.wait_for_selector("dialog#confirm[open]")
+    assert page.inner_text("#confirm-title") == "Set risk_pct = 0.5?"
+    assert Decimal(str(rows(db, "SELECT risk_pct FROM bots")[0][0])) != Decimal("0.5")
+    page.click("#confirm-yes")
+    page.locator("#toast", has_text="applied").wait_for()
+    assert Decimal(str(rows(db, "SELECT risk_pct FROM bots")[0][0])) == Decimal("0.5")
+    assert ("risk_set", f"tg:{ADMIN}") in rows(db, "SELECT action, actor FROM audit_log")
     _screen(page, "trades")
     total = rows(db, "SELECT count(*) FROM trades WHERE status = 'closed'")[0][0]
     assert page.inner_text("#trades-count").startswith(f"{total} trades")
@@ -271,15 +293,56 @@ def _admin(browser: Any, base: str, db: Path, expected: dict[int | None, dict[st
     _screen(page, "equity")
     page.wait_for_selector("#equity-chart canvas")
     page.screenshot(path=str(shots / "equity-dark.png"), full_page=True)
+    _zoom(page)
     page.context.close()
+
+
+TOUCH = """([start, end]) => {  // fingers at the x offsets `start` move to `end`, as a phone sends it
+    const over = document.querySelector('#equity-chart .u-over'), r = over.getBoundingClientRect(), y = r.top + 20;
+    const touches = (xs) => xs.map((x, i) => new Touch({identifier: i + 1, target: over, clientX: r.left + x,
+                                                         clientY: y}));
+    const send = (type, list) => over.dispatchEvent(new TouchEvent(type, {touches: list, cancelable: true,
+                                                                          bubbles: true}));
+    send('touchstart', touches(start));
+    send('touchmove', touches(end));
+    send('touchend', []);
+}"""
+
+
+def _zoom(page: Any) -> None:
+    """The equity chart zooms in and out (buttons, a pinch), pans (a sideways swipe), both panes together
+    (view() reads each pane's time range)."""
+    def view() -> tuple[float, float]:
+        equity, drawdown = (page.locator(f"#{name}-chart") for name in ("equity", "drawdown"))
+        shown = float(equity.get_attribute("data-x-min")), float(equity.get_attribute("data-x-max"))
+        assert (float(drawdown.get_attribute("data-x-min")), float(drawdown.get_attribute("data-x-max"))) == shown
+        return shown
+
+    lo, hi = view()
+    full = hi - lo
+    assert full > 10 * 86_400  # the replay's two weeks
+    page.click("button[data-zoom='in']")
+    a, b = view()
+    assert b - a == pytest.approx(full / 2) and (a + b) / 2 == pytest.approx((lo + hi) / 2)
+    page.evaluate(TOUCH, [[100, 140], [60, 180]])  # a pinch: fingers three times as far apart, a third of the span
+    c, d = view()
+    assert d - c == pytest.approx(full / 6)
+    page.evaluate(TOUCH, [[200], [100]])  # a swipe to the left: later in time, the span kept
+    e, f = view()
+    assert f - e == pytest.approx(full / 6) and e > c
+    page.click("button[data-zoom='out']")
+    assert view()[1] - view()[0] == pytest.approx(full / 3)
+    page.click("button[data-zoom='reset']")
+    assert view() == (lo, hi)
 
 
 def _viewer(browser: Any, base: str, db: Path, shots: Path) -> None:
     page = _open(browser, base, VIEWER, LIGHT, "light")
     assert page.locator("button.act").count() == 0  # no action control for a viewer
     page.screenshot(path=str(shots / "overview-viewer.png"), full_page=True)
-    _screen(page, "recovery")
-    assert page.locator("button.act").count() == 0
+    for name in ("recovery", "models", "risk"):
+        _screen(page, name)
+        assert page.locator("button.act").count() == 0 and page.locator("input").count() == 0, name
     forged = page.evaluate("""async (init) => {
         const post = (path, body) => fetch('/api' + path, {method: 'POST', body: JSON.stringify(body),
             headers: {Authorization: 'tma ' + init, 'Content-Type': 'application/json'}}).then(r => r.status);
@@ -288,4 +351,13 @@ def _viewer(browser: Any, base: str, db: Path, shots: Path) -> None:
     }""", page.evaluate("window.tg.initData"))
     assert forged == [403, 403, 403]
     assert rows(db, "SELECT status FROM bots") == [("paused",)]
+    # the numbers refresh without a reload: an admin resumes the bot elsewhere, the viewer's page follows
+    _screen(page, "overview")
+    page.wait_for_selector("article[data-bot='replay'] .badge[data-status='paused']")
+    admin = f"tma {init_data(ADMIN)}"
+    code, ask = call(base + "/api/actions/resume", admin, {"bot": "replay"})
+    assert code == 200, ask
+    assert call(base + "/api/confirm", admin, {k: ask[k] for k in ("action", "target", "token")}) == (
+        200, {"ok": True, "message": "running: replay", "lines": []})
+    page.wait_for_selector("article[data-bot='replay'] .badge[data-status='running']", timeout=30_000)
     page.context.close()

@@ -6,7 +6,7 @@
 const POLL_MS = 10000;
 const SCREENS = [
   ["overview", "Overview"], ["equity", "Equity"], ["trades", "Trades"], ["phantoms", "Phantoms"],
-  ["recovery", "Recovery"], ["models", "Models"], ["system", "System"],
+  ["recovery", "Recovery"], ["models", "Models"], ["risk", "Risk"], ["system", "System"],
 ];
 const state = {
   me: null, screen: "overview", busy: false, chart: null,
@@ -127,13 +127,18 @@ async function overview() {
   const cards = h("div", { class: "cards" }, o.windows.map((w) => h("div", { class: "card", dataset: { window: w.label } },
     h("div", { class: "label" }, w.label),
     h("div", { class: "big " + tone(w.figures.net_pnl), dataset: { figure: "net_pnl" } }, signed(w.figures.net_pnl)),
-    h("div", { class: "hint" }, `${w.figures.trades} trades · ${pct(w.figures.win_rate)}`))));
+    h("div", { class: "hint" }, w.figures.trades || !w.figures.newest_exit
+      ? `${w.figures.trades} trades · ${pct(w.figures.win_rate)}`
+      : `no trades; newest closed ${when(w.figures.newest_exit).slice(0, 10)}`))));
+  const clock = h("p", { class: "hint" }, "trades closed in the last 24 h / 7 / 30 days by the wall clock (UTC), "
+    + "as /stats N; a replay's trades carry their market's time");
   const figures = [
     ["Trades", "trades", `${all.trades}`], ["Win rate", "win_rate", pct(all.win_rate)],
     ["Net PnL", "net_pnl", money(all.net_pnl)], ["Profit factor", "profit_factor", num(all.profit_factor)],
     ["Expectancy", "expectancy_r", rMult(all.expectancy_r)],
     ["Max drawdown", "max_drawdown", `${money(all.max_drawdown)} (${pctPlain(all.max_drawdown_pct)})`],
-    ["Sharpe / Sortino", "sharpe", `${num(all.sharpe)} / ${num(all.sortino)}`],
+    ["Sharpe / Sortino", "sharpe", `${num(all.sharpe)} / ${num(all.sortino)}` + ((all.return_days || 0) < o.min_ratio_days
+      ? ` (${all.return_days || 0} days: too few to mean much)` : "")],
     ["Fees / funding", "fees", `${money(all.fees)} / ${signed(all.funding)}`],
   ];
   const kv = h("dl", { class: "kv", id: "all-time" }, figures.map(([label, key, value]) =>
@@ -146,16 +151,20 @@ async function overview() {
       h("span", { class: "grow r" }, b.equity === null ? DASH : money(b.equity))),
     b.status !== "running" && (b.reason || b.since)
       ? h("div", { class: "hint reason" }, `${b.reason || ""}${b.since ? " · since " + when(b.since) + " UTC" : ""}`) : null,
-    b.running_here ? null : h("div", { class: "hint" }, "not traded by this process"),
+    b.starting ? h("div", { class: "hint" }, "starting: restoring its state (figures follow in a moment)")
+      : b.running_here ? null : h("div", { class: "hint" }, b.mode === "replay" ? "a replay's record, never traded"
+        : "not running in this process" + (b.saved_at ? ` · equity as saved ${when(b.saved_at)} UTC` : "")),
+    h("div", { class: "hint figures" }, `peak ${money(b.peak)} · dd ${pctPlain(b.drawdown_pct)} · today `,
+      h("span", { class: tone(b.today), dataset: { figure: "today" } }, signed(b.today))),
     b.positions.length ? table(["symbol", "side", "qty", "entry", "last", "uPnL", ""], b.positions.map((p) => [
       p.symbol, p.side, price(p.qty), price(p.entry), price(p.last),
       h("span", { class: tone(p.unrealized) }, signed(p.unrealized)),
       actionButton("Close", "close", { symbol: p.symbol, bot: b.id }, "small danger")]), { right: [2, 3, 4, 5] })
       : h("div", { class: "hint" }, "no open positions"),
-    isAdmin() ? h("div", { class: "buttons" },
+    isAdmin() && b.mode !== "replay" ? h("div", { class: "buttons" },
       b.status === "running" ? actionButton("Pause", "pause", { bot: b.id }) : actionButton("Resume", "resume", { bot: b.id }),
       b.positions.length ? actionButton("Close all", "close", { symbol: "all", bot: b.id }, "danger") : null) : null));
-  return [section("PnL", cards), section("All time", kv), section("Bots", bots.length ? bots : h("p", { class: "hint" }, "no bots"))];
+  return [section("PnL", cards, clock), section("All time", kv), section("Bots", bots.length ? bots : h("p", { class: "hint" }, "no bots"))];
 }
 
 function cssVar(name, fallback) {
@@ -171,11 +180,14 @@ async function equity(poll) {
   }
   const ranges = h("div", { class: "buttons" }, [[7, "7 d"], [30, "30 d"], [90, "90 d"], [0, "All"]].map(([d, label]) =>
     h("button", { class: state.equity.days === d ? "on" : "", onclick: () => { state.equity.days = d; render(); } }, label)),
-  h("button", { onclick: () => state.chart && state.chart.forEach((u) => u.setData(u.data, true)) }, "Reset zoom"));
+  h("button", { "aria-label": "zoom in", dataset: { zoom: "in" }, onclick: () => zoomX(0.5) }, "＋"),
+  h("button", { "aria-label": "zoom out", dataset: { zoom: "out" }, onclick: () => zoomX(2) }, "－"),
+  h("button", { dataset: { zoom: "reset" }, onclick: () => zoomX(Infinity) }, "Reset zoom"));
   const top = h("div", { class: "chart", id: "equity-chart" });
   const bottom = h("div", { class: "chart small", id: "drawdown-chart" });
   const summary = h("p", { class: "hint" }, e.trades
-    ? `${e.trades} closed trades from ${money(e.capital)} capital; drag across a chart to zoom both, double-tap to reset`
+    ? `${e.trades} closed trades from ${money(e.capital)} capital; pinch or ＋/－ to zoom, swipe sideways to pan `
+      + "(with a mouse: drag across a chart, double-click to reset)"
     : "no closed trades yet");
   requestAnimationFrame(() => drawEquity(top, bottom, x, e));
   return [section("Equity", ranges, top), section("Drawdown below the peak", bottom, summary)];
@@ -191,7 +203,10 @@ function drawEquity(top, bottom, x, e) {
     width, height, cursor: { drag: { x: true, y: false }, sync: { key: "equity" } }, scales: { x: { time: true } },
     axes: [{ ...axis }, { ...axis, size: 56, values: yValues }], series: [{}, series],
     hooks: { setScale: [(u, key) => {
-      if (key !== "x" || syncing || !state.chart) return;
+      if (key !== "x") return;
+      u.root.parentElement.dataset.xMin = u.scales.x.min;  // each pane's zoom, readable by a test
+      u.root.parentElement.dataset.xMax = u.scales.x.max;
+      if (syncing || !state.chart) return;
       syncing = true;
       state.chart.filter((o) => o !== u).forEach((o) => o.setScale("x", { min: u.scales.x.min, max: u.scales.x.max }));
       syncing = false;
@@ -203,6 +218,55 @@ function drawEquity(top, bottom, x, e) {
     new window.uPlot(opts(130, { label: "drawdown", stroke: down, fill: down + "40", width: 1, value: (u, v) => pctPlain(v) },
       (u, v) => v.map((y) => y.toFixed(0) + "%")), [x, e.drawdown_pct], bottom),
   ];
+  state.chart.forEach(touchZoom);
+}
+
+// zoom and pan over time, the same on both panes (the setScale hook syncs the other); uPlot itself knows
+// only the mouse, so touch is handled here: two fingers pinch, one finger swiping sideways pans
+function setX(min, max) {
+  if (!state.chart) return;
+  const u = state.chart[0], xs = u.data[0];
+  if (xs.length < 2) return;
+  const lo = xs[0], hi = xs[xs.length - 1], span = Math.min(max - min, hi - lo);
+  if (!(span > 0)) return;
+  min = Math.min(Math.max(min, lo), hi - span);
+  u.setScale("x", { min, max: min + span });
+}
+
+function zoomX(factor) {
+  if (!state.chart) return;
+  const u = state.chart[0], xs = u.data[0];
+  if (factor === Infinity) { setX(xs[0], xs[xs.length - 1]); return; }
+  const { min, max } = u.scales.x, mid = (min + max) / 2, half = ((max - min) * factor) / 2;
+  setX(mid - half, mid + half);
+}
+
+function touchZoom(u) {
+  const over = u.over;
+  let start = null;
+  const xs = (e) => Array.from(e.touches, (t) => [t.clientX, t.clientY]);
+  over.addEventListener("touchstart", (e) => {
+    start = { at: xs(e), min: u.scales.x.min, max: u.scales.x.max };
+  }, { passive: true });
+  over.addEventListener("touchmove", (e) => {
+    if (!start) return;
+    const now = xs(e), width = over.getBoundingClientRect().width, left = over.getBoundingClientRect().left;
+    const span0 = start.max - start.min;
+    if (now.length === 2 && start.at.length === 2) {
+      e.preventDefault();
+      const d0 = Math.abs(start.at[0][0] - start.at[1][0]) || 1, d1 = Math.abs(now[0][0] - now[1][0]) || 1;
+      const frac = ((start.at[0][0] + start.at[1][0]) / 2 - left) / width;
+      const center = start.min + frac * span0, span = (span0 * d0) / d1;
+      setX(center - frac * span, center - frac * span + span);
+    } else if (now.length === 1 && start.at.length === 1) {
+      const dx = now[0][0] - start.at[0][0], dy = now[0][1] - start.at[0][1];
+      if (Math.abs(dx) <= Math.abs(dy)) return;  // a vertical swipe scrolls the page
+      e.preventDefault();
+      const shift = (-dx / width) * span0;
+      setX(start.min + shift, start.max + shift);
+    }
+  }, { passive: false });
+  over.addEventListener("touchend", (e) => { start = e.touches.length ? { at: xs(e), min: u.scales.x.min, max: u.scales.x.max } : null; });
 }
 
 function destroyChart() {
@@ -284,7 +348,9 @@ async function models() {
     isAdmin() ? h("div", { class: "buttons" },
       actionButton("Promote anyway", "promote", { bot: p.bot_id, strategy: p.strategy, version: p.version }),
       actionButton("Dismiss", "decide", { item_id: p.item_id, option: "dismiss" })) : null));
-  return [section("Champions", m.champions.length ? table(head, m.champions.map(row), { right: [3, 4, 5, 6] })
+  const retrain = isAdmin() ? h("div", { class: "buttons" }, actionButton("Retrain now", "retrain", {}),
+    h("span", { class: "hint" }, "challengers face the gate; the verdicts follow in the chat")) : null;
+  return [section("Champions", retrain, m.champions.length ? table(head, m.champions.map(row), { right: [3, 4, 5, 6] })
     : h("p", { class: "hint" }, "no champion model yet: signals are taken unscored")),
   section("Newest challengers", latest.length ? latest : h("p", { class: "hint" }, "no challenger beyond the champions")),
   section("Pending challengers", pending.length ? pending : h("p", { class: "hint" }, "none waiting"))];
@@ -319,7 +385,25 @@ async function system() {
     section("Storage", storage, alerts, rows)];
 }
 
-const RENDER = { overview, equity, trades, phantoms, recovery, models, system };
+async function risk() {
+  const bots = await api("/risk");
+  const blocks = bots.map((b) => h("div", { class: "phantom", dataset: { risk: b.bot_id } }, h("h3", {}, b.bot_id),
+    table(["setting", "now", "range", ""], b.settings.map((r) => {
+      const range = `${r.low}–${r.high}` + (r.danger === null ? "" : ` (⚠️ ≥ ${r.danger})`);
+      let control = null;
+      if (isAdmin()) {
+        const input = h("input", { type: "text", inputmode: "decimal", name: r.key, size: 5, "aria-label": r.key,
+                                   value: r.value === null ? "" : String(r.value) });
+        control = h("span", { class: "set" }, input, h("button", { class: "act small", dataset: { action: "risk" },
+          onclick: () => act("risk", { key: r.key, value: input.value.trim(), bot: b.bot_id }) }, "Set"));
+      }
+      return [r.key.replace(/_/g, " "), r.value === null ? DASH : String(r.value), range, control];
+    }), { right: [1] })));
+  return [section("Risk", blocks.length ? blocks : h("p", { class: "hint" }, "no bots"),
+    h("p", { class: "hint" }, "a change is confirmed first and applies to the bot's next signals, as /risk set"))];
+}
+
+const RENDER = { overview, equity, trades, phantoms, recovery, models, risk, system };
 
 // --- the shell -------------------------------------------------------------------------------------------------
 async function render(poll = false) {
@@ -362,7 +446,8 @@ document.addEventListener("DOMContentLoaded", () => {
   tabs();
   render();
   setInterval(() => {  // numbers refresh without reloading; not while a confirmation is open
-    if (document.visibilityState === "visible" && !document.getElementById("confirm").open) refresh();
+    const typing = document.activeElement && document.activeElement.tagName === "INPUT";  // keep what is typed
+    if (document.visibilityState === "visible" && !document.getElementById("confirm").open && !typing) refresh();
   }, POLL_MS);
   document.addEventListener("tg-theme", () => state.screen === "equity" && render());
 });
