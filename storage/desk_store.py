@@ -36,6 +36,7 @@ class SqlDeskStore:
         self.candles = CandleStore(engine)
         self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
+        self._all_time: dict[tuple[str | None, Decimal], tuple[Any, dict[str, Any]]] = {}
 
     async def bots(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
@@ -76,8 +77,16 @@ class SqlDeskStore:
         return [TradeFacts(*r) for r in rows]
 
     async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
-        """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape)."""
-        return summarize_columns((await self.closed.columns(bot_id)).since(since), capital)
+        """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape). All
+        time is kept with the columns it was computed from: the same columns object, the same figures (a trade
+        closing makes new columns); the Mini App's overview asks every few seconds."""
+        columns = await self.closed.columns(bot_id)
+        if since is not None:
+            return summarize_columns(columns.since(since), capital)
+        kept = self._all_time.get((bot_id, capital))
+        if kept is None or kept[0] is not columns:
+            kept = self._all_time[(bot_id, capital)] = (columns, summarize_columns(columns, capital))
+        return dict(kept[1])
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
                           limit: int) -> tuple[CandleSeries, list[TradeRecord]]:
