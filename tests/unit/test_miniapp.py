@@ -151,6 +151,10 @@ class App:
         with sqlite3.connect(self.db) as conn:
             return conn.execute(query).fetchall()
 
+    def sql_write(self, query: str) -> None:
+        with sqlite3.connect(self.db) as conn:
+            conn.execute(query)
+
 
 @pytest.fixture
 async def app(desk_url: str) -> AsyncIterator[App]:  # noqa: F811
@@ -195,12 +199,54 @@ async def test_the_overview_is_the_desks(app: App) -> None:
     assert o["me"]["role"] == "viewer"
     for window in o["windows"]:
         stats = await app.desk.stats(window["days"])
-        assert window["figures"] == {k: stats[k] for k in window["figures"]}, window["label"]
+        figures = {k: v for k, v in window["figures"].items() if v is not None or k in stats}
+        assert figures == {k: stats[k] for k in figures}, window["label"]
     assert o["windows"][1]["figures"]["trades"] > 0  # the replay's last week (the desk's clock is its end)
+    assert o["windows"][-1]["figures"]["return_days"] < o["min_ratio_days"] == 30  # Sharpe over 14 days: flagged
     [bot] = o["bots"]
-    assert (bot["id"], bot["status"], bot["running_here"]) == ("replay", "running", True)
+    assert (bot["id"], bot["status"], bot["running_here"], bot["starting"]) == ("replay", "running", True, False)
     assert [(p["trade_id"], p["symbol"], p["side"]) for p in bot["positions"]] == [("t-open-1", "BTCUSDT", "long")]
     assert bot["positions"][0]["last"] is not None and bot["positions"][0]["unrealized"] is not None
+    [balance] = await app.desk.balance()  # /balance's figures: equity, peak, drawdown, today by the wall clock
+    assert (bot["equity"], bot["peak"], bot["drawdown_pct"], bot["today"], bot["saved_at"]) == (
+        float(balance["equity"]), float(balance["peak"]), float(balance["drawdown_pct"]), float(balance["day_pnl"]),
+        None)
+
+
+async def test_a_window_without_trades_says_when_the_newest_closed(app: App) -> None:
+    app.desk.clock = lambda: NOW + timedelta(days=400)  # a year after the replay's market time
+    o = await app.get("/api/overview")
+    newest = app.sql("SELECT max(exit_time) FROM trades WHERE status = 'closed'")[0][0]
+    for window in o["windows"][:3]:
+        assert window["figures"]["trades"] == 0
+        assert datetime.fromisoformat(window["figures"]["newest_exit"]).replace(tzinfo=None) == \
+            datetime.fromisoformat(newest).replace(tzinfo=None)
+    assert o["windows"][3]["figures"]["trades"] > 0 and o["windows"][3]["figures"]["newest_exit"] is None
+
+
+async def test_a_bot_not_traded_here_shows_its_saved_state(app: App) -> None:
+    app.sql_write("UPDATE bots SET mode = 'replay'")
+    app.runtime.trader_ = None  # type: ignore[assignment]  # nothing of it runs in this process
+    app.runtime.engine = lambda bot_id: None  # type: ignore[method-assign]
+    [bot] = (await app.get("/api/overview"))["bots"]
+    assert (bot["mode"], bot["running_here"], bot["positions"]) == ("replay", False, [])
+    [(equity, taken_at)] = app.sql("SELECT equity, taken_at FROM bot_states ORDER BY taken_at DESC LIMIT 1")
+    assert bot["equity"] == pytest.approx(float(equity))  # the replay's checkpoint, as /balance
+    assert datetime.fromisoformat(bot["saved_at"]).replace(tzinfo=None) == datetime.fromisoformat(taken_at)
+    # nothing runs here: a retrain is refused when asked, as /retrain
+    assert (await app.post("/api/actions/retrain", {}, status=400))["error"] == "no bot is running in this process"
+
+
+async def test_retrain_is_confirmed_then_queued(app: App) -> None:
+    assert await app.post("/api/actions/retrain", {}, VIEWER, 403) == {"error": "forbidden"}
+    assert "unknown strategy" in (await app.post("/api/actions/retrain", {"strategy": "nope"}, status=400))["error"]
+    ask = await app.post("/api/actions/retrain", {"strategy": "scalp"})
+    assert ask["title"] == "Retrain scalp?" and ask["lines"][0].startswith("replay:")
+    assert app.runtime.retrained == []  # nothing before the confirmation
+    done = await app.confirm(ask)
+    assert done == {"ok": True, "message": "retrain", "lines": ["replay: scalp queued"]}
+    assert app.runtime.retrained == [("replay", "scalp")]
+    assert [r.actor for r in await _audit(app.store, "retrain")] == ["tg:1001"]
 
 
 async def test_trade_pages_cover_every_closed_trade_once(app: App) -> None:
