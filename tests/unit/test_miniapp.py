@@ -395,3 +395,22 @@ def test_expired_at_the_boundary_is_configurable() -> None:
     with pytest.raises(InvalidInitData, match="expired"):
         validate(data, TOKEN, now=1000 + 3601, max_age_s=3600)
     assert datetime.fromtimestamp(1000, UTC) < datetime.now(UTC) - timedelta(days=1)
+
+
+def test_the_openapi_file_describes_the_json_the_api_sends() -> None:
+    """Each schema of openapi.yaml named after a model of bot/miniapp/schema.py lists exactly its fields."""
+    import yaml
+
+    from bot.miniapp import OPENAPI
+    from bot.miniapp import schema as s
+
+    doc = yaml.safe_load(OPENAPI.read_text())
+    described = {name: set(spec.get("properties", {})) for name, spec in doc["components"]["schemas"].items()}
+    models = {name: getattr(s, name) for name in described if isinstance(getattr(s, name, None), type)}
+    assert {"Figures", "BotCard", "Overview", "TradeRow", "TradePage", "Confirmation", "ActionResult"} <= set(models)
+    for name, model in models.items():
+        assert described[name] == set(model.model_fields), name
+    actions = next(p for p in doc["paths"]["/actions/{action}"]["post"]["parameters"] if p["name"] == "action")
+    from bot.miniapp.api import ASKS
+
+    assert set(actions["schema"]["enum"]) == set(ASKS)
