@@ -209,6 +209,10 @@ def _open(browser: Any, base: str, user: int, theme: dict[str, str], scheme: str
     return page
 
 
+REACHABLE = """Math.max(0, ...[...document.querySelectorAll('main button, main input, main select')]
+    .map((el) => el.getBoundingClientRect().right))"""
+
+
 def _screen(page: Any, name: str) -> None:
     page.click(f"nav button[data-screen='{name}']")
     page.wait_for_selector(f"body[data-ready='{name}']")
@@ -263,9 +267,19 @@ def _admin(browser: Any, base: str, db: Path, expected: dict[int | None, dict[st
     for name in ("equity", "trades", "phantoms", "recovery", "models", "risk", "system"):
         _screen(page, name)
         assert page.evaluate("document.documentElement.scrollWidth") <= 360, name
+        assert page.evaluate(REACHABLE) <= 360, name  # every control in reach, none scrolled out sideways
         page.screenshot(path=str(shots / f"{name}-light.png"), full_page=True)
     _screen(page, "recovery")
     assert page.locator(f"article[data-item='{item_id}'] button[data-action='decide']").count() == 3
+    page.click(f"article[data-item='{item_id}'] button[data-action='decide']:has-text('ignore')")  # decided here
+    page.wait_for_selector("dialog#confirm[open]")
+    assert page.inner_text("#confirm-title") == f"Recovery #{item_id} (unknown_position, bot replay): ignore?"
+    assert rows(db, f"SELECT status FROM recovery_items WHERE id = {item_id}") == [("pending",)]
+    page.click("#confirm-yes")
+    page.locator("#toast", has_text="ignore:").wait_for()
+    assert rows(db, f"SELECT status, decision, decided_by FROM recovery_items WHERE id = {item_id}") == [
+        ("approved", "ignore", ADMIN)]
+    page.locator(f"article[data-item='{item_id}']").wait_for(state="detached")  # the inbox follows
     # a risk change through its confirmation, typed on the phone
     _screen(page, "risk")
     page.fill("[data-risk='replay'] input[name='risk_pct']", "0.5")

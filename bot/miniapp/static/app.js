@@ -369,10 +369,12 @@ async function system() {
   const health = h("dl", { class: "kv" }, [["status", s.status], ["database", s.database], ["redis", s.redis],
     ["feed", s.feed]].map(([k, v]) => [h("dt", {}, k), h("dd", { class: k === "status" && v !== "ok" ? "down" : "" }, v || DASH)]));
   const faults = s.faults.map((f) => h("p", { class: "down" }, f));
-  const jobs = table(["job", "last", "ran (UTC)", "next (UTC)", "fails"], s.jobs.map((j) => ({
-    attrs: { title: j.last_error || "" }, cells: [j.job_id,
-      h("span", { class: j.last_status === "failed" ? "down" : "" }, j.last_status || DASH),
-      when(j.last_run).slice(5), when(j.next_run).slice(5), `${j.consecutive_failures}`] })), { right: [4] });
+  const jobs = table(["job", "last", "ran (UTC)", "next (UTC)"], s.jobs.map((j) => ({
+    attrs: { title: j.last_error || "", dataset: { job: j.job_id } }, cells: [
+      h("span", { class: "wrap" }, j.job_id.replace(/_/g, " ")),
+      h("span", { class: j.last_status === "failed" ? "down" : "" }, (j.last_status || "not run")
+        + (j.consecutive_failures ? ` ×${j.consecutive_failures}` : "")),
+      j.last_run ? when(j.last_run).slice(5) : DASH, j.next_run ? when(j.next_run).slice(5) : DASH] })));
   const st = s.storage;
   const storage = h("dl", { class: "kv" }, [["database", bytes(st.db_bytes)],
     ["growth / day", st.db_growth_bytes_per_day === null ? DASH : bytes(st.db_growth_bytes_per_day)],
@@ -387,18 +389,23 @@ async function system() {
 
 async function risk() {
   const bots = await api("/risk");
+  // a row per setting, its input beside it: nothing to scroll sideways at 360 px
   const blocks = bots.map((b) => h("div", { class: "phantom", dataset: { risk: b.bot_id } }, h("h3", {}, b.bot_id),
-    table(["setting", "now", "range", ""], b.settings.map((r) => {
-      const range = `${r.low}–${r.high}` + (r.danger === null ? "" : ` (⚠️ ≥ ${r.danger})`);
+    b.settings.map((r) => {
+      const range = `${r.low}–${r.high}` + (r.danger === null ? "" : ` · ⚠️ from ${r.danger}`);
       let control = null;
       if (isAdmin()) {
-        const input = h("input", { type: "text", inputmode: "decimal", name: r.key, size: 5, "aria-label": r.key,
+        const input = h("input", { type: "text", inputmode: "decimal", name: r.key, "aria-label": r.key,
                                    value: r.value === null ? "" : String(r.value) });
         control = h("span", { class: "set" }, input, h("button", { class: "act small", dataset: { action: "risk" },
           onclick: () => act("risk", { key: r.key, value: input.value.trim(), bot: b.bot_id }) }, "Set"));
       }
-      return [r.key.replace(/_/g, " "), r.value === null ? DASH : String(r.value), range, control];
-    }), { right: [1] })));
+      return h("div", { class: "setting", dataset: { key: r.key } },
+        h("div", {}, h("div", {}, r.key.replace(/_/g, " "), " ",
+          h("b", { dataset: { value: r.key } }, r.value === null ? DASH : String(r.value))),
+        h("div", { class: "hint small" }, range)),
+        control);
+    })));
   return [section("Risk", blocks.length ? blocks : h("p", { class: "hint" }, "no bots"),
     h("p", { class: "hint" }, "a change is confirmed first and applies to the bot's next signals, as /risk set"))];
 }
