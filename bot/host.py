@@ -93,10 +93,8 @@ class Host:
             self.notifier.notify(notice)
 
     def attach_telegram(self, tg_bot: Bot) -> None:
-        try:
-            from bot.telegram.notifier import Notifier
-        except ImportError:  # the notifier module is not there yet: notices are logged only
-            return
+        from bot.telegram.notifier import Notifier  # here: aiogram takes seconds to import
+
         self.notifier = Notifier(tg_bot, sorted(self.settings.admin_ids), self.desk)  # desk: recovery items
         self.notifier.start()
 
@@ -145,6 +143,18 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 class Stopped(Exception):
     """A SIGTERM/SIGINT came during start-up."""
+
+
+async def _waiting(desk: Desk | None) -> str:
+    """The decisions announced before this start (they are not sent again): a pointer to them."""
+    if desk is None:
+        return ""
+    try:
+        old = [i for i in await desk.recovery() if i.get("announced_at") is not None]
+    except Exception as exc:  # the database is down: the start notice goes without the count
+        log.warning("could not count the waiting decisions: %s", type(exc).__name__)
+        return ""
+    return f"; {len(old)} decision{'s' * (len(old) != 1)} still waiting: /recovery" if old else ""
 
 
 async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, T]) -> T:
@@ -237,7 +247,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
             if stop.is_set():
                 raise Stopped
             bots = ", ".join(host.runtime.bots) or "no bots"
-            host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}"))
+            host.notify(Notice("start", "", f"phantomdesk {__version__} started: {bots}{await _waiting(host.desk)}"))
         if tg_bot is not None and dp is not None:
             if host.telegram_mode == "webhook":
                 from bot.telegram import set_webhook

@@ -72,7 +72,7 @@ from storage.hotstate import connect_redis
 from storage.journal import Journal
 from storage.ledger import SqlLedger
 from storage.ml_registry import SqlModelRegistry, learning_phantoms
-from storage.models import BotState, MLModel, Order, PhantomTrade, Signal, Trade, TradeStatsCache
+from storage.models import BotState, MLModel, Order, PhantomTrade, RecoveryItem, Signal, Trade, TradeStatsCache
 
 log = logging.getLogger("phantomdesk.replay")
 
@@ -133,7 +133,7 @@ async def _prepare_database(url: str) -> None:
 
 async def _forget(engine: Any, bot_id: str) -> None:
     async with session_factory(engine).begin() as session:
-        for table in (Order, Trade, PhantomTrade, Signal, BotState, TradeStatsCache, MLModel):
+        for table in (Order, Trade, PhantomTrade, Signal, BotState, TradeStatsCache, MLModel, RecoveryItem):
             await session.execute(delete(table).where(table.bot_id == bot_id))
 
 

@@ -13,10 +13,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+from annotated_types import Ge, Gt, Le
+
 from core.config import BotConfig
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.engine import Engine
 from core.lifecycle import HELD_STATES, LIVE_STATES
+from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
 from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown, summarize
@@ -53,25 +56,35 @@ class BadArgument(ValueError):
     """A command argument that is wrong; the message says what and how to write it."""
 
 
-# /risk set KEY VALUE: what may be changed, its range, and from where on it needs a confirmation
+# /risk set KEY VALUE: what may be changed, within the range BotConfig declares (one definition of the rule),
+# and from where on it needs a confirmation
 @dataclass(frozen=True)
 class RiskKey:
     low: Decimal
     high: Decimal
     danger: Decimal | None  # at or above this, a confirmation button is needed
     integer: bool = False
+    low_open: bool = False  # the low end itself is refused (gt, not ge)
+
+    @classmethod
+    def of(cls, key: str, danger: Decimal | None) -> RiskKey:
+        field = BotConfig.model_fields[key]
+        ge = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+        gt = next((m.gt for m in field.metadata if isinstance(m, Gt)), None)
+        le = next(m.le for m in field.metadata if isinstance(m, Le))
+        return cls(Decimal(str(ge if ge is not None else gt)), Decimal(str(le)), danger,
+                   integer=field.annotation is int, low_open=ge is None)
+
+    def contains(self, value: Decimal) -> bool:
+        return (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+    def describe(self) -> str:
+        return f"above {self.low} and at most {self.high}" if self.low_open else f"between {self.low} and {self.high}"
 
 
-RISK_KEYS: dict[str, RiskKey] = {
-    "risk_pct": RiskKey(Decimal("0.05"), Decimal(10), Decimal(3)),
-    "max_leverage": RiskKey(Decimal(1), Decimal(50), Decimal(20)),
-    "max_positions": RiskKey(Decimal(1), Decimal(50), Decimal(20), integer=True),
-    "drawdown_guard_pct": RiskKey(Decimal(1), Decimal(80), Decimal(40)),
-    "daily_loss_limit_pct": RiskKey(Decimal("0.5"), Decimal(50), Decimal(15)),
-    "ml_threshold": RiskKey(Decimal(-1), Decimal(3), None),
-    "trailing_stop_pct": RiskKey(Decimal("0.1"), Decimal(20), None),
-    "breakeven_at_r": RiskKey(Decimal("0.2"), Decimal(5), None),
-}
+_DANGER = {"risk_pct": 3, "max_leverage": 20, "max_positions": 20, "drawdown_guard_pct": 40, "daily_loss_limit_pct": 15,
+           "ml_threshold": None, "trailing_stop_pct": None, "breakeven_at_r": None}
+RISK_KEYS: dict[str, RiskKey] = {k: RiskKey.of(k, None if d is None else Decimal(d)) for k, d in _DANGER.items()}
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,19 @@ class RetrainQueued:
 
     strategies: list[str]  # those with new outcomes since their last training: retrained
     behind: list[str]  # training now: the request waits for them
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """What the gate decided about one trained challenger (the daily report's ML lines)."""
+
+    bot_id: str
+    strategy: str
+    version: int
+    trained_at: datetime  # data time: the exit of the newest outcome it learnt from
+    promoted: bool
+    why: str
+    asked: bool  # refused though it measured better: a "promote anyway?" waits in /recovery
 
 
 @dataclass
@@ -198,6 +224,8 @@ class DeskStore(Protocol):
                                since: datetime | None) -> list[tuple[datetime, str, bool]]: ...
 
     async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def recovery_announced(self, item_id: int) -> None: ...
 
     async def saved_state(self, bot_id: str) -> SavedState | None:
         """The bot's last saved state (its checkpoint): what /balance shows of a bot not running here."""
@@ -290,6 +318,12 @@ class Desk:
     async def _targets(self, bot_id: str | None) -> list[str]:
         chosen = await self._bot(bot_id)
         return [chosen] if chosen else [b["id"] for b in await self.store.bots()]
+
+    async def _acting(self, bot_id: str | None) -> list[str]:
+        """The bots an action on `bot_id` reaches: "all" means the desk's bots, not a replay's records (mode
+        replay: no process trades them); one named is that one."""
+        chosen = await self._bot(bot_id)
+        return [chosen] if chosen else [b["id"] for b in await self.store.bots() if b["mode"] != "replay"]
 
     # --- reading ------------------------------------------------------------------------------------------
     async def bots(self) -> list[dict[str, Any]]:
@@ -426,6 +460,10 @@ class Desk:
     async def recovery(self) -> list[dict[str, Any]]:
         return await self.store.recovery_pending()
 
+    async def recovery_announced(self, item_id: int) -> None:
+        """The item was delivered to the admins with its buttons: it is not sent again after a restart."""
+        await self.store.recovery_announced(item_id)
+
     async def pending_promotions(self, bot_id: str | None = None) -> list[dict[str, Any]]:
         """Challengers the gate refused, waiting for "promote anyway" or a dismissal."""
         return [i for i in await self.store.recovery_pending(await self._bot(bot_id)) if i["kind"] == "ml_promote"]
@@ -476,6 +514,19 @@ class Desk:
     async def ml_stats(self, bot_id: str | None = None) -> dict[str, Any]:
         return await self.store.ml_stats(await self._bot(bot_id))
 
+    async def ml_verdicts(self, days: int = 1) -> list[ModelVerdict]:
+        """The gate's verdicts on the newest challenger of each strategy trained in the last `days`."""
+        since = self.clock() - timedelta(days=days)
+        out = []
+        for m in (await self.store.ml_stats(None))["latest"]:
+            metrics = m.get("metrics") or {}
+            if m["trained_at"] is None or m["trained_at"] < since:
+                continue
+            promoted = bool(metrics.get("promoted"))
+            out.append(ModelVerdict(m["bot_id"], m["strategy"], int(m["version"]), m["trained_at"], promoted,
+                                    str(metrics.get("why") or ""), not promoted and worth_asking(metrics)))
+        return out
+
     async def risk(self, bot_id: str | None = None) -> list[dict[str, Any]]:
         out = []
         for bid in await self._targets(bot_id):
@@ -506,12 +557,17 @@ class Desk:
     async def pause(self, target: str | None, reason: str | None, actor: Actor) -> list[str]:
         self._admin(actor)
         done = []
-        for bid in await self._targets(target):
+        for bid in await self._acting(target):
             if await self.store.set_status(bid, "paused", reason or f"paused by {actor.label}", actor.label):
                 if self.runtime:
                     self.runtime.set_paused(bid, True)
                 done.append(bid)
         return done
+
+    async def pause_targets(self, target: str | None) -> list[str]:
+        """The bots a pause of `target` would stop (those not paused already): a confirmation lists them."""
+        rows = {b["id"]: b for b in await self.store.bots()}
+        return [bid for bid in await self._acting(target) if rows.get(bid, {}).get("status") != "paused"]
 
     async def resume(self, target: str | None, actor: Actor, confirmed: list[str] | None = None) -> ResumeResult:
         """Paused bots trade again at once. A halted bot only when its id is in `confirmed` (the transport's
@@ -519,7 +575,7 @@ class Desk:
         self._admin(actor)
         out = ResumeResult()
         rows = {b["id"]: b for b in await self.store.bots()}
-        for bid in await self._targets(target):
+        for bid in await self._acting(target):
             status = _effective_status(rows.get(bid, {}), self.runtime.trader(bid) if self.runtime else None)
             halted = status["status"] == "halted"
             if halted and bid not in (confirmed or []):
@@ -572,7 +628,7 @@ class Desk:
         self._admin(actor)
         spec, number = _risk_number(key, value)
         changes = []
-        for bid in await self._targets(bot_id):
+        for bid in await self._acting(bot_id):
             config = await self.store.bot_config(bid)
             if config is None:
                 continue
@@ -592,7 +648,7 @@ class Desk:
         """What risk_set would change, validated the same way, nothing applied (a confirmation shows it)."""
         spec, number = _risk_number(key, value)
         out = []
-        for bid in await self._targets(bot_id):
+        for bid in await self._acting(bot_id):  # the bots risk_set would reach
             config = await self.store.bot_config(bid)
             if config is not None:
                 out.append(RiskChange(bid, key, getattr(config, key), number,
@@ -647,8 +703,8 @@ def _risk_number(key: str, value: str) -> tuple[RiskKey, Decimal]:
         number = Decimal(value)
     except InvalidOperation:
         raise BadArgument(f"{key} must be a number, not {value!r}") from None
-    if not number.is_finite() or not spec.low <= number <= spec.high:
-        raise BadArgument(f"{key} must be between {spec.low} and {spec.high}")
+    if not number.is_finite() or not spec.contains(number):
+        raise BadArgument(f"{key} must be {spec.describe()}")
     if spec.integer and number != number.to_integral_value():
         raise BadArgument(f"{key} must be a whole number")
     return spec, number

@@ -262,13 +262,6 @@ def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[
     return {k: summarize(v, capital) for k, v in sorted(groups.items())}
 
 
-def full_report(trades: Sequence[TradeFacts], capital: Decimal) -> dict[str, Any]:
-    doc = summarize(trades, capital)
-    doc["by_symbol"] = breakdown(trades, capital, "symbol")
-    doc["by_strategy"] = breakdown(trades, capital, "strategy")
-    return doc
-
-
 @dataclass(frozen=True)
 class EquityCurve:
     """The equity curve and its drawdown below the running peak, at most about 2 × `points` points: each

@@ -179,8 +179,12 @@ class SqlDeskStore:
 
     async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]:
         return [{"id": i.id, "bot_id": i.bot_id, "kind": i.kind, "critical": i.critical, "details": i.details,
-                 "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at}
+                 "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at,
+                 "announced_at": i.announced_at}
                 for i in await self.recovery_book.pending(bot_id)]
+
+    async def recovery_announced(self, item_id: int) -> None:
+        await self.recovery_book.announced(item_id)
 
     async def saved_state(self, bot_id: str) -> SavedState | None:
         async with self.sessions() as session:

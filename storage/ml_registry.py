@@ -6,7 +6,8 @@
   used instead.
 - Redis holds only `pd:{bot_id}:ml:champion:{strategy}` = the champion's row id. The database is the
   truth: a missing or stale pointer is rewritten from it.
-- A challenger the gate refused becomes a recovery item (kind "ml_promote", options promote/dismiss);
+- A challenger the gate refused though it measured better (core.ml.verdict.worth_asking) becomes a
+  recovery item (kind "ml_promote", options promote/dismiss); other refusals are only their model row;
   `promote_anyway` and `dismiss` decide it once (a second press finds it decided and does nothing).
   Every promotion is written to audit_log.
 """

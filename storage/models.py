@@ -417,6 +417,7 @@ class RecoveryItem(Base):
     decided_by: Mapped[int | None] = mapped_column(BigInteger)
     decided_at: Mapped[datetime | None]
     effect: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the decision did (core/recovery.py Effect)
+    announced_at: Mapped[datetime | None]  # first delivered with its buttons: a restart does not send it again
 
 
 class AuditLog(Base):

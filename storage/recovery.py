@@ -111,6 +111,13 @@ class RecoveryBook:
             audit(session, actor, f"recovery_effect:{item.kind}", item.bot_id,
                   {"item": item_id, "decision": item.decision, **effect}, now)
 
+    async def announced(self, item_id: int, now: datetime | None = None) -> None:
+        """The item reached the admins with its buttons (the first delivery counts)."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(RecoveryItem).where(
+                RecoveryItem.id == item_id, RecoveryItem.announced_at.is_(None)).values(
+                announced_at=now or datetime.now(UTC)))
+
     async def unfinished(self, bot_id: str) -> list[RecoveryItem]:
         """Decisions of this bot whose effect is still to be performed (a crash, another process)."""
         async with self.sessions() as session:

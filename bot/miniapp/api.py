@@ -191,7 +191,8 @@ class MiniAppApi:
         out = []
         for row in await self.desk.risk(_text(request, "bot")):
             out.append(s.BotRisk(bot_id=row["bot_id"], settings=[
-                s.RiskSetting(key=k, value=row.get(k), low=spec.low, high=spec.high, danger=spec.danger)
+                s.RiskSetting(key=k, value=row.get(k), low=spec.low, high=spec.high, low_open=spec.low_open,
+                              danger=spec.danger)
                 for k, spec in RISK_KEYS.items()]))
         return _json_list(out)
 
@@ -233,10 +234,7 @@ Asked = tuple[str, list[str], str, dict[str, Any]]
 
 async def _ask_pause(desk: Desk, body: dict[str, Any]) -> Asked:
     req = s.PauseRequest.model_validate(body)
-    bots = [b for b in await desk.bots() if req.bot in ("all", b["id"])]
-    if not bots:
-        raise BadArgument(f"no bot {req.bot!r}")
-    ids = [b["id"] for b in bots if b["status"] == "running"]
+    ids = await desk.pause_targets(None if req.bot == "all" else req.bot)  # as /pause: "all" leaves replays out
     lines = [f"{i}: no new positions open until it is resumed; open ones stay managed" for i in ids]
     return (f"Pause {', '.join(ids)}?" if ids else "Nothing to pause", lines or ["no running bot"], req.bot,
             {"bots": ids, "reason": req.reason})
@@ -250,7 +248,9 @@ async def _act_pause(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
 async def _ask_resume(desk: Desk, body: dict[str, Any]) -> Asked:
     req = s.ResumeRequest.model_validate(body)
     lines, paused, halted = [], [], []
-    for st in await desk.status(req.bot):
+    for st in await desk.status(None if req.bot == "all" else req.bot):
+        if req.bot == "all" and st.get("mode") == "replay":  # a replay's record: "all" never reaches it
+            continue
         if st["status"] == "paused":
             paused.append(st["bot_id"])
             lines.append(f"{st['bot_id']}: paused, trades again at once")

@@ -253,6 +253,7 @@ class RiskSetting(Model):
     value: float | None
     low: float
     high: float
+    low_open: bool = False  # the low end itself is refused (above `low`, not from it)
     danger: float | None  # at or above: the change says so in its confirmation
 
 

@@ -297,10 +297,12 @@ async def daily(ctx: Context, n: int = 7) -> Reply:
     for d, pnl in days:
         total += pnl
         rows.append([d.isoformat(), rd.money(pnl), rd.money(total)])
-    text = "\n".join([f"{rd.title('Daily PnL')} — last {n} days by the wall clock (UTC), total "
-                      f"{rd.money(total)} USDT",
-                      rd.table(rows, ["day", "pnl", "cumulative"], right=(1, 2))])
-    return Reply(text, buttons=[refresh_row("daily", str(n))])
+    lines = [f"{rd.title('Daily PnL')} — last {n} days by the wall clock (UTC), total {rd.money(total)} USDT",
+             rd.table(rows, ["day", "pnl", "cumulative"], right=(1, 2))]
+    if not any(pnl for _, pnl in days) and (newest := await ctx.desk.recent(1)):
+        lines.append(f"no trade closed in these days; the newest closed {rd.when(newest[0]['exit_time'])} UTC (a "
+                     "replay's trades carry their market's time) — /stats shows all time")
+    return Reply("\n".join(lines), buttons=[refresh_row("daily", str(n))])
 
 
 async def recent(ctx: Context, n: int = 10) -> Reply:
@@ -365,6 +367,14 @@ def _calibration_model(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def pause(ctx: Context, target: str, reason: str | None = None) -> Reply:
+    """One bot pauses at once; several (`all`) after a button listing them, as every mass action."""
+    if target == "all" and len(ids := await ctx.desk.pause_targets(target)) > 1:
+        pending = ctx.confirmations.add("pause", "all", ctx.actor, {"bots": ids, "reason": reason})
+        why = f"\nreason: {esc(reason)}" if reason else ""
+        text = (f"⚠️ Pause <b>{len(ids)}</b> bots: {esc(', '.join(ids))}?{why}\nThey open no new positions until "
+                "/resume; open ones stay managed. The buttons expire in 5 minutes.")
+        return Reply(text, buttons=ctx.confirmations.buttons(pending, f"pause {len(ids)} bots"),
+                     confirm_token=pending.token)
     done = await ctx.desk.pause(target, reason, ctx.actor)
     if not done:
         return Reply("nothing paused")

@@ -209,6 +209,12 @@ async def _confirm(ctx: Context, data: Confirm) -> Pressed:
         lines = [f"✅ {esc(c.symbol)} {esc(c.trade_id)} {value(c.qty)}: {esc(str(c.step))}" for c in closed]
         lines += [f"– {esc(t)}: no longer open, nothing sent" for t in listed if t not in done]
         return Pressed(f"closing {len(closed)}", edit=Reply("\n".join(lines) or "nothing closed"))
+    if pending.action == "pause":  # the bots the confirmation listed, not whatever exists now
+        done = [b for bot_id in pending.params["bots"]
+                for b in await ctx.desk.pause(bot_id, pending.params["reason"], ctx.actor)]
+        text = (f"⏸ paused: <b>{esc(', '.join(done))}</b>\nno new positions open until /resume" if done
+                else "nothing paused (already paused)")
+        return Pressed(f"paused {len(done)}", edit=Reply(text))
     if pending.action == "resume":
         result = await ctx.desk.resume(pending.params["target"], ctx.actor, confirmed=pending.params["bots"])
         text = (f"▶️ running again: <b>{esc(', '.join(result.resumed))}</b>; the drawdown guard measures from the "

@@ -9,8 +9,9 @@ Each admin chat has its own queue and sender task:
   exponentially, both a limited number of times; after the last attempt the message is logged and
   dropped. A refused message (bad request, blocked by the user) is not retried;
 - the same halt or breaker notice repeated within an hour is sent once.
-With a desk, the notifier also announces new recovery items (with their buttons) as it finds them,
-and sends the daily report at the configured UTC time.
+With a desk, the notifier also announces new recovery items (with their buttons) as it finds them, once:
+a delivered item is marked in the database and not sent again after a restart (/recovery lists it), and
+sends the daily report at the configured UTC time.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Outgoing:
     text: str  # HTML
     buttons: list[list[Button]] = field(default_factory=list)
     mergeable: bool = True
+    item_id: int | None = None  # a recovery item: once delivered, a restart does not send it again
 
 
 def format_notice(notice: Notice) -> str:
@@ -144,7 +146,8 @@ class Notifier:
                 for text in _merge(texts):
                     await self._send(chat_id, Outgoing(text))
                 texts = []
-                await self._send(chat_id, message)
+                if await self._send(chat_id, message) and message.item_id is not None:
+                    await self._announced(message.item_id)
             for text in _merge(texts):
                 await self._send(chat_id, Outgoing(text))
             for _ in batch:
@@ -191,13 +194,20 @@ class Notifier:
         assert self.desk is not None
         new = 0
         for item in await self.desk.recovery():
-            if item["id"] in self.announced:
+            if item["id"] in self.announced or item.get("announced_at") is not None:
                 continue
             self.announced.add(item["id"])
             self.enqueue(Outgoing(f"{ICONS['recovery']} decision needed\n{recovery_text(item)}",
-                                  recovery_rows(item), mergeable=False))
+                                  recovery_rows(item), mergeable=False, item_id=int(item["id"])))
             new += 1
         return new
+
+    async def _announced(self, item_id: int) -> None:
+        assert self.desk is not None
+        try:
+            await self.desk.recovery_announced(item_id)
+        except Exception as exc:  # the database is down: the item is sent again after a restart, no harm
+            log.warning("notifier: could not mark recovery #%s announced: %s", item_id, type(exc).__name__)
 
     async def _watch_recovery(self) -> None:
         while True:
@@ -208,7 +218,8 @@ class Notifier:
             await asyncio.sleep(self.recovery_poll_s)
 
     async def daily_report(self) -> str:
-        """Yesterday's and all-time figures, sent to the admins; returns the text."""
+        """Yesterday's and all-time figures and the ML gate's verdicts of the day, sent to the admins; returns
+        the text."""
         assert self.desk is not None
         day = await self.desk.daily(1)
         stats = await self.desk.stats(None)
@@ -218,6 +229,9 @@ class Notifier:
                  f"all time: {stats['trades']} trades, win rate {rd.pct(stats['win_rate'])}, "
                  f"net {rd.money(stats['net_pnl'])} USDT, max drawdown {rd.pct(stats['max_drawdown_pct'], False)}"]
         lines += [f"{esc(b['bot_id'])}: equity {rd.money(b.get('equity'), False)}" for b in balance]
+        lines += [f"{ICONS['retrain_done']} {esc(v.bot_id)} {esc(v.strategy)} v{v.version} "
+                  f"{'promoted' if v.promoted else 'refused'}: {esc(v.why)}"
+                  f"{' · promote anyway? see /recovery' if v.asked else ''}" for v in await self.desk.ml_verdicts(1)]
         text = "\n".join(lines)
         self.enqueue(Outgoing(text, mergeable=False))
         return text

@@ -29,6 +29,7 @@ from pybit.unified_trading import WebSocket
 
 from core.exchange.broker import TERMINAL_STATUSES, Fill, FundingFee, OrderSide, OrderState, Position, Side
 from core.exchange.bybit_public import PublicSocket, Sink
+from core.exchange.messages import BadMessage
 from core.market.candle import MAX_MS, ms_to_dt
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,6 @@ def valid_link_id(link: str) -> bool:
 
 
 # -- parsing ------------------------------------------------------------------------------------------------
-
-
-class BadMessage(ValueError):
-    """A row or message that cannot be used; `kind` names its error counter."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
 
 
 def _field(row: dict[str, Any], name: str) -> Any:

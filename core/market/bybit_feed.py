@@ -33,6 +33,7 @@ from functools import partial
 from typing import Any
 
 from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket
+from core.exchange.messages import BadMessage
 from core.market.candle import INTERVAL_MS, MAX_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
 from core.market.sanity import Refusal, closed_by, describe, refusal
 
@@ -44,15 +45,6 @@ MAX_ARGS_CHARS = 21_000  # Bybit's cap on the subscribed args of one linear conn
 ERROR_LOG_EVERY = timedelta(hours=1)
 _WEEK_OFFSET_MS = 4 * 86_400_000  # Bybit weeks open on Monday 00:00 UTC; 1970-01-01 was a Thursday
 _STOP = object()
-
-
-class BadMessage(ValueError):
-    """A message (or REST row) the feed cannot use; `kind` names its error counter."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
 
 
 class RefusedCandle(BadMessage):

@@ -34,6 +34,7 @@ from core.ml.metrics import expected_value
 from core.ml.model import Ensemble, Recipe
 from core.ml.registry import ChampionLoad, ModelArtifact, ModelRegistry
 from core.ml.scorer import Score
+from core.ml.verdict import worth_asking
 from core.phantom import Phantom
 from core.signal import Signal
 
@@ -307,7 +308,7 @@ class MLScorer:
                                               t.report, t.artifact))
             if t.promoted:
                 await registry.set_champion(self.bot_id, t.strategy, t.version, actor="system", reason=t.report["why"])
-            elif notify_refusals:
+            elif notify_refusals and worth_asking(t.report):  # else the refusal is information (/ml_stats)
                 await registry.record_refusal(self.bot_id, t.strategy, t.version, t.report)
             self.pending.pop(0)
             done += 1

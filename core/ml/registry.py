@@ -73,7 +73,8 @@ class ModelRegistry(Protocol):
     async def list(self, bot_id: str, strategy: str | None = None) -> list[ModelInfo]: ...
 
     async def record_refusal(self, bot_id: str, strategy: str, version: int, report: dict[str, Any]) -> None:
-        """A challenger failed the gate: ask the operator (promote anyway / dismiss)."""
+        """A challenger failed the gate though it measured better (core.ml.verdict.worth_asking): ask the operator
+        (promote anyway / dismiss)."""
         ...
 
 

@@ -4,15 +4,17 @@ read what the replay left."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import CANDLES
+from tests.fakes.clock import wait_until
 from tests.hostproc import desk_env, run
 
 DATA = str(CANDLES / "binance_spot_2020-12_2021-07")
@@ -22,6 +24,15 @@ ML_KEYS = ("phantom_digest", "scored_signals", "accepted", "rejected", "ml_lift_
 
 def _summary(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _checkpoint(db: Path) -> str | None:
+    """When the replay's newest checkpoint was taken (None before the first, or while the file is busy)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT max(taken_at) FROM bot_states WHERE kind = 'checkpoint'").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def _replay(tmp_path: Path, db: str, *extra: str) -> dict:
@@ -43,10 +54,12 @@ def test_replay_with_the_filter_is_reproducible_and_resumable(tmp_path: Path) ->
     args = [sys.executable, "-m", "bot", "replay", "--data", DATA, *WINDOW, "--db", db, "--json",
             "--flush-every", "1500"]
     kills = 0
-    for delay in (4.0, 6.0, 8.0):
+    for _ in range(3):  # each run killed once it has written a newer checkpoint than the run before
+        before = _checkpoint(tmp_path / "kill.db")
         proc = subprocess.Popen(args, cwd=tmp_path, env=desk_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
+        asyncio.run(wait_until(lambda: proc.poll() is not None or _checkpoint(tmp_path / "kill.db") != before,  # noqa: B023
+                               "a newer checkpoint", 300, every=0.2))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1

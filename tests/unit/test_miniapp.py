@@ -233,6 +233,9 @@ async def test_a_bot_not_traded_here_shows_its_saved_state(app: App) -> None:
     [(equity, taken_at)] = app.sql("SELECT equity, taken_at FROM bot_states ORDER BY taken_at DESC LIMIT 1")
     assert bot["equity"] == pytest.approx(float(equity))  # the replay's checkpoint, as /balance
     assert datetime.fromisoformat(bot["saved_at"]).replace(tzinfo=None) == datetime.fromisoformat(taken_at)
+    # "all" leaves a replay's record out, as the chat's /pause all; named, it is reached
+    assert (await app.post("/api/actions/pause", {"bot": "all"}))["title"] == "Nothing to pause"
+    assert (await app.post("/api/actions/pause", {"bot": "replay"}))["title"] == "Pause replay?"
     # nothing runs here: a retrain is refused when asked, as /retrain
     assert (await app.post("/api/actions/retrain", {}, status=400))["error"] == "no bot is running in this process"
 
@@ -362,7 +365,8 @@ async def test_a_recovery_decision_is_taken_once(app: App) -> None:
 
 
 async def test_a_risk_change_is_validated_when_asked_and_applied_when_confirmed(app: App) -> None:
-    assert "between" in (await app.post("/api/actions/risk", {"key": "risk_pct", "value": "99"}, status=400))["error"]
+    assert (await app.post("/api/actions/risk", {"key": "risk_pct", "value": "99"}, status=400))["error"] == \
+        "risk_pct must be above 0 and at most 10"  # the desk's rule and words, as /risk set
     assert "unknown key" in (await app.post("/api/actions/risk", {"key": "x", "value": "1"}, status=400))["error"]
     ask = await app.post("/api/actions/risk", {"key": "max_leverage", "value": "25", "bot": "replay"})
     assert "danger level" in ask["lines"][0]

@@ -17,10 +17,11 @@ import skops.io
 from core.ml import artifact, metrics
 from core.ml.artifact import ArtifactRefused, dumps, load_verified, loads_trusted, sign, verify
 from core.ml.dataset import FEATURE_NAMES, N_FEATURES, Dataset, build, feature_vector, label
-from core.ml.filter import FilterSettings, MLScorer
+from core.ml.filter import FilterSettings, MLScorer, Trained
 from core.ml.gate import Candidate, WalkForward, retrain, walk_forward
 from core.ml.model import Ensemble, Recipe, train
 from core.ml.registry import ChampionLoad, MemoryRegistry, ModelArtifact
+from core.ml.verdict import worth_asking
 from core.phantom import Phantom
 from core.signal import Signal
 
@@ -366,3 +367,20 @@ async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> No
     assert took > 0.5 and len(lags) > 20  # the loop kept ticking all along
     assert max(lags) < 0.1, f"event loop lag {max(lags) * 1000:.0f} ms during a retrain"
     assert scorer.due() == [] and [i.version for i in await reg.list("b")] == [4000]
+
+
+# --- refusals: information, or a decision when "promote anyway" means something ------------------------
+async def test_only_a_refusal_that_measured_better_asks_the_operator() -> None:
+    in_force = {"version": 3, "brier": 0.24, "lift_r": 0.05}
+    better = {"challenger": {"brier": 0.23, "lift_r": 0.09}, "champion": in_force, "why": "not enough evidence"}
+    worse_lift = {"challenger": {"brier": 0.23, "lift_r": 0.04}, "champion": in_force, "why": "lift"}
+    worse_brier = {"challenger": {"brier": 0.25, "lift_r": 0.09}, "champion": in_force, "why": "Brier"}
+    no_filter = {"challenger": {"brier": 0.23, "lift_r": -0.01}, "champion": {"brier": 0.25, "lift_r": 0.0}}
+    scorer = MLScorer("b", FilterSettings())
+    for version, report in enumerate((better, worse_lift, worse_brier, no_filter), start=1):
+        scorer.pending.append(Trained("scalp", version, 0, 100, report, b"-", promoted=False))
+    reg = MemoryRegistry(KEY)
+    await scorer.flush(reg, notify_refusals=True)
+    assert [r["version"] for r in reg.refusals] == [1]  # the others are their model rows only
+    assert [i.version for i in await reg.list("b")] == [1, 2, 3, 4]
+    assert not worth_asking({"challenger": {"lift_r": 0.2}})  # a figure missing: nothing to weigh

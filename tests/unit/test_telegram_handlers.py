@@ -45,7 +45,7 @@ from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
-from core.desk import Desk, RetrainQueued
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, RetrainQueued
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
@@ -53,12 +53,14 @@ from core.ledger import LedgerEvent, TradeRecord
 from core.lifecycle import TradeStatus
 from core.market.candle import dt_to_ms
 from core.market.replay import sort_key
+from core.ml.registry import ModelArtifact
 from core.ml.scorer import UNSCORED
 from core.recovery import Effect, Item, perform
 from core.risk import RiskState
 from core.signal import Signal
 from core.stats import summarize
 from core.trader import Closing, Notice, OpenTrade, Trader
+from storage.bots import upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
 from storage.db import create_engine
@@ -74,6 +76,7 @@ from tests.fakes.telegram import PNG_SIGNATURE, TOKEN, RecordingSession, photo_b
 from tests.hostproc import ROOT, desk_env, run
 
 ADMIN, VIEWER, STRANGER = 1001, 2002, 3003
+ADMIN_ACTOR = Actor(ADMIN, "u1001", "admin")
 DATA = CANDLES / "binance_spot_2020-12_2021-07"
 NOW = datetime(2021, 3, 15, tzinfo=UTC)  # the end of the replay: "last 7 days" has trades
 
@@ -88,7 +91,8 @@ def replay_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stderr[-2000:]
     (folder / "replay.json").write_text(done.stdout.strip().splitlines()[-1])
     conn = sqlite3.connect(path)  # its drawdown guard may have halted the bot: these tests start resumed
-    conn.execute("UPDATE bots SET status = 'running', status_reason = NULL")
+    # and the replay's record (mode replay, never traded by a desk) stands for a paper bot of the desk
+    conn.execute("UPDATE bots SET status = 'running', status_reason = NULL, mode = 'paper'")
     conn.commit()
     conn.close()  # the last connection out writes the WAL back: the copies below see the change
     asyncio.run(_store_candles(f"sqlite+aiosqlite:///{path}"))
@@ -395,6 +399,25 @@ async def test_viewer_reads(h: Harness, text: str) -> None:
     assert sent and READ_ONLY not in texts(sent) and NOT_AUTHORIZED not in texts(sent)
 
 
+async def test_pause_all_asks_first_and_pauses_the_listed_bots(h: Harness) -> None:
+    """A mass pause is a mass action: nothing changes before the button, which pauses exactly the listed bots."""
+    async with h.store.sessions.begin() as session:
+        await upsert_bot(session, BotConfig(id="second", name="second", symbols=["BTCUSDT"]))
+    ask = (await h.send(ADMIN, "/pause all volatile"))[0]
+    assert "Pause <b>2</b> bots: replay, second?" in ask.text and "reason: volatile" in ask.text
+    assert await bot_status(h.store) == "running" and h.runtime is not None and not h.runtime.paused
+    async with h.store.sessions.begin() as session:  # a bot created after the question is not in it
+        await upsert_bot(session, BotConfig(id="third", name="third", symbols=["BTCUSDT"]))
+    yes, _cancel = ask.callback_data
+    answer, edits = await h.press(ADMIN, yes)
+    assert answer == "paused 2" and "paused: <b>replay, second</b>" in edits[0].text
+    statuses = {b["id"]: (b["status"], b["reason"]) for b in await h.desk.bots()}
+    assert statuses == {"replay": ("paused", "volatile"), "second": ("paused", "volatile"), "third": ("running", None)}
+    assert h.runtime.paused == {"replay": True, "second": True}
+    assert [r.actor for r in await _audit(h.store, "paused")][-2:] == ["tg:1001", "tg:1001"]
+    assert (await h.press(ADMIN, yes))[0] == "already decided"
+
+
 @pytest.mark.parametrize("text", WRITES)
 async def test_viewer_cannot_change_anything(h: Harness, text: str) -> None:
     risk_before = await h.desk.risk("replay")
@@ -410,7 +433,6 @@ async def test_stranger_changes_nothing_and_hears_once_an_hour(h: Harness, caplo
     h.auth.clock = lambda: clock[0]
     caplog.set_level(logging.WARNING, logger="bot.telegram.auth")
     assert texts(await h.send(STRANGER, "/pause all")) == [NOT_AUTHORIZED]
-    assert await bot_status(h.store) == "paused" or True  # (checked below, after every attempt)
     for text in ["/pause all", "/stats", "hello", "/close all"]:
         assert await h.send(STRANGER, text) == []
     answer, edits = await h.press(STRANGER, Confirm(action="close", target="all", token="x").pack())
@@ -521,6 +543,26 @@ async def test_dangerous_risk_setting_needs_confirmation(h: Harness) -> None:
     assert (await h.desk.risk("replay"))[0]["risk_pct"] == Decimal(5)
     assert (await h.press(ADMIN, sent[0].callback_data[0]))[0] == "already decided"
     assert len(await _audit(h.store, "risk_set")) == 1
+
+
+async def test_risk_ranges_are_the_bot_configs(h: Harness) -> None:
+    """/risk set accepts exactly what a bot's configuration file may hold: one definition of each range."""
+    base = (await h.store.bot_config("replay"))
+    assert base is not None
+    for key, spec in RISK_KEYS.items():
+        step = Decimal(1) if spec.integer else Decimal("0.01")
+        for value in (spec.low - step, spec.low, spec.low + step, spec.high, spec.high + step):
+            try:
+                BotConfig.model_validate({**base.model_dump(), key: value})
+                config_ok = True
+            except ValueError:
+                config_ok = False
+            try:
+                await h.desk.risk_set(key, str(value), ADMIN_ACTOR, "replay", confirmed=True)
+                desk_ok = True
+            except BadArgument:
+                desk_ok = False
+            assert desk_ok == config_ok, (key, value)
 
 
 async def test_recovery_decided_once(h: Harness) -> None:
@@ -794,13 +836,28 @@ async def test_notifier_announces_recovery_items_with_buttons_and_daily_report(h
                                                            options=["adopt"])
     assert await notifier.announce_recovery() == 1
     assert await notifier.announce_recovery() == 0
+    # the gate's verdicts of the day: a refusal that measured better asks, one that measured worse informs
+    registry = SqlModelRegistry(h.store.db, b"k" * 32)
+    champion = {"brier": 0.24, "lift_r": 0.0}
+    for strategy, challenger in (("better", {"brier": 0.22, "lift_r": 0.12}), ("worse", {"brier": 0.26,
+                                                                                         "lift_r": -0.05})):
+        await registry.save(ModelArtifact("replay", strategy, 900, NOW - timedelta(hours=2), 300, {
+            "promoted": False, "why": f"{strategy}: not enough evidence yet", "challenger": challenger,
+            "champion": champion}, b"-"))
     text = await notifier.daily_report()
     assert "Daily report" in text and f"{replayed['trades_closed']} trades" in text
+    assert "replay better v900 refused: better: not enough evidence yet · promote anyway? see /recovery" in text
+    assert "replay worse v900 refused: worse: not enough evidence yet\n" in text + "\n"
     notifier.start()
     await _drain(notifier, session, 2)
     sent = session.named("sendMessage")
     assert f"recovery #{item_id}" in sent[0].text and sent[0].callback_data == [f"rv:{item_id}:adopt"]
     assert "Daily report" in sent[1].text
+    # delivered once: marked in the database, so the next process (a restart) does not send it again
+    row = await RecoveryBook(h.store.db).get(item_id)
+    assert row is not None and row.announced_at is not None
+    restarted = _notifier(RecordingSession(), desk=h.desk)
+    assert await restarted.announce_recovery() == 0
     assert seconds_until(datetime.strptime("07:30", "%H:%M").time(), datetime(2026, 1, 1, 7, 31, tzinfo=UTC)) == \
         24 * 3600 - 60
 

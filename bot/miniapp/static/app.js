@@ -392,7 +392,8 @@ async function risk() {
   // a row per setting, its input beside it: nothing to scroll sideways at 360 px
   const blocks = bots.map((b) => h("div", { class: "phantom", dataset: { risk: b.bot_id } }, h("h3", {}, b.bot_id),
     b.settings.map((r) => {
-      const range = `${r.low}–${r.high}` + (r.danger === null ? "" : ` · ⚠️ from ${r.danger}`);
+      const range = (r.low_open ? `above ${r.low}, at most ${r.high}` : `${r.low}–${r.high}`)
+        + (r.danger === null ? "" : ` · ⚠️ from ${r.danger}`);
       let control = null;
       if (isAdmin()) {
         const input = h("input", { type: "text", inputmode: "decimal", name: r.key, "aria-label": r.key,
