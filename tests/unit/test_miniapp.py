@@ -30,13 +30,25 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.miniapp import MiniAppApi, mount_miniapp
 from bot.miniapp.initdata import InvalidInitData, WebAppUser, sign, validate
 from bot.settings import SettingsError, load_settings
+from bot.telegram import _set_commands, build_dispatcher, commands, set_webhook
 from bot.telegram.auth import AuthMiddleware
-from core.desk import Desk
+from bot.telegram.keyboards import Confirmations
+from core.desk import Actor, Desk
 from storage.db import create_engine
 from storage.desk_store import SqlDeskStore
 from storage.recovery import RecoveryBook
 from tests.fakes.telegram import TOKEN
-from tests.unit.test_telegram_handlers import NOW, FakeRuntime, _audit, _warm_engine, desk_url, replay_db  # noqa: F401
+from tests.unit.test_telegram_handlers import (  # noqa: F401
+    NOW,
+    FakeRuntime,
+    Harness,
+    _audit,
+    _settings,
+    _warm_engine,
+    desk_url,
+    h,
+    replay_db,
+)
 
 ADMIN, OTHER_ADMIN, VIEWER, STRANGER = 1001, 1002, 2002, 3003
 DAY = 86_400
@@ -418,3 +430,21 @@ def test_the_openapi_file_describes_the_json_the_api_sends() -> None:
     from bot.miniapp.api import ASKS
 
     assert set(actions["schema"]["enum"]) == set(ASKS)
+
+
+async def test_the_menu_button_and_status_open_the_app_at_the_webhooks_host(h: Harness, tmp_path: Path,  # noqa: F811
+                                                                            desk_url: str) -> None:  # noqa: F811
+    """A webhook desk: its https host serves the app; the menu button and /status's button point there."""
+    settings = _settings(tmp_path, desk_url, telegram_webhook_url="https://desk.example.com/telegram/webhook",
+                         telegram_webhook_secret="s3cret-token")
+    dp = build_dispatcher(h.desk, settings)
+    await set_webhook(h.bot, settings, dp)
+    [menu] = h.session.named("setChatMenuButton")
+    assert menu.method.menu_button.web_app.url == "https://desk.example.com/app/"  # type: ignore[attr-defined]
+    # without an https address of its own (polling, no PUBLIC_URL), no button at all
+    h.session.clear()
+    await _set_commands(h.bot, build_dispatcher(h.desk, _settings(tmp_path, desk_url))["app_url"])
+    assert h.session.named("setChatMenuButton") == [] and h.session.named("setMyCommands")
+    status = await commands.status(commands.Context(h.desk, Actor(ADMIN, "a", "admin"), Confirmations(),
+                                                    extras={"app_url": "https://desk.example.com/app/"}))
+    assert [b.web_app for row in status.buttons for b in row if b.web_app] == ["https://desk.example.com/app/"]
