@@ -294,6 +294,21 @@ def _admin(browser: Any, base: str, db: Path, expected: dict[int | None, dict[st
     _screen(page, "trades")
     total = rows(db, "SELECT count(*) FROM trades WHERE status = 'closed'")[0][0]
     assert page.inner_text("#trades-count").startswith(f"{total} trades")
+    # the pages, 30 trades each, newest exit first, walked to the end and back
+    newest_first = [r[0] for r in rows(db, "SELECT id FROM trades WHERE status = 'closed' "
+                                           "ORDER BY exit_time DESC, id DESC")]
+    shown = lambda: page.eval_on_selector_all("tr[data-trade]", "rs => rs.map(r => r.dataset.trade)")  # noqa: E731
+    pages = -(-total // 30)
+    assert pages >= 3
+    seen = shown()
+    for n in range(2, pages + 1):
+        page.click("button:has-text('Older')")
+        page.locator("#trades-count", has_text=f"page {n}").wait_for()
+        seen += shown()
+    assert seen == newest_first and page.locator("button:has-text('Older')").is_disabled()
+    page.click("button:has-text('Newer')")
+    page.locator("#trades-count", has_text=f"page {pages - 1}").wait_for()
+    assert shown() == newest_first[(pages - 2) * 30:(pages - 1) * 30]
     page.select_option("select[name='exit_reason']", "tp")
     take_profits = rows(db, "SELECT count(*) FROM trades WHERE status = 'closed' AND exit_reason = 'tp'")[0][0]
     page.locator("#trades-count", has_text=re.compile(f"^{take_profits} trades")).wait_for()  # the CSP forbids eval
