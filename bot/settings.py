@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     strategies_dir: Path | None = None  # user strategies (*.py); unset: ./strategies when it exists
 
     backup_dir: Path | None = None  # daily archives (default: DATA_DIR/backups); 7 daily + 4 weekly kept
+    backup_s3_url: str | None = None  # s3://bucket[/prefix]: each verified archive is also uploaded there
+    backup_s3_endpoint: str | None = None  # an S3-compatible service (R2, B2, MinIO); unset: AWS
+    backup_s3_region: str | None = None  # credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by boto3
     min_free_disk_pct: float = Field(default=10.0, ge=0, le=100)  # storage alerts to the admins ...
     max_journal_backlog: int = Field(default=1000, ge=0)  # ... ledger records waiting for the database
     max_db_size_mb: float | None = Field(default=None, gt=0)
@@ -107,7 +110,7 @@ class Settings(BaseSettings):
         return normalize_database_url(value) if value else ""
 
     @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", "public_url", "strategies_dir",
-                     mode="before")
+                     "backup_s3_url", "backup_s3_endpoint", "backup_s3_region", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -125,7 +128,14 @@ class Settings(BaseSettings):
     def _blank_url(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("telegram_api_server", "telegram_webhook_url", "public_url")
+    @field_validator("backup_s3_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        from storage.offsite import Place
+
+        return None if value is None else str(Place.parse(value))
+
+    @field_validator("telegram_api_server", "telegram_webhook_url", "public_url", "backup_s3_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -19,6 +19,7 @@ from storage.candle_store import DEFAULT_RETENTION
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
 from storage.models import Bot
+from storage.offsite import Offsite, OffsiteError
 from storage.recovery import RecoveryBook
 from storage.snapshots import Snapshots
 
@@ -143,7 +144,13 @@ class DeskJobs:
         self.redis_was_up = up
 
     async def backup(self) -> None:
-        done = await daily_backup(self.host.engine, self.host.settings.backups)
+        s = self.host.settings
+        offsite = Offsite(s.backup_s3_url, s.backup_s3_endpoint, s.backup_s3_region) if s.backup_s3_url else None
+        try:
+            done = await daily_backup(self.host.engine, s.backups, offsite=offsite)
+        except OffsiteError as exc:  # the archive is safe on this disk only: the admins hear of it now
+            self.host.notify(Notice("backup_offsite_failed", "", f"{exc}; the verified archive is on this disk only"))
+            raise
         log.info("backup: %s", done)
 
     async def storage_watch(self) -> None:

@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -509,13 +509,21 @@ def _open_archive(archive: Path, report: VerifyReport) -> zipfile.ZipFile | None
 async def verify_backup(archive: Path, workdir: Path | None = None) -> VerifyReport:
     """Check the archive (manifest, members' sha256), restore it into a throwaway SQLite database at head
     and compare row counts and content hashes. Problems are listed in the report, never raised."""
+    with tempfile.TemporaryDirectory(prefix="pd-verify-", dir=workdir) as tmp:
+        return await restore_backup(archive, f"sqlite+aiosqlite:///{Path(tmp) / 'restore.db'}", workdir=Path(tmp))
+
+
+async def restore_backup(archive: Path, url: str, workdir: Path | None = None) -> VerifyReport:
+    """Restore the archive into the database at `url` (migrated to head first), which must hold no row yet,
+    then compare row counts and content hashes with the manifest. Problems are listed, never raised; a
+    database that is not empty is refused before anything is written."""
     from storage.migrations import head_revision
 
     report = VerifyReport(archive=archive)
     zf = await asyncio.to_thread(_open_archive, archive, report)
     if zf is None:
         return report
-    with zf, tempfile.TemporaryDirectory(prefix="pd-verify-", dir=workdir) as tmp:
+    with zf, tempfile.TemporaryDirectory(prefix="pd-restore-", dir=workdir) as tmp:
         try:
             manifest = read_manifest(zf)
         except BackupError as exc:
@@ -530,36 +538,68 @@ async def verify_backup(archive: Path, workdir: Path | None = None) -> VerifyRep
         files = await asyncio.to_thread(_check_members, zf, manifest, Path(tmp), report)
         if report.problems:
             return report
-        await _restore(f"sqlite+aiosqlite:///{Path(tmp) / 'restore.db'}", files, report)
+        if occupied := await _rows_present(url):
+            report.problems.append(f"the target database is not empty ({occupied}): restore into an empty one")
+            return report
+        await _restore(url, files, report)
     return report
+
+
+async def _rows_present(url: str) -> str | None:
+    """Which table of ours already holds rows at `url` (None: none does, or the database is new)."""
+    from sqlalchemy import func, inspect, select
+
+    from storage.db import create_engine
+
+    engine = create_engine(url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            present = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            for table in tables():
+                if table.name in present and (n := await conn.scalar(select(func.count()).select_from(table))):
+                    return f"table {table.name} has {n} rows"
+    finally:
+        await engine.dispose()
+    return None
 
 
 # -- retention -----------------------------------------------------------------------------------------------
 
 
-def prune_backups(directory: Path, now: datetime, daily: int = 7, weekly: int = 4) -> list[Path]:
-    """Keep the newest archive of each of the last `daily` UTC days and of each of the last `weekly` ISO
-    weeks (today and this week included); delete the other archives and partial files over a day old.
-    Files not named like our archives are left alone. Returns what was deleted."""
+T = TypeVar("T")
+
+
+def kept(archives: list[tuple[datetime, T]], now: datetime, daily: int = 7, weekly: int = 4) -> set[T]:
+    """The retention rule (local files and the off-site bucket alike): the newest archive of each of the last
+    `daily` UTC days and of each of the last `weekly` ISO weeks (today and this week included); one written
+    by a clock ahead of ours is not this rule's to judge."""
     now = now.astimezone(UTC)
     days = {now.date() - timedelta(days=k) for k in range(daily)}
     weeks = {_week(now.date() - timedelta(weeks=k)) for k in range(weekly)}
-    archives = sorted(((t, p) for p in directory.glob(f"{PREFIX}*{SUFFIX}") if (t := archive_time(p))),
-                      reverse=True)
-    keep: set[Path] = set()
+    keep: set[T] = set()
     seen_days: set[date] = set()
     seen_weeks: set[tuple[int, int]] = set()
-    for at, path in archives:
-        if at > now:  # written by a clock ahead of ours: not this job's to judge
-            keep.add(path)
+    for at, item in sorted(archives, key=lambda a: a[0], reverse=True):
+        if at > now:
+            keep.add(item)
             continue
         day, week = at.date(), _week(at.date())
         if day in days and day not in seen_days:
-            keep.add(path)
+            keep.add(item)
             seen_days.add(day)
         if week in weeks and week not in seen_weeks:
-            keep.add(path)
+            keep.add(item)
             seen_weeks.add(week)
+    return keep
+
+
+def prune_backups(directory: Path, now: datetime, daily: int = 7, weekly: int = 4) -> list[Path]:
+    """Keep what `kept` keeps; delete the other archives and partial files over a day old. Files not named
+    like our archives are left alone. Returns what was deleted."""
+    now = now.astimezone(UTC)
+    archives = sorted(((t, p) for p in directory.glob(f"{PREFIX}*{SUFFIX}") if (t := archive_time(p))),
+                      reverse=True)
+    keep = kept(archives, now, daily, weekly)
     deleted = [p for _, p in archives if p not in keep]
     for p in directory.glob(f".{PREFIX}*{SUFFIX}.partial"):  # left by a backup that died
         m = PARTIAL.match(p.name)

@@ -55,6 +55,14 @@ def redis_server_url(_started_servers: dict[str, str]) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def s3_server_url(_started_servers: dict[str, str]) -> str:
+    url = _started_servers.get(servers.S3_URL_ENV)
+    if not url:
+        _unavailable("the S3 server", _started_servers.get(servers.S3_URL_ENV + "_ERROR", "not started"))
+    return url
+
+
 async def _admin(pg_server_url: str, sql: str) -> None:
     import asyncpg
 

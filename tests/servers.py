@@ -1,7 +1,8 @@
-"""Throwaway PostgreSQL and Redis servers for the test suite and the benchmarks.
+"""Throwaway PostgreSQL, Redis and S3-compatible servers for the test suite and the benchmarks.
 
-`python -m tests.servers run -- pytest ...` starts both on free ports, exports PD_TEST_PG_URL and
-PD_TEST_REDIS_URL to the command, and stops both however the command ends. The binaries are looked
+`python -m tests.servers run -- pytest ...` starts them on free ports, exports PD_TEST_PG_URL,
+PD_TEST_REDIS_URL and PD_TEST_S3_URL to the command, and stops them however the command ends. The S3
+server is moto's, in server mode (a real HTTP server speaking the S3 API; a dev dependency). The binaries are looked
 up on PATH and under /usr/lib/postgresql/*/bin, and installed with apt-get when absent and root.
 PostgreSQL refuses to run as root, so as root it runs as the `postgres` user. `chromium()` finds (or installs)
 Debian's Chromium the same way, for the Mini App's browser tests.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 PG_URL_ENV = "PD_TEST_PG_URL"
 REDIS_URL_ENV = "PD_TEST_REDIS_URL"
+S3_URL_ENV = "PD_TEST_S3_URL"
 
 
 class ServerUnavailable(RuntimeError):
@@ -162,12 +164,45 @@ class Redis:
         self.proc = None
 
 
+class S3:
+    """moto's S3-compatible server on a free port (buckets live in its memory, gone when it stops)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3:
+        try:
+            import moto.server  # noqa: F401
+        except ImportError as exc:
+            raise ServerUnavailable(f"moto is not installed ({exc}): pip install -e '.[dev]'") from None
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(self.port, 30, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 @contextlib.contextmanager
 def servers() -> Iterator[dict[str, str]]:
     """Start whatever can be had; the dict maps env var -> URL, plus *_ERROR for what could not."""
     env: dict[str, str] = {}
     pg: Postgres | None = None
     redis: Redis | None = None
+    s3: S3 | None = None
     try:
         try:
             pg = Postgres().start()
@@ -179,8 +214,15 @@ def servers() -> Iterator[dict[str, str]]:
             env[REDIS_URL_ENV] = redis.url
         except ServerUnavailable as exc:
             env[REDIS_URL_ENV + "_ERROR"] = str(exc)
+        try:
+            s3 = S3().start()
+            env[S3_URL_ENV] = s3.url
+        except ServerUnavailable as exc:
+            env[S3_URL_ENV + "_ERROR"] = str(exc)
         yield env
     finally:
+        if s3 is not None:
+            s3.stop()
         if redis is not None:
             redis.stop()
         if pg is not None:

@@ -42,7 +42,7 @@ ICONS = {"trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "
          "feed_failed": "💥", "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗",
          "start": "🚀", "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "ml_refused": "🧠", "retrain_done": "🧠",
          "daily_report": "📊", "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁",
-         "strategy_failed": "🧩"}
+         "strategy_failed": "🧩", "backup_offsite_failed": "🗄️"}
 DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed", "job_failed", "job_failing",
                           "order_failed", "strategy_failed"})
 DEDUPE_S = 3600.0

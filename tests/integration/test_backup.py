@@ -8,19 +8,24 @@ import asyncio
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select, text
 
+from bot.settings import Settings
+from core.trader import Notice
 from jobs.backup import daily_backup
 from storage.backup import (
     BackupError,
     archive_name,
+    archive_time,
     create_backup,
     prune_backups,
     table_digest,
@@ -31,6 +36,7 @@ from storage.db import create_engine
 from storage.health import HISTORY_FILE, StorageLimits, storage_health, thresholds_exceeded
 from storage.migrations import upgrade
 from storage.models import Base, MLModel, Trade
+from storage.offsite import Offsite, OffsiteError
 from tests.conftest import CANDLES
 from tests.hostproc import desk_env, run
 
@@ -309,3 +315,81 @@ async def test_storage_health_figures_and_thresholds(db_url: str, tmp_path: Path
     assert alerts[2].startswith("the journal holds 1 corrupt line(s)")
     assert alerts[3].startswith("database size ") and alerts[3].endswith("is above 1000 B")
     assert alerts[4].startswith("database grows ")
+
+
+# --- off-site: a real S3-compatible server (moto's, started by the test command) ----------------------------
+S3_ENV = {"AWS_ACCESS_KEY_ID": "desk-test", "AWS_SECRET_ACCESS_KEY": "desk-test-secret",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def bucket(s3_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the test S3 server; boto3 finds the credentials in the environment, as in production."""
+    import boto3
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    name = f"desk-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server_url).create_bucket(Bucket=name)
+    return name
+
+
+def _objects(s3_server_url: str, bucket: str) -> dict[str, bytes]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server_url)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+async def test_the_daily_archive_leaves_the_box_and_restores_from_there(replayed_sqlite: str, pg_url: str,
+                                                                         tmp_path: Path, s3_server_url: str,
+                                                                         bucket: str) -> None:
+    import boto3
+
+    old = archive_name(NOW - timedelta(days=40))  # beyond retention, in the bucket and on the disk
+    boto3.client("s3", endpoint_url=s3_server_url).put_object(Bucket=bucket, Key=f"desk/{old}", Body=b"x")
+    boto3.client("s3", endpoint_url=s3_server_url).put_object(Bucket=bucket, Key="desk/notes.txt", Body=b"mine")
+    offsite = Offsite(f"s3://{bucket}/desk", s3_server_url)
+    engine = create_engine(replayed_sqlite, null_pool=True)
+    try:
+        done = await daily_backup(engine, tmp_path / "backups", now=NOW, offsite=offsite)
+    finally:
+        await engine.dispose()
+    local = tmp_path / "backups" / archive_name(NOW)
+    assert done["offsite"] == f"desk/{archive_name(NOW)}" and done["offsite_deleted"] == [old]
+    stored = _objects(s3_server_url, bucket)
+    assert sorted(stored) == ["desk/notes.txt", f"desk/{archive_name(NOW)}"]  # a foreign object is left alone
+    assert stored[f"desk/{archive_name(NOW)}"] == local.read_bytes()
+
+    # the host is gone: a new machine restores the newest off-site archive into an empty PostgreSQL
+    env = desk_env(**S3_ENV, BACKUP_S3_URL=f"s3://{bucket}/desk", BACKUP_S3_ENDPOINT=s3_server_url)
+    listed = run(["backup", "list", "--offsite"], tmp_path, env)
+    assert listed.returncode == 0 and listed.stdout.split() == [archive_name(NOW)], listed.stderr
+    restored = run(["backup", "restore", "s3:latest", "--db", pg_url], tmp_path, env, timeout=300)
+    assert restored.returncode == 0, restored.stderr[-2000:]
+    assert f"fetched {archive_name(NOW)}" in restored.stdout
+    assert "row counts and content hashes match" in restored.stdout
+    assert await counts(pg_url) == await counts(replayed_sqlite)
+    again = run(["backup", "restore", "s3:latest", "--db", pg_url], tmp_path, env, timeout=300)
+    assert again.returncode == 1 and "the target database is not empty" in again.stderr
+    assert await counts(pg_url) == await counts(replayed_sqlite)  # nothing written twice
+
+
+async def test_a_failing_upload_is_alerted_and_the_local_archive_kept(replayed_sqlite: str, tmp_path: Path,
+                                                                      s3_server_url: str, bucket: str) -> None:
+    from jobs.desk_jobs import DeskJobs
+
+    notices: list[Notice] = []
+    settings = Settings(_env_file=None, data_dir=tmp_path, backup_s3_url=f"s3://{bucket}-gone/desk",
+                        backup_s3_endpoint=s3_server_url)
+    engine = create_engine(replayed_sqlite, null_pool=True)
+    try:
+        jobs = DeskJobs(SimpleNamespace(engine=engine, settings=settings, notify=notices.append))  # type: ignore[arg-type]
+        with pytest.raises(OffsiteError, match=rf"s3://{bucket}-gone/desk/ failed \(NoSuchBucket"):
+            await jobs.backup()
+    finally:
+        await engine.dispose()
+    assert [n.kind for n in notices] == ["backup_offsite_failed"]
+    assert "on this disk only" in notices[0].text and "desk-test-secret" not in notices[0].text
+    assert len([p for p in (tmp_path / "backups").iterdir() if archive_time(p)]) == 1  # verified, kept here

@@ -365,7 +365,8 @@ async def test_retrain_in_a_process_pool_keeps_the_event_loop_responsive() -> No
         await tick
     assert len(reports) == 1 and reports[0]["version"] == 4000
     assert took > 0.5 and len(lags) > 20  # the loop kept ticking all along
-    assert max(lags) < 0.1, f"event loop lag {max(lags) * 1000:.0f} ms during a retrain"
+    # inline, the loop would stall for the whole retrain; a busy machine's scheduling hiccups are far shorter
+    assert max(lags) < took / 4, f"event loop lag {max(lags) * 1000:.0f} ms during a {took:.1f} s retrain"
     assert scorer.due() == [] and [i.version for i in await reg.list("b")] == [4000]
 
 
