@@ -180,13 +180,13 @@ async function equity(poll) {
   }
   const ranges = h("div", { class: "buttons" }, [[7, "7 d"], [30, "30 d"], [90, "90 d"], [0, "All"]].map(([d, label]) =>
     h("button", { class: state.equity.days === d ? "on" : "", onclick: () => { state.equity.days = d; render(); } }, label)),
-  h("button", { "aria-label": "zoom in", dataset: { zoom: "in" }, onclick: () => zoomX(0.5) }, "＋"),
-  h("button", { "aria-label": "zoom out", dataset: { zoom: "out" }, onclick: () => zoomX(2) }, "－"),
+  h("button", { "aria-label": "zoom in", dataset: { zoom: "in" }, onclick: () => zoomX(0.5) }, "+"),
+  h("button", { "aria-label": "zoom out", dataset: { zoom: "out" }, onclick: () => zoomX(2) }, "-"),
   h("button", { dataset: { zoom: "reset" }, onclick: () => zoomX(Infinity) }, "Reset zoom"));
   const top = h("div", { class: "chart", id: "equity-chart" });
   const bottom = h("div", { class: "chart small", id: "drawdown-chart" });
   const summary = h("p", { class: "hint" }, e.trades
-    ? `${e.trades} closed trades from ${money(e.capital)} capital; pinch or ＋/－ to zoom, swipe sideways to pan `
+    ? `${e.trades} closed trades from ${money(e.capital)} capital; pinch or +/- to zoom, swipe sideways to pan `
       + "(with a mouse: drag across a chart, double-click to reset)"
     : "no closed trades yet");
   requestAnimationFrame(() => drawEquity(top, bottom, x, e));
