@@ -72,6 +72,7 @@ class Host:
     notifier: Any = None
     leases: Leases | None = None
     telegram_auth: Any = None  # refusals of strangers, counted for /health
+    miniapp: Any = None  # the Mini App's API (bot/miniapp), with a bot token
     jobs: JobRecorder | None = None
     # coroutines run first at shutdown, newest first
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -220,6 +221,10 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
             host.telegram_mode = "webhook"
         else:
             host.telegram_mode = "polling"
+        from bot.miniapp import mount_miniapp  # the Mini App's logins are signed with the bot token
+
+        host.miniapp = mount_miniapp(app, host.desk, settings.telegram_bot_token.get_secret_value(),
+                                     host.telegram_auth.role, settings.miniapp_auth_max_age_s)
 
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

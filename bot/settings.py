@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     telegram_api_server: str | None = None
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
+    public_url: str | None = None  # https:// address of this desk: the Mini App is <url>/app/ (default: the webhook's)
+    miniapp_auth_max_age_s: int = Field(default=86_400, ge=60, le=30 * 86_400)  # how old a Mini App login may be
 
     bybit_api_key: SecretStr | None = None
     bybit_api_secret: SecretStr | None = None
@@ -107,8 +109,8 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value) if value else ""
 
-    @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", "strategies_dir", "backup_s3_url",
-                     "backup_s3_endpoint", "backup_s3_region", mode="before")
+    @field_validator("redis_url", "telegram_api_server", "telegram_webhook_url", "public_url", "strategies_dir",
+                     "backup_s3_url", "backup_s3_endpoint", "backup_s3_region", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
 
         return None if value is None else str(Place.parse(value))
 
-    @field_validator("telegram_api_server", "telegram_webhook_url", "backup_s3_endpoint")
+    @field_validator("telegram_api_server", "telegram_webhook_url", "public_url", "backup_s3_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -221,6 +223,8 @@ class Settings(BaseSettings):
             raise SettingsError("TELEGRAM_WEBHOOK_SECRET: required when TELEGRAM_WEBHOOK_URL is set")
         if self.telegram_webhook_url and not self.telegram_webhook_url.startswith("https://"):
             raise SettingsError("TELEGRAM_WEBHOOK_URL: Telegram only delivers webhooks to https:// URLs")
+        if self.public_url and not self.public_url.startswith("https://"):
+            raise SettingsError("PUBLIC_URL: Telegram opens Mini Apps from https:// URLs only")
         if self.trading_mode == "live":
             if not (self.bybit_api_key and self.bybit_api_secret):
                 raise SettingsError("TRADING_MODE: live needs BYBIT_API_KEY and BYBIT_API_SECRET")
@@ -245,6 +249,16 @@ class Settings(BaseSettings):
             return self.strategies_dir
         default = Path(DEFAULT_STRATEGIES_DIR)
         return default if default.is_dir() else None
+
+    @property
+    def miniapp_url(self) -> str | None:
+        """Where Telegram opens the Mini App (the menu button, /status): PUBLIC_URL or the webhook's host."""
+        if self.public_url:
+            return self.public_url + "/app/"
+        if self.telegram_webhook_url:  # the same server: its scheme and host, not the webhook's path
+            parts = urlsplit(self.telegram_webhook_url)
+            return f"{parts.scheme}://{parts.netloc}/app/"
+        return None
 
     @property
     def backups(self) -> Path:

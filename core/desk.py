@@ -8,7 +8,7 @@ authorize still cannot pause a bot for a viewer. Time comes from the injected cl
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
@@ -22,7 +22,7 @@ from core.lifecycle import HELD_STATES, LIVE_STATES
 from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
-from core.stats import TradeFacts, breakdown, daily_pnl, equity_curve, summarize
+from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown, summarize
 from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
 from core.trader import Closing, Trader
@@ -153,6 +153,54 @@ class RiskChange:
     applied: bool = False
 
 
+@dataclass(frozen=True)
+class TradeQuery:
+    """Closed trades, newest exit first, filtered, one page at a time. Pages are keyset pages: `before` is the
+    (exit time, id) of the last row of the previous page, so a trade closing meanwhile shifts nothing."""
+
+    bot_id: str | None = None
+    symbol: str | None = None
+    strategy: str | None = None
+    exit_reason: str | None = None
+    before: tuple[datetime, str] | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class TradeRow:
+    id: str
+    bot_id: str
+    symbol: str
+    strategy: str | None
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    exit_price: Decimal | None
+    entry_time: datetime
+    exit_time: datetime
+    exit_reason: str | None
+    fees: Decimal
+    funding: Decimal
+    net_pnl: Decimal | None
+    realized_r: float | None
+
+
+@dataclass(frozen=True)
+class TradePage:
+    rows: list[TradeRow]
+    total: int  # closed trades matching the filter (every page)
+    more: bool  # an older page exists
+
+
+@dataclass(frozen=True)
+class TradeFacets:
+    """The values the trades filter offers."""
+
+    symbols: list[str]
+    strategies: list[str]
+    exit_reasons: list[str]
+
+
 class DeskStore(Protocol):
     """The reads and writes the desk needs from storage (storage/desk_store.py implements it)."""
 
@@ -208,6 +256,14 @@ class DeskStore(Protocol):
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
                           limit: int) -> tuple[Any, list[Any]]: ...
+
+    async def trades_page(self, query: TradeQuery) -> TradePage: ...
+
+    async def trade_facets(self, bot_id: str | None) -> TradeFacets: ...
+
+    async def pnl_series(self, bot_id: str | None, since: datetime | None) -> tuple[list[int], list[float]]:
+        """(exit time in ms, net PnL) of the closed trades in (exit time, id) order."""
+        ...
 
 
 class RuntimeView(Protocol):
@@ -427,6 +483,25 @@ class Desk:
         return {"symbol": symbol, "interval": config.slow_interval, "series": series,
                 "trades": [t for t in trades if t.bot_id == config.id]}
 
+    async def trades(self, query: TradeQuery) -> TradePage:
+        """The trades table: closed trades filtered by bot, symbol, strategy and exit reason, paged."""
+        if not 1 <= query.limit <= 200:
+            raise BadArgument("limit must be between 1 and 200")
+        return await self.store.trades_page(replace(query, bot_id=await self._bot(query.bot_id),
+                                                    symbol=query.symbol.upper() if query.symbol else None))
+
+    async def trade_facets(self, bot_id: str | None = None) -> TradeFacets:
+        return await self.store.trade_facets(await self._bot(bot_id))
+
+    async def equity(self, days: int | None = None, bot_id: str | None = None, points: int = 1000) -> EquityCurve:
+        """The equity curve (capital + closed trades' net PnL) and its drawdown, thinned for a chart."""
+        if days is not None and not 1 <= days <= 3650:
+            raise BadArgument("days must be between 1 and 3650")
+        bid = await self._bot(bot_id)
+        since = self.clock() - timedelta(days=days) if days else None
+        exit_ms, pnl = await self.store.pnl_series(bid, since)
+        return equity_drawdown(exit_ms, pnl, await self._capital(bid), points)
+
     async def db_stats(self) -> dict[str, Any]:
         return await self.store.db_stats()
 
@@ -551,17 +626,7 @@ class Desk:
                        confirmed: bool = False) -> list[RiskChange]:
         """Validate and (when safe or confirmed) apply a risk setting to one bot or all."""
         self._admin(actor)
-        spec = RISK_KEYS.get(key)
-        if spec is None:
-            raise BadArgument(f"unknown key {key!r} (keys: {', '.join(RISK_KEYS)})")
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            raise BadArgument(f"{key} must be a number, not {value!r}") from None
-        if not number.is_finite() or not spec.contains(number):
-            raise BadArgument(f"{key} must be {spec.describe()}")
-        if spec.integer and number != number.to_integral_value():
-            raise BadArgument(f"{key} must be a whole number")
+        spec, number = _risk_number(key, value)
         changes = []
         for bid in await self._acting(bot_id):
             config = await self.store.bot_config(bid)
@@ -578,6 +643,17 @@ class Desk:
                 change.applied = True
             changes.append(change)
         return changes
+
+    async def risk_preview(self, key: str, value: str, bot_id: str | None = None) -> list[RiskChange]:
+        """What risk_set would change, validated the same way, nothing applied (a confirmation shows it)."""
+        spec, number = _risk_number(key, value)
+        out = []
+        for bid in await self._acting(bot_id):  # the bots risk_set would reach
+            config = await self.store.bot_config(bid)
+            if config is not None:
+                out.append(RiskChange(bid, key, getattr(config, key), number,
+                                      spec.danger is not None and number >= spec.danger))
+        return out
 
     async def decide(self, item_id: int, option: str, actor: Actor) -> RecoveryResult:
         """A recovery item decided by an admin: recorded once (a second press finds it decided), then
@@ -617,6 +693,21 @@ class Desk:
     async def record_press(self, actor: Actor, button: str, outcome: str) -> None:
         """Every button press, whatever it did, in audit_log with the user id."""
         await self.store.audit(actor.label, "button", None, {"data": button, "outcome": outcome[:200]})
+
+
+def _risk_number(key: str, value: str) -> tuple[RiskKey, Decimal]:
+    spec = RISK_KEYS.get(key)
+    if spec is None:
+        raise BadArgument(f"unknown key {key!r} (keys: {', '.join(RISK_KEYS)})")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise BadArgument(f"{key} must be a number, not {value!r}") from None
+    if not number.is_finite() or not spec.contains(number):
+        raise BadArgument(f"{key} must be {spec.describe()}")
+    if spec.integer and number != number.to_integral_value():
+        raise BadArgument(f"{key} must be a whole number")
+    return spec, number
 
 
 def _effective_status(row: dict[str, Any], trader: Trader | None) -> dict[str, Any]:

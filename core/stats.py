@@ -26,6 +26,7 @@ Definitions
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import defaultdict
@@ -259,3 +260,38 @@ def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[
     for t in trades:
         groups[str(getattr(t, key) or "-")].append(t)
     return {k: summarize(v, capital) for k, v in sorted(groups.items())}
+
+
+@dataclass(frozen=True)
+class EquityCurve:
+    """The equity curve and its drawdown below the running peak, at most about 2 × `points` points: each
+    bucket of trades keeps its last point and its deepest drawdown, so the worst fall is never averaged away."""
+
+    times_ms: list[int]  # exit times, ms since the epoch
+    equity: list[float]
+    drawdown_pct: list[float]  # ≤ 0: below the running peak, % of that peak
+    capital: float
+    trades: int
+
+
+def equity_drawdown(exit_ms: Sequence[int], pnl: Sequence[float], capital: Decimal,
+                    points: int = 1000) -> EquityCurve:
+    """`exit_ms`/`pnl` in exit order (the max drawdown definition above, per trade)."""
+    import numpy as np  # only here: the rest of this module is plain Python
+
+    start = float(capital)
+    t = np.asarray(exit_ms, dtype=np.int64)
+    equity = start + np.cumsum(np.asarray(pnl, dtype=np.float64))
+    peak = np.maximum(np.maximum.accumulate(equity), start) if len(equity) else equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, (equity - peak) / peak * 100, 0.0)
+    n = len(equity)
+    if n > 2 * points:
+        bounds = np.linspace(0, n, points + 1).astype(np.int64)
+        keep = {n - 1}
+        for lo, hi in itertools.pairwise(bounds.tolist()):
+            if hi > lo:
+                keep.update((hi - 1, lo + int(np.argmin(dd[lo:hi]))))
+        index = np.array(sorted(keep))
+        t, equity, dd = t[index], equity[index], dd[index]
+    return EquityCurve(t.tolist(), equity.tolist(), dd.tolist(), start, n)

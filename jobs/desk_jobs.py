@@ -141,6 +141,8 @@ class DeskJobs:
         elif up and (stale := sorted(store.stale_bots() & set(self.bots))):
             rebuilt = {bot_id: await store.rebuild_redis(bot_id) for bot_id in stale}
             log.info("Redis missed writes: hot state rebuilt from the database %s", rebuilt)
+        elif not up and self.redis_was_up is not False:
+            log.warning("Redis is away: the database carries on; the hot state is rebuilt when it is back")
         self.redis_was_up = up
 
     async def backup(self) -> None:

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import desc, func, select, text
+from sqlalchemy import desc, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, SavedState
+from core.desk import Actor, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
@@ -36,6 +36,7 @@ class SqlDeskStore:
         self.candles = CandleStore(engine)
         self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
+        self._all_time: dict[tuple[str | None, Decimal], tuple[Any, dict[str, Any]]] = {}
 
     async def bots(self) -> list[dict[str, Any]]:
         async with self.db.connect() as conn:
@@ -76,8 +77,16 @@ class SqlDeskStore:
         return [TradeFacts(*r) for r in rows]
 
     async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
-        """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape)."""
-        return summarize_columns((await self.closed.columns(bot_id)).since(since), capital)
+        """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape). All
+        time is kept with the columns it was computed from: the same columns object, the same figures (a trade
+        closing makes new columns); the Mini App's overview asks every few seconds."""
+        columns = await self.closed.columns(bot_id)
+        if since is not None:
+            return summarize_columns(columns.since(since), capital)
+        kept = self._all_time.get((bot_id, capital))
+        if kept is None or kept[0] is not columns:
+            kept = self._all_time[(bot_id, capital)] = (columns, summarize_columns(columns, capital))
+        return dict(kept[1])
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
                           limit: int) -> tuple[CandleSeries, list[TradeRecord]]:
@@ -119,6 +128,36 @@ class SqlDeskStore:
                  "entry": t.entry_price, "exit": t.exit_price, "qty": t.qty, "exit_reason": t.exit_reason,
                  "net_pnl": t.net_pnl, "realized_r": t.realized_r, "entry_time": t.entry_time,
                  "exit_time": t.exit_time} for t in rows]
+
+    async def trades_page(self, query: TradeQuery) -> TradePage:
+        """One keyset page on (exit_time, id) descending, and the filter's count."""
+        where = [Trade.status == "closed"]
+        for column, wanted in ((Trade.bot_id, query.bot_id), (Trade.symbol, query.symbol),
+                               (Trade.strategy, query.strategy), (Trade.exit_reason, query.exit_reason)):
+            if wanted is not None:
+                where.append(column == wanted)
+        page = select(*TRADE_ROW).where(*where)
+        if query.before is not None:
+            page = page.where(tuple_(Trade.exit_time, Trade.id) < tuple_(*query.before))
+        page = page.order_by(desc(Trade.exit_time), desc(Trade.id)).limit(query.limit + 1)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(page)).all()
+            total = (await conn.execute(select(func.count()).select_from(Trade).where(*where))).scalar_one()
+        return TradePage([TradeRow(*r) for r in rows[:query.limit]], int(total), len(rows) > query.limit)
+
+    async def trade_facets(self, bot_id: str | None) -> TradeFacets:
+        query = select(Trade.symbol, Trade.strategy, Trade.exit_reason).where(Trade.status == "closed").distinct()
+        if bot_id is not None:
+            query = query.where(Trade.bot_id == bot_id)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return TradeFacets(sorted({r.symbol for r in rows}), sorted({r.strategy for r in rows if r.strategy}),
+                           sorted({r.exit_reason for r in rows if r.exit_reason}))
+
+    async def pnl_series(self, bot_id: str | None, since: datetime | None) -> tuple[list[int], list[float]]:
+        """From the closed trades' cached columns, like /stats: no table scan per chart."""
+        columns = (await self.closed.columns(bot_id)).since(since)
+        return (columns.exit_us // 1000).tolist(), columns.pnl.tolist()
 
     async def phantom_stats(self, bot_id: str | None) -> PhantomStats:
         stats = PhantomStats()
@@ -223,6 +262,11 @@ class SqlDeskStore:
         async with self.sessions.begin() as session:
             audit(session, actor, action, bot_id, _jsonable(details))
 
+
+# the columns of core.desk.TradeRow, in its order
+TRADE_ROW = (Trade.id, Trade.bot_id, Trade.symbol, Trade.strategy, Trade.side, Trade.qty, Trade.entry_price,
+             Trade.exit_price, Trade.entry_time, Trade.exit_time, Trade.exit_reason, Trade.fees, Trade.funding,
+             Trade.net_pnl, Trade.realized_r)
 
 
 def _utc(value: Any) -> datetime | None:

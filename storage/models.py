@@ -253,6 +253,7 @@ class Trade(Base):
         Index(None, "bot_id", "status"),
         Index(None, "bot_id", "exit_time"),
         Index(None, "symbol", "status"),
+        Index(None, "status", "exit_time", "id"),  # closed trades newest first: trades pages, the newest trade
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ class DeskProcess:
     def health(self) -> tuple[int, dict[str, Any]]:
         return get_json(f"http://127.0.0.1:{self.port}/health")
 
-    def wait_healthy(self, timeout: float = 60, status: int = 200) -> dict[str, Any]:
+    def wait_healthy(self, timeout: float = 60, status: int = 200,
+                     until: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """The first /health body with `status` (and, with `until`, for which `until(body)` holds: /health
+        answers while the bots are still being loaded)."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -76,7 +80,7 @@ class DeskProcess:
                 raise AssertionError(f"desk exited with {self.proc.returncode}:\n{self.output[-3000:]}")
             try:
                 code, body = self.health()
-                if code == status:
+                if code == status and (until is None or until(body)):
                     return body
                 last = (code, body)
             except (OSError, ValueError) as exc:

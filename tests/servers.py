@@ -4,7 +4,8 @@
 PD_TEST_REDIS_URL and PD_TEST_S3_URL to the command, and stops them however the command ends. The S3
 server is moto's, in server mode (a real HTTP server speaking the S3 API; a dev dependency). The binaries are looked
 up on PATH and under /usr/lib/postgresql/*/bin, and installed with apt-get when absent and root.
-PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
+PostgreSQL refuses to run as root, so as root it runs as the `postgres` user. `chromium()` finds (or installs)
+Debian's Chromium the same way, for the Mini App's browser tests.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def find_binary(name: str, package: str, extra_globs: tuple[str, ...] = ()) -> s
     if found is None:
         raise ServerUnavailable(f"{name} not found after installing {package}")
     return found
+
+
+def chromium() -> str:
+    """Debian's Chromium for the browser tests (Playwright drives it; its own browser download cannot work here)."""
+    return find_binary("chromium", "chromium")
 
 
 def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -21,7 +21,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramConflictError
 from aiogram.methods import GetUpdates, TelegramMethod
-from aiogram.types import BotCommand
+from aiogram.types import BotCommand, MenuButtonWebApp, WebAppInfo
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 
@@ -55,6 +55,7 @@ def build_dispatcher(desk: Desk, settings: Settings) -> Dispatcher:
     dp["desk"] = desk
     dp["auth"] = auth
     dp["confirmations"] = Confirmations()
+    dp["app_url"] = settings.miniapp_url  # the Mini App: the menu button and a button under /status
     dp.include_router(build_router())
     dp.startup.register(_warm_stats)
     if not settings.admin_ids:
@@ -102,7 +103,7 @@ async def set_webhook(bot: Bot, settings: Settings, dp: Dispatcher | None = None
     await bot.set_webhook(url, secret_token=settings.telegram_webhook_secret.get_secret_value(),
                           drop_pending_updates=False,
                           allowed_updates=dp.resolve_used_update_types() if dp is not None else None)
-    await _set_commands(bot)
+    await _set_commands(bot, dp["app_url"] if dp is not None else None)
     log.info("Telegram webhook set")
 
 
@@ -113,18 +114,24 @@ async def start_polling(dp: Dispatcher, bot: Bot) -> None:
         bot.session.middleware(ConflictOnce())
     try:
         await bot.delete_webhook(drop_pending_updates=False)
-        await _set_commands(bot)
+        await _set_commands(bot, dp["app_url"])
     except Exception as exc:  # polling itself retries; this is a courtesy
         log.warning("Telegram: could not prepare polling (%s); polling anyway", type(exc).__name__)
     await dp.start_polling(bot, handle_signals=False, close_bot_session=False,
                            allowed_updates=dp.resolve_used_update_types())
 
 
-async def _set_commands(bot: Bot) -> None:
+async def _set_commands(bot: Bot, app_url: str | None = None) -> None:
     try:
         await bot.set_my_commands(bot_commands())
     except Exception as exc:  # the menu is a convenience
         log.warning("Telegram: setMyCommands failed (%s)", type(exc).__name__)
+    if app_url is None:  # no https address: Telegram would refuse the Mini App's button
+        return
+    try:
+        await bot.set_chat_menu_button(menu_button=MenuButtonWebApp(text="Desk", web_app=WebAppInfo(url=app_url)))
+    except Exception as exc:
+        log.warning("Telegram: setChatMenuButton failed (%s)", type(exc).__name__)
 
 
 class ConflictOnce(BaseRequestMiddleware):

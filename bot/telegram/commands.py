@@ -16,7 +16,7 @@ from typing import Any
 
 from bot import charts
 from bot.telegram import render as rd
-from bot.telegram.keyboards import Confirmations, promote_button, recovery_rows, refresh_row
+from bot.telegram.keyboards import Confirmations, app_row, promote_button, recovery_rows, refresh_row
 from bot.telegram.render import Reply, esc
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
@@ -240,7 +240,8 @@ async def status(ctx: Context, bot_id: str | None = None) -> Reply:
                                   ["symbol", "side", "state", "qty", "entry", "last", "uPnL"], right=(3, 4, 5, 6)))
         else:
             parts.append("no open positions")
-    return Reply("\n".join(parts), buttons=[refresh_row("status", bot_id or "")])
+    rows = [refresh_row("status", bot_id or ""), app_row(ctx.extras.get("app_url"))]
+    return Reply("\n".join(parts), buttons=[r for r in rows if r])
 
 
 async def balance(ctx: Context) -> Reply:

@@ -28,7 +28,7 @@ INTERNAL_ERROR = "⚠️ something went wrong on the desk's side; it is logged"
 
 def _context(data: dict[str, Any]) -> Context:
     return Context(desk=data["desk"], actor=data["actor"], confirmations=data["confirmations"],
-                   extras={"auth": data.get("auth")})
+                   extras={"auth": data.get("auth"), "app_url": data.get("app_url")})
 
 
 async def send(message: Message, replies: list[Reply]) -> None:

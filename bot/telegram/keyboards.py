@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from bot.telegram.render import Button, Reply, esc, value
 from core.desk import Actor, BadArgument, NotAllowed, RecoveryResult
@@ -78,8 +78,19 @@ def prefix_of(raw: str | None) -> str:
 def markup(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
     if not rows:
         return None
-    return InlineKeyboardMarkup(inline_keyboard=[
-        [InlineKeyboardButton(text=b.label, callback_data=b.data.pack()) for b in row] for row in rows])
+    return InlineKeyboardMarkup(inline_keyboard=[[_button(b) for b in row] for row in rows])
+
+
+def _button(b: Button) -> InlineKeyboardButton:
+    if b.data is None:
+        assert b.web_app is not None
+        return InlineKeyboardButton(text=b.label, web_app=WebAppInfo(url=b.web_app))
+    return InlineKeyboardButton(text=b.label, callback_data=b.data.pack())
+
+
+def app_row(url: str | None) -> list[Button]:
+    """The button that opens the Mini App (only where it is served over https: PUBLIC_URL)."""
+    return [Button("📊 Open the dashboard", None, web_app=url)] if url else []
 
 
 def refresh_row(view: str, args: list[str] | str = "") -> list[Button]:
@@ -251,4 +262,4 @@ async def _refresh(ctx: Context, data: Refresh) -> Pressed:
 
 
 __all__ = ["ADMIN_PREFIXES", "Confirm", "Confirmations", "Pending", "Pressed", "Promote", "Recovery", "Refresh",
-           "fits", "markup", "press", "promote_button", "recovery_rows", "refresh_row"]
+           "app_row", "fits", "markup", "press", "promote_button", "recovery_rows", "refresh_row"]

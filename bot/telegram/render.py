@@ -30,7 +30,8 @@ _TAG = re.compile(r"<(/?)([a-zA-Z]+)[^>]*>")
 @dataclass(frozen=True)
 class Button:
     label: str
-    data: CallbackData
+    data: CallbackData | None  # None: a button that opens `web_app` (the Mini App) instead of calling back
+    web_app: str | None = None
 
 
 @dataclass

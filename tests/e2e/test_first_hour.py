@@ -90,7 +90,7 @@ def test_the_readme_conversation_after_make_run(tmp_path: Path, api: FakeBotAPI)
 
     desk = DeskProcess(tmp_path, env).start()
     try:
-        desk.wait_healthy()
+        desk.wait_healthy(until=lambda b: [x for x in b["bots"] if x["running_here"]])
         api.wait_for(lambda: "getUpdates" in api.requests, 30, "polling")
         commands = readme_commands()
         assert len(commands) >= 20 and commands[0] == "/start"

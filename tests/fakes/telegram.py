@@ -6,7 +6,7 @@
 - `FakeBotAPI`: a local Bot API server (aiohttp, its own thread and loop) for the real host process
   with TELEGRAM_API_SERVER pointing at it. It answers `/bot<token>/<method>` for getMe, getUpdates
   (long poll, offset semantics), sendMessage, sendPhoto (multipart; the photo bytes are kept),
-  editMessageText, editMessageReplyMarkup, answerCallbackQuery, setMyCommands, deleteWebhook,
+  editMessageText, editMessageReplyMarkup, answerCallbackQuery, setMyCommands, setChatMenuButton, deleteWebhook,
   getWebhookInfo, setWebhook. The test injects updates (messages, button presses with a button's
   callback_data) and reads what the bot sent. `conflict_next(n)` answers the next n getUpdates with 409.
 """
@@ -365,6 +365,10 @@ class FakeBotAPI:
 
     async def _m_setmycommands(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
         self._record("setMyCommands", params)
+        return self._ok(True)
+
+    async def _m_setchatmenubutton(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
+        self._record("setChatMenuButton", params)
         return self._ok(True)
 
     async def _m_deletewebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> web.Response:
