@@ -30,8 +30,10 @@ test: setup
 test-long: setup
 	PD_CRASH_KILLS=20 PD_OUTAGE_S=30 $(PY) -m tests.servers run -- $(PY) -m pytest $(PYTEST_ARGS) tests/e2e/test_crash.py tests/e2e/test_outage.py
 
+# ruff, then the type gate (mypy with the pydantic plugin; settings in pyproject.toml)
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf var .pytest_cache

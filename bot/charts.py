@@ -490,13 +490,13 @@ def draw_candles(fig: Figure, candles: Candles, trades: Sequence[TradeRecord] = 
 
     ax = fig.add_subplot()
     _style(ax)
-    ax.vlines(x, lo, h, colors=color, linewidth=1)
+    ax.vlines(x, lo, h, colors=list(color), linewidth=1)
     # bodies as one collection (hundreds of Rectangle patches would be several times slower)
     half = step * 0.35
     bottom, top = np.minimum(o, c), np.maximum(o, c)
     verts = np.stack([np.stack([x - half, bottom], 1), np.stack([x - half, top], 1),
                       np.stack([x + half, top], 1), np.stack([x + half, bottom], 1)], axis=1)
-    ax.add_collection(PolyCollection(verts, facecolors=color, edgecolors=color, linewidths=0.8))
+    ax.add_collection(PolyCollection(list(verts), facecolors=color, edgecolors=color, linewidths=0.8))
     ax.autoscale_view()
 
     x0, x1 = x[0] - step, x[-1] + step
@@ -514,7 +514,7 @@ def draw_candles(fig: Figure, candles: Candles, trades: Sequence[TradeRecord] = 
         if entry_in:
             ax.scatter([entry_x], [entry], marker="^" if t.side == "long" else "v", s=170, color=BLUE,
                        edgecolor="white", linewidth=1.2, zorder=5)
-        if exit_in and t.exit_price is not None:
+        if exit_in and exit_x is not None and t.exit_price is not None:
             won = (_f(t.net_pnl) or 0.0) > 0
             ax.scatter([exit_x], [float(t.exit_price)], marker="X", s=150, color=GREEN if won else RED,
                        edgecolor="white", linewidth=1, zorder=5)

@@ -169,7 +169,7 @@ HEADER = ("trial", "IS", "IS trades", "OOS", "OOS trades", "OOS/IS", "IS net PnL
 
 def table(p: Prepared, rows: list[Row]) -> list[tuple[str, ...]]:
     objective = p.spec.objective
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in rows:
         oos = r.out_of_sample
         ratio = r.ratio(objective)

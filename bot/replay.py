@@ -193,7 +193,7 @@ class Progress:
                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
                  transient=True, refresh_per_second=4) as bar:
             self.bar = bar
-            self.task = bar.add_task("replay", total=self.total_s, completed=self.done_s, day="")
+            self.task = bar.add_task("replay", total=self.total_s, completed=int(self.done_s), day="")
             yield self
 
     def tick(self, engine: Engine) -> None:

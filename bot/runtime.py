@@ -31,7 +31,7 @@ from core.config import BotConfig
 from core.decisions import Option, RecoveryDraft, RecoveryKind, options_of
 from core.desk import RetrainQueued
 from core.engine import CandleResult, Engine
-from core.exchange.broker import Fill, FundingFee, OrderState
+from core.exchange.broker import Broker, Fill, FundingFee, OrderState
 from core.exchange.bybit_broker import BybitBroker
 from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
@@ -841,7 +841,7 @@ class _Account:
     """A live bot as the recovery effects see it (core.recovery.Account)."""
 
     trader: Trader
-    broker: BybitBroker
+    broker: Broker
 
     def now(self) -> datetime:
         return _utc_now()

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -309,7 +310,7 @@ class Settings(BaseSettings):
         return key.encode()
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     loc = error.get("loc") or ("settings",)
     name = str(loc[0]).upper()
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")

@@ -79,7 +79,7 @@ class Checkpoint:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Checkpoint:
         after = doc.get("after")
-        return cls(tuple(after) if after else None, dict(doc.get("counters", {})),  # type: ignore[arg-type]
+        return cls(tuple(after) if after else None, dict(doc.get("counters", {})),
                    dict(doc.get("last_signal_ms", {})), {k: list(v) for k, v in doc.get("win_windows", {}).items()},
                    dict(doc.get("blocked", {})), dict(doc.get("extra", {})))
 

@@ -221,15 +221,15 @@ class PhantomBook:
             else:
                 reason, at = ("sl" if hit_sl else "tp"), close_time
                 price = p.sl if hit_sl else p.tp
-            self._close(p, price, at, reason)
+            r = self._close(p, price, at, reason)
             if reason == "tp":
-                p.mfe_r = max(p.mfe_r, p.realized_r)
+                p.mfe_r = max(p.mfe_r, r)
                 if not open_tp:
                     p.mae_r = max(p.mae_r, adv)
-                if p.tp1_time is None and p.realized_r >= 1.0:
+                if p.tp1_time is None and r >= 1.0:
                     p.tp1_time = at
             else:  # this candle's favourable move may have come after the stop: not counted
-                p.mae_r = max(p.mae_r, -p.realized_r)
+                p.mae_r = max(p.mae_r, -r)
             closed.append(p)
         if closed:
             if kept:
@@ -261,15 +261,17 @@ class PhantomBook:
                     return "tp", sub_close
         return "sl", close_ms
 
-    def _close(self, p: Phantom, price: float, at: datetime, reason: str) -> None:
+    def _close(self, p: Phantom, price: float, at: datetime, reason: str) -> float:
+        """Close `p`; its realized R."""
         p.status = "closed"
         p.exit_reason = reason
         p.exit_price = price
         p.exit_time = at
-        p.realized_r = (price - p.e) * p.dir / p.risk + p.funding_r
+        p.realized_r = r = (price - p.e) * p.dir / p.risk + p.funding_r
         p.pnl_pct = (price - p.e) * p.dir / p.e * 100.0
         p.outcome = "win" if reason == "tp" else "loss" if reason == "sl" else "timeout"
         self.observe(p)
+        return r
 
 
 @dataclass

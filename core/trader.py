@@ -25,6 +25,7 @@ from core.exchange.broker import (
     OrderIntent,
     OrderState,
     Position,
+    Purpose,
     Side,
     entry_side,
     exit_side,
@@ -259,7 +260,8 @@ class Trader:
             reason = kinds.pop() if len(kinds) == 1 else "manual"
             if reason == "sl" and trade.stop_moved:
                 reason = "trailing"
-            link = fills[-1].order_link_id or order_link_id(trade.base, reason if reason in ("tp", "sl") else "close")
+            purpose: Purpose = "tp" if reason == "tp" else "sl" if reason == "sl" else "close"
+            link = fills[-1].order_link_id or order_link_id(trade.base, purpose)
             self._close(trade, _vwap(fills), fills[-1].time, sum((f.fee for f in fills), Decimal(0)), reason,
                         _order(r, fills, link))
 

@@ -51,10 +51,11 @@ from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.market.sanity import Refusal, sane_series
 from core.market.series import FIELDS, CandleSeries, Gap
 from storage.models import Candle as CandleRow
+from storage.models import table_of
 
 log = logging.getLogger(__name__)
 
-TABLE = CandleRow.__table__
+TABLE = table_of(CandleRow)
 KEY = ("symbol", "interval", "open_time")
 VALUES = (*FIELDS, "turnover")
 COLUMNS = (*KEY, *VALUES)
@@ -113,8 +114,8 @@ def _concat(parts: list[CandleSeries]) -> CandleSeries:
     if any(p.turnover is not None for p in parts):
         # keep the turnover that is known; NaN elsewhere is written as NULL, which never overwrites one
         turnover = np.concatenate([np.full(len(p), np.nan) if p.turnover is None else p.turnover for p in parts])
-    return CandleSeries(first.symbol, first.interval, np.concatenate([p.open_ms for p in parts]),
-                        *(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS), turnover=turnover)
+    return CandleSeries.of_columns(first.symbol, first.interval, np.concatenate([p.open_ms for p in parts]),
+                                   (np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS), turnover=turnover)
 
 
 def normalize(series: Iterable[CandleSeries]) -> list[CandleSeries]:
@@ -141,13 +142,13 @@ def normalize(series: Iterable[CandleSeries]) -> list[CandleSeries]:
 def _as_series_list(data: CandleSeries | Iterable[CandleSeries] | Iterable[Candle]) -> list[CandleSeries]:
     if isinstance(data, CandleSeries):
         return normalize([data])
-    items = list(data)
-    if items and isinstance(items[0], Candle):
+    items: list[CandleSeries | Candle] = list(data)
+    if candles := [c for c in items if isinstance(c, Candle)]:
         by_key: dict[tuple[str, str], list[Candle]] = {}
-        for c in items:
+        for c in candles:
             by_key.setdefault((c.symbol, c.interval), []).append(c)
         return normalize(CandleSeries.from_candles(k[0], k[1], cs) for k, cs in by_key.items())
-    return normalize(items)
+    return normalize(s for s in items if isinstance(s, CandleSeries))
 
 
 def _finite_check(s: CandleSeries) -> None:
@@ -218,7 +219,7 @@ def upsert_statement(dialect: str, rows: list[dict[str, Any]] | None = None) -> 
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TABLE)
     if rows is not None:
         ins = ins.values(rows)
-    set_ = {f: ins.excluded[f] for f in FIELDS}
+    set_: dict[str, Any] = {f: ins.excluded[f] for f in FIELDS}
     set_["turnover"] = func.coalesce(ins.excluded.turnover, TABLE.c.turnover)  # never erase a known turnover
     return ins.on_conflict_do_update(index_elements=list(KEY), set_=set_, where=_changed(ins.excluded))
 
@@ -307,11 +308,11 @@ def _series_from_rows(symbol: str, interval: str, rows: Sequence[Sequence[Any]])
     """Rows of (open_ms, open, high, low, close, volume, turnover) -> CandleSeries."""
     if not rows:
         empty = np.empty(0)
-        return CandleSeries(symbol, interval, np.empty(0, dtype=np.int64), *(empty for _ in FIELDS), turnover=None)
+        return CandleSeries.of_columns(symbol, interval, np.empty(0, dtype=np.int64), (empty for _ in FIELDS))
     cols = list(zip(*rows, strict=True))
     turnover = None if any(t is None for t in cols[6]) else np.array(cols[6], dtype=np.float64)
-    return CandleSeries(symbol, interval, np.array(cols[0], dtype=np.int64),
-                        *(np.array(c, dtype=np.float64) for c in cols[1:6]), turnover=turnover)
+    return CandleSeries.of_columns(symbol, interval, np.array(cols[0], dtype=np.int64),
+                                   (np.array(c, dtype=np.float64) for c in cols[1:6]), turnover=turnover)
 
 
 def _utc_now() -> datetime:

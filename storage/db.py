@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,9 +76,19 @@ def create_engine(url: str, *, null_pool: bool = False, **options: Any) -> Async
     return create_async_engine(url, **options)
 
 
+def cells(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A result row's values, to build a dataclass from in column order (typed per column by its query)."""
+    return tuple(row)
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (bytes from a client without decode_responses) as text."""
+    return value if isinstance(value, str) else value.decode()
+
+
 def dialect_insert(session: AsyncSession) -> Any:
     """The INSERT construct with ON CONFLICT support for the session's database."""
-    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -21,7 +21,7 @@ from core.stats import TradeFacts
 from storage.bots import config_of, set_status, upsert_bot
 from storage.candle_store import CandleStore
 from storage.closed_trades import ClosedTrades, summarize_columns
-from storage.db import session_factory
+from storage.db import cells, session_factory
 from storage.engine_store import SqlEngineStore
 from storage.models import Bot, BotState, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
 from storage.recovery import RecoveryBook, audit
@@ -74,7 +74,7 @@ class SqlDeskStore:
             query = query.where(Trade.exit_time >= since)
         async with self.db.connect() as conn:
             rows = (await conn.execute(query.order_by(Trade.exit_time, Trade.id))).all()
-        return [TradeFacts(*r) for r in rows]
+        return [TradeFacts(*cells(r)) for r in rows]
 
     async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
         """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape). All
@@ -143,7 +143,7 @@ class SqlDeskStore:
         async with self.db.connect() as conn:
             rows = (await conn.execute(page)).all()
             total = (await conn.execute(select(func.count()).select_from(Trade).where(*where))).scalar_one()
-        return TradePage([TradeRow(*r) for r in rows[:query.limit]], int(total), len(rows) > query.limit)
+        return TradePage([TradeRow(*cells(r)) for r in rows[:query.limit]], int(total), len(rows) > query.limit)
 
     async def trade_facets(self, bot_id: str | None) -> TradeFacets:
         query = select(Trade.symbol, Trade.strategy, Trade.exit_reason).where(Trade.status == "closed").distinct()

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -241,8 +242,8 @@ class SqlEngineStore:
             return
         try:
             pipe = self.redis.pipeline(transaction=True)
-            active = {p.id: json.dumps(phantom_row(p, p.opened_at), default=str)
-                      for p in batch.phantoms.values() if p.status == "active"}
+            active: dict[FieldT, EncodableT] = {p.id: json.dumps(phantom_row(p, p.opened_at), default=str)
+                                              for p in batch.phantoms.values() if p.status == "active"}
             closed = [p.id for p in batch.phantoms.values() if p.status == "closed"]
             if active:
                 pipe.hset(self._key(bot_id, "phantoms"), mapping=active)

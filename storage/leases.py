@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import is_sqlite
+from storage.db import as_text, is_sqlite
 
 log = logging.getLogger("phantomdesk.leases")
 
@@ -90,7 +90,7 @@ class Leases:
                 ok = await self.redis.set(self._redis_key(bot_id), self.instance, nx=True, px=int(self.ttl_s * 1000))
                 if not ok:
                     holder = await self.redis.get(self._redis_key(bot_id))
-                    if holder is not None and holder.decode() != self.instance:
+                    if holder is not None and as_text(holder) != self.instance:
                         await self._drop(lease)  # someone else's lease has not expired yet
                         return False
                 lease.redis_held = True

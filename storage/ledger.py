@@ -34,10 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord
 from core.stats import TradeFacts
-from storage.db import DB_DOWN, is_db_down, session_factory
+from storage.db import DB_DOWN, cells, is_db_down, session_factory
 from storage.hotstate import PREFIX
 from storage.journal import Journal
-from storage.models import Order, Trade, TradeStatsCache
+from storage.models import Order, Trade, TradeStatsCache, table_of
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class SqlLedger:
             query = query.where(Trade.exit_time >= since)
         async with self.sessions() as session:
             rows = (await session.execute(query.order_by(Trade.exit_time, Trade.id))).all()
-        return [TradeFacts(*r) for r in rows]
+        return [TradeFacts(*cells(r)) for r in rows]
 
     async def ping(self) -> None:
         async with self.sessions() as session:
@@ -270,7 +270,7 @@ class _Statements:
 def _statements(dialect: str) -> _Statements:
     """The ledger's statements, built once per dialect: SQLAlchemy then compiles each only once."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    trades, orders, cache = Trade.__table__, Order.__table__, TradeStatsCache.__table__
+    trades, orders, cache = table_of(Trade), table_of(Order), table_of(TradeStatsCache)
     stmt = insert(trades)
     # a late open (a journal replay) must never turn a closed trade back into an open one
     trade = stmt.on_conflict_do_update(

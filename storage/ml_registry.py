@@ -15,21 +15,25 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
+
 from core.ml.artifact import ArtifactRefused, load_verified, sign
 from core.ml.model import Model
 from core.ml.registry import ChampionLoad, ModelArtifact, ModelInfo
 from core.persistence import StoreUnavailable
 from core.phantom import Phantom
-from storage.db import DB_DOWN, dialect_insert, session_factory
+from storage.db import DB_DOWN, as_text, dialect_insert, session_factory
 from storage.engine_store import phantom_of
 from storage.hotstate import PREFIX
 from storage.models import AuditLog, MLModel, PhantomTrade, RecoveryItem
@@ -71,7 +75,7 @@ class SqlModelRegistry:
                     trained_at=artifact.trained_at, n_samples=artifact.n_samples, metrics=artifact.metrics,
                     artifact=artifact.data, sha256=digest, hmac=mac, is_champion=False,
                 ).on_conflict_do_nothing(index_elements=["bot_id", "strategy", "version"])
-                inserted = (await session.execute(stmt)).rowcount == 1
+                inserted = cast("CursorResult[Any]", await session.execute(stmt)).rowcount == 1
         except DB_DOWN as exc:
             raise StoreUnavailable(f"ml registry: {type(exc).__name__}") from exc
         return inserted
@@ -148,10 +152,10 @@ class SqlModelRegistry:
                 item.status, item.decided_at = "expired", now
                 return None
             # conditional: of two presses racing, exactly one changes the row
-            done = await session.execute(update(RecoveryItem).where(
+            done = cast("CursorResult[Any]", await session.execute(update(RecoveryItem).where(
                 RecoveryItem.id == item.id, RecoveryItem.status == "pending").values(
                 status="approved" if decision == "promote" else "rejected", decision=decision,
-                decided_by=_user_id(actor), decided_at=now))
+                decided_by=_user_id(actor), decided_at=now)))
             if done.rowcount != 1:
                 return None
             if decision == "promote":
@@ -225,7 +229,7 @@ class SqlModelRegistry:
         return [ModelInfo(r.bot_id, r.strategy, r.version, r.trained_at, r.n_samples, r.metrics or {},
                           bool(r.is_champion), r.promoted_at, r.promoted_by, int(r.size or 0)) for r in rows]
 
-    async def pending_approvals(self, bot_id: str) -> list[dict[str, Any]]:
+    async def pending_approvals(self, bot_id: str) -> builtins.list[dict[str, Any]]:
         async with self.sessions() as session:
             items = (await session.scalars(select(RecoveryItem).where(
                 RecoveryItem.bot_id == bot_id, RecoveryItem.kind == PROMOTE_KIND,
@@ -249,9 +253,9 @@ class SqlModelRegistry:
             cached = await self.redis.get(champion_key(bot_id, strategy))
         except (RedisError, OSError):
             return
-        if cached is None or cached.decode() != str(row_id):
+        if cached is None or as_text(cached) != str(row_id):
             if cached is not None:
-                log.warning("Redis named model row %s as %s champion, the database %s: rewritten", cached.decode(),
+                log.warning("Redis named model row %s as %s champion, the database %s: rewritten", as_text(cached),
                             strategy, row_id)
             await self._point(bot_id, strategy, row_id)
 

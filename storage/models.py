@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -62,6 +63,13 @@ def _one_of(column: str, values: tuple[str, ...], name: str | None = None, nulla
     listed = ", ".join(f"'{v}'" for v in values)
     text = f"{column} IN ({listed})" + (f" OR {column} IS NULL" if nullable else "")
     return CheckConstraint(text, name=name or column)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's Table (SQLAlchemy types `__table__` as any FROM clause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Base(DeclarativeBase):

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)  # type: ignore[arg-type]
+ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
 WINDOWS = (("24 h", 1), ("7 d", 7), ("30 d", 30), ("all", None))
 REFUSAL_LOG_EVERY_S = 60.0
 

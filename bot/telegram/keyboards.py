@@ -210,11 +210,11 @@ async def _confirm(ctx: Context, data: Confirm) -> Pressed:
         lines += [f"– {esc(t)}: no longer open, nothing sent" for t in listed if t not in done]
         return Pressed(f"closing {len(closed)}", edit=Reply("\n".join(lines) or "nothing closed"))
     if pending.action == "pause":  # the bots the confirmation listed, not whatever exists now
-        done = [b for bot_id in pending.params["bots"]
-                for b in await ctx.desk.pause(bot_id, pending.params["reason"], ctx.actor)]
-        text = (f"⏸ paused: <b>{esc(', '.join(done))}</b>\nno new positions open until /resume" if done
+        paused = [b for bot_id in pending.params["bots"]
+                  for b in await ctx.desk.pause(bot_id, pending.params["reason"], ctx.actor)]
+        text = (f"⏸ paused: <b>{esc(', '.join(paused))}</b>\nno new positions open until /resume" if paused
                 else "nothing paused (already paused)")
-        return Pressed(f"paused {len(done)}", edit=Reply(text))
+        return Pressed(f"paused {len(paused)}", edit=Reply(text))
     if pending.action == "resume":
         result = await ctx.desk.resume(pending.params["target"], ctx.actor, confirmed=pending.params["bots"])
         text = (f"▶️ running again: <b>{esc(', '.join(result.resumed))}</b>; the drawdown guard measures from the "

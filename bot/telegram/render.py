@@ -208,7 +208,8 @@ def split(text: str, limit: int = SAFE_LIMIT) -> list[str]:
     if units(text) <= limit:
         return [text]
     chunks: list[str] = []
-    current, stack = "", []
+    current = ""
+    stack: list[tuple[str, str]] = []  # the tags open at the end of `current`
     for line in text.split("\n"):
         while True:
             after = _open_after(stack, line)

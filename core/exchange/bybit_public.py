@@ -84,7 +84,7 @@ class PublicSocket(WebSocket):
         try:
             for interval in intervals:
                 # one subscribe request per interval; pybit records it and resends it after its own reconnects
-                sock.kline_stream(interval=interval, symbol=list(symbols), callback=_ignore)  # type: ignore[arg-type]
+                sock.kline_stream(interval=interval, symbol=list(symbols), callback=_ignore)
         except BaseException:
             sock.retire()
             raise

@@ -31,6 +31,7 @@ from core.exchange.broker import (
     OrderIntent,
     OrderState,
     Position,
+    Purpose,
     entry_side,
     exit_side,
     order_link_id,
@@ -61,7 +62,7 @@ class PaperPosition:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PaperPosition:
-        dec = {k: (Decimal(v) if v is not None and k in {"qty", "entry_price", "leverage", "stop_loss",
+        dec: dict[str, Any] = {k: (Decimal(v) if v is not None and k in {"qty", "entry_price", "leverage", "stop_loss",
                                                           "take_profit"} else v) for k, v in d.items()}
         return cls(**dec)
 
@@ -79,7 +80,7 @@ class PaperBroker:
         self.held: dict[str, PaperPosition] = {}  # symbol -> the open position
         self.orders: dict[str, OrderState] = {}
         self.closes: dict[str, Decimal] = {}  # symbol -> last close seen
-        self.funding = funding or FundingSchedule()
+        self.schedule = funding or FundingSchedule()  # not `funding`: that is the Broker method below
         self.funded_until: dict[str, int] = {}  # symbol -> settlements up to this time (ms) are applied
         self.seq = 0
 
@@ -88,7 +89,7 @@ class PaperBroker:
         known = self.orders.get(intent.order_link_id)
         if known is not None:  # the same link id twice is the same order (idempotent like Bybit's 110072)
             return known
-        side = exit_side(intent.side) if intent.reduce_only else entry_side(intent.side)  # type: ignore[arg-type]
+        side = exit_side(intent.side) if intent.reduce_only else entry_side(intent.side)
         state = OrderState(intent.order_link_id, f"paper-{intent.order_link_id}", intent.symbol, side, intent.qty,
                            "New", reduce_only=intent.reduce_only)
         self.orders[intent.order_link_id] = state
@@ -132,7 +133,7 @@ class PaperBroker:
         if position is None:
             return []
         out: list[VenueEvent] = []
-        for t, rate in self.funding.between(symbol, after, until_ms):
+        for t, rate in self.schedule.between(symbol, after, until_ms):
             if t <= position.opened_ms:
                 continue
             mark = self.closes.get(symbol, position.entry_price)
@@ -186,7 +187,7 @@ class PaperBroker:
         level = sl if hit_sl else tp
         assert level is not None
         beyond = (o <= level if long else o >= level) if kind == "StopLoss" else (o >= level if long else o <= level)
-        purpose = "sl" if kind == "StopLoss" else "tp"
+        purpose: Purpose = "sl" if kind == "StopLoss" else "tp"
         at = c.open_time if beyond else c.close_time
         return self._exit(p, o if beyond else level, at, order_link_id(p.signal_id, purpose), kind, None)
 
@@ -235,7 +236,7 @@ class PaperBroker:
         for d in doc["pending"]:
             intent = _intent_of(d)
             self.pending[intent.symbol] = intent
-            side = exit_side(intent.side) if intent.reduce_only else entry_side(intent.side)  # type: ignore[arg-type]
+            side = exit_side(intent.side) if intent.reduce_only else entry_side(intent.side)
             self.orders[intent.order_link_id] = OrderState(intent.order_link_id, f"paper-{intent.order_link_id}",
                                                            intent.symbol, side, intent.qty, "New",
                                                            reduce_only=intent.reduce_only)
@@ -291,4 +292,5 @@ def _intent_json(i: OrderIntent) -> dict[str, Any]:
 
 def _intent_of(d: dict[str, Any]) -> OrderIntent:
     money = {"qty", "leverage", "stop_loss", "take_profit"}
-    return OrderIntent(**{k: (Decimal(v) if k in money and v is not None else v) for k, v in d.items()})
+    fields: dict[str, Any] = {k: (Decimal(v) if k in money and v is not None else v) for k, v in d.items()}
+    return OrderIntent(**fields)

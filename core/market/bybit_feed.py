@@ -90,8 +90,9 @@ def _number(value: Any, name: str) -> float:
         raise BadMessage("bad_value", f"{name}={value!r:.40}") from None
 
 
-def _candle(symbol: str, interval: str, start: Any, o: Any, h: Any, lo: Any, c: Any, v: Any, t: Any,
-            now: datetime | None) -> Candle:
+def _candle(symbol: str, interval: str, values: Sequence[Any], now: datetime | None) -> Candle:
+    """`values`: start, open, high, low, close, volume, turnover (Bybit's order, as sent)."""
+    start, o, h, lo, c, v, t = values
     candle = Candle(
         symbol=symbol,
         interval=interval,
@@ -130,7 +131,7 @@ def parse_kline(topic: str, entry: Any, *, now: datetime | None = None) -> Candl
         raise BadMessage("missing_field", f"{topic}: {', '.join(missing)}")
     if str(entry.get("interval", interval)) != interval:
         raise BadMessage("bad_value", f"{topic}: interval {entry.get('interval')!r:.20}")
-    return _candle(symbol, interval, *(entry[name] for name in _KLINE_FIELDS), now=now)
+    return _candle(symbol, interval, [entry[name] for name in _KLINE_FIELDS], now)
 
 
 def parse_rest_row(symbol: str, interval: str, row: Any) -> Candle:
@@ -141,7 +142,7 @@ def parse_rest_row(symbol: str, interval: str, row: Any) -> Candle:
     if not isinstance(row, list | tuple) or len(row) < 7:
         raise BadMessage("bad_rest_row", f"{symbol} {interval}: {row!r:.80}")
     try:
-        return _candle(symbol, interval, *row[:7], now=None)
+        return _candle(symbol, interval, row[:7], None)
     except RefusedCandle:
         raise
     except BadMessage as exc:

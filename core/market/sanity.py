@@ -114,10 +114,9 @@ def refusal(candle: Candle, now: datetime | None) -> Refusal | None:
     """Why `candle` must not enter, or None when it is sane. `now`: see the module docstring."""
     col = np.array  # one-element columns: the same rule as for whole files, not a second copy of it
     turnover = None if candle.turnover is None else col([candle.turnover], dtype=np.float64)
-    [reason] = first_refusals(col([candle.open_ms], dtype=np.int64), candle.interval,
-                              *(col([x], dtype=np.float64) for x in (candle.open, candle.high, candle.low,
-                                                                      candle.close, candle.volume)),
-                              turnover, now)
+    o, h, lo, c, v = (col([x], dtype=np.float64) for x in (candle.open, candle.high, candle.low, candle.close,
+                                                          candle.volume))
+    [reason] = first_refusals(col([candle.open_ms], dtype=np.int64), candle.interval, o, h, lo, c, v, turnover, now)
     return reason
 
 

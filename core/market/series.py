@@ -6,7 +6,7 @@ objects are made only where the engine consumes them one at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +50,13 @@ class CandleSeries:
     def __len__(self) -> int:
         return len(self.open_ms)
 
+    @classmethod
+    def of_columns(cls, symbol: str, interval: str, open_ms: np.ndarray, columns: Iterable[np.ndarray],
+                   turnover: np.ndarray | None = None) -> CandleSeries:
+        """`columns` in FIELDS order (open, high, low, close, volume)."""
+        o, h, lo, c, v = columns
+        return cls(symbol, interval, open_ms, o, h, lo, c, v, turnover)
+
     def gaps(self) -> list[Gap]:
         step = INTERVAL_MS[self.interval]
         idx = np.flatnonzero(np.diff(self.open_ms) > step)
@@ -62,9 +69,9 @@ class CandleSeries:
         return self.take(slice(lo, hi))
 
     def take(self, index: slice | np.ndarray) -> CandleSeries:
-        return CandleSeries(self.symbol, self.interval, self.open_ms[index],
-                            *(getattr(self, f)[index] for f in FIELDS),
-                            turnover=None if self.turnover is None else self.turnover[index])
+        return CandleSeries.of_columns(self.symbol, self.interval, self.open_ms[index],
+                                       (getattr(self, f)[index] for f in FIELDS),
+                                       turnover=None if self.turnover is None else self.turnover[index])
 
     def candle(self, i: int) -> Candle:
         return Candle(self.symbol, self.interval, ms_to_dt(int(self.open_ms[i])), float(self.open[i]),
@@ -78,6 +85,6 @@ class CandleSeries:
     @classmethod
     def from_candles(cls, symbol: str, interval: str, candles: list[Candle]) -> CandleSeries:
         turnover = [c.turnover for c in candles]
-        return cls(symbol, interval, np.array([c.open_ms for c in candles], dtype=np.int64),
-                   *(np.array([getattr(c, f) for c in candles], dtype=np.float64) for f in FIELDS),
-                   turnover=None if any(t is None for t in turnover) else np.array(turnover, dtype=np.float64))
+        known = None if any(t is None for t in turnover) else np.array(turnover, dtype=np.float64)
+        return cls.of_columns(symbol, interval, np.array([c.open_ms for c in candles], dtype=np.int64),
+                              (np.array([getattr(c, f) for c in candles], dtype=np.float64) for f in FIELDS), known)

@@ -132,7 +132,7 @@ def synthetic_series(symbols: Sequence[SymbolSpec], intervals: Sequence[str], st
     minutes = int(days * 1440)
     rng = np.random.default_rng(seed)
     market = _log_returns(rng, _regime_path(rng, minutes), 0.0005)
-    out = []
+    out: list[CandleSeries] = []
     for n, spec in enumerate(symbols):
         one_minute = simulate_minutes(spec, market, seed * 1000 + n + 1, start_ms)
         out.extend(aggregate(one_minute, interval) for interval in intervals)

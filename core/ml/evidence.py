@@ -67,7 +67,8 @@ class Evidence:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Evidence:
-        return cls(**{k: float("nan") if doc[k] is None else doc[k] for k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {k: float("nan") if doc[k] is None else doc[k] for k in cls.__dataclass_fields__}
+        return cls(**fields)
 
     def text(self) -> str:
         if not self.enough:

@@ -58,7 +58,7 @@ def compile_trees(model: HistGradientBoostingClassifier) -> Trees:
     width = max(len(n) for n in nodes)
 
     def column(name: str, dtype: type, fill: object) -> np.ndarray:
-        out = np.full((len(nodes), width), fill, dtype=dtype)
+        out: np.ndarray = np.full((len(nodes), width), fill, dtype=dtype)
         for i, n in enumerate(nodes):
             out[i, :len(n)] = n[name]
         return out

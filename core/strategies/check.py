@@ -62,7 +62,7 @@ def _market(days: float, seed: int) -> list[Candle]:
 
 def _run(config: BotConfig, candles: list[Candle]) -> tuple[list[tuple[tuple[int, int, str], Signal]], Engine]:
     engine = Engine(config)
-    out = []
+    out: list[tuple[tuple[int, int, str], Signal]] = []
     for candle in candles:
         out.extend((sort_key(candle), d.signal) for d in engine.on_candle(candle).decisions)
     return out, engine
