@@ -44,7 +44,7 @@ from core.ml.filter import FilterSettings, MLScorer
 from core.ml.store import ScorerStore
 from core.recovery import Effect, Item, Outcome, perform
 from core.runner import run
-from core.trader import Closing, EntryEnded, Notice, Trader
+from core.trader import Closing, EntryEnded, Notice, NoticeKind, Trader
 from storage.bots import config_of, list_bots, set_status, upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
@@ -362,7 +362,8 @@ class Runtime:
             except Exception as exc:  # the next batch stores the same change
                 log.warning("bot %s: signal %s amended in memory only for now (%s)", bot.id, e.signal_id,
                             type(exc).__name__)
-        self.notify(Notice(f"entry_{e.status}", bot.id, f"{e.symbol}: entry {e.trade_id} {e.status}: {e.reason}",
+        kind: NoticeKind = "entry_rejected" if e.status == "rejected" else "entry_cancelled"
+        self.notify(Notice(kind, bot.id, f"{e.symbol}: entry {e.trade_id} {e.status}: {e.reason}",
                            {"trade_id": e.trade_id, "symbol": e.symbol}))
 
     async def _write_events(self, bot: BotRuntime) -> None:
@@ -370,7 +371,7 @@ class Runtime:
         for event in events:
             await bot.ledger.record(event)
             if event.kind in ("open", "close"):
-                self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+                self.notify(_trade_notice(bot.id, event))
 
     def _scope(self, bot: BotRuntime) -> set[str]:
         """The symbols a bot's reconciliation answers for: its own, not those another live bot trades."""
@@ -470,7 +471,7 @@ class Runtime:
                 self._background(self._persist_halt(bot, notice))
             self.notify(notice)
         for event in result.ledger:  # written by the runner already; the operator hears of them
-            self.notify(Notice(f"trade_{event.kind}", bot.id, _trade_text(event), {"trade_id": event.trade.id}))
+            self.notify(_trade_notice(bot.id, event))
         for listener in self.on_result:
             listener(bot.id, result)
 
@@ -850,6 +851,11 @@ class _Account:
 def _utc_now() -> datetime:
     """The wall clock the exchange adapters need (the engine itself takes time from the candles)."""
     return datetime.now(UTC)
+
+
+def _trade_notice(bot_id: str, event: Any) -> Notice:
+    kind: NoticeKind = "trade_open" if event.kind == "open" else "trade_close"
+    return Notice(kind, bot_id, _trade_text(event), {"trade_id": event.trade.id})
 
 
 def _trade_text(event: Any) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core.config import BotConfig
 from core.exchange.broker import (
@@ -67,6 +67,15 @@ class Venue(Protocol):
     def restore(self, doc: dict[str, Any]) -> None: ...
 
 
+# every kind of notice, in one place: the notifier's icons and de-duplication are keyed by these
+NoticeKind = Literal[
+    "trade_open", "trade_close", "entry_rejected", "entry_cancelled", "drawdown_halt", "breaker", "bot_failed",
+    "feed_failed", "order_failed", "strategy_failed", "job_failing", "journal_corrupt", "lease_lost", "reconciled",
+    "recovery", "recovery_done", "retrain_done", "redis_back", "storage", "backup_offsite_failed", "daily_report",
+    "start", "stop",
+]
+
+
 @dataclass
 class OpenTrade:
     record: TradeRecord
@@ -97,7 +106,7 @@ class OpenTrade:
 class Notice:
     """Something the operator must hear about (halts, breaker trips); storage turns some into recovery items."""
 
-    kind: str
+    kind: NoticeKind
     bot_id: str
     text: str
     details: dict[str, Any] = field(default_factory=dict)

@@ -34,17 +34,19 @@ from bot.telegram import render as rd
 from bot.telegram.keyboards import markup, recovery_rows
 from bot.telegram.render import Button, esc
 from core.desk import Desk
-from core.trader import Notice
+from core.trader import Notice, NoticeKind
 
 log = logging.getLogger(__name__)
 
-ICONS = {"trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "breaker": "⚡", "bot_failed": "💥",
-         "feed_failed": "💥", "order_failed": "❗", "job_failed": "⏰", "job_failing": "⏰", "journal_corrupt": "❗",
-         "start": "🚀", "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "ml_refused": "🧠", "retrain_done": "🧠",
-         "daily_report": "📊", "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁",
-         "strategy_failed": "🧩", "backup_offsite_failed": "🗄️"}
-DEDUPE_KINDS = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed", "job_failed", "job_failing",
-                          "order_failed", "strategy_failed"})
+ICONS: dict[NoticeKind, str] = {  # one per kind (a test holds it to core.trader.NoticeKind)
+    "trade_open": "🟢", "trade_close": "🔵", "drawdown_halt": "🛑", "breaker": "⚡", "bot_failed": "💥",
+    "feed_failed": "💥", "order_failed": "❗", "job_failing": "⏰", "journal_corrupt": "❗", "start": "🚀",
+    "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "retrain_done": "🧠", "daily_report": "📊",
+    "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁", "strategy_failed": "🧩",
+    "backup_offsite_failed": "🗄️", "lease_lost": "🔑", "redis_back": "🧊", "storage": "💾",
+}
+DEDUPE_KINDS: frozenset[NoticeKind] = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed",
+                                                 "job_failing", "order_failed", "strategy_failed"})
 DEDUPE_S = 3600.0
 MAX_BATCH = 200
 

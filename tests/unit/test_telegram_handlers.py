@@ -25,7 +25,7 @@ from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from aiogram import Bot, Dispatcher
@@ -42,7 +42,7 @@ from bot.telegram import render as rd
 from bot.telegram.auth import NOT_AUTHORIZED, AuthMiddleware
 from bot.telegram.commands import COMMANDS, READ_ONLY
 from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
-from bot.telegram.notifier import Notifier, seconds_until
+from bot.telegram.notifier import ICONS, Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, RetrainQueued
@@ -59,7 +59,7 @@ from core.recovery import Effect, Item, perform
 from core.risk import RiskState
 from core.signal import Signal
 from core.stats import summarize
-from core.trader import Closing, Notice, OpenTrade, Trader
+from core.trader import Closing, Notice, NoticeKind, OpenTrade, Trader
 from storage.bots import upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
@@ -778,6 +778,10 @@ async def _drain(notifier: Notifier, session: RecordingSession, n: int, wait_s: 
             break
         await asyncio.sleep(0.01)
     await notifier.stop()
+
+
+def test_every_notice_kind_has_its_icon() -> None:
+    assert set(ICONS) == set(get_args(NoticeKind))
 
 
 async def test_notifier_sends_to_every_admin_and_escapes() -> None:
