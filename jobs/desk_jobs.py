@@ -1,16 +1,19 @@
 """The desk's scheduled jobs (fixed ids, re-added at every start). Each is thin: it calls the runtime,
-the stores or the desk. `build(host)` returns them for jobs.scheduler.install."""
+the stores or the desk. `DeskJobs(host).specs()` returns them for jobs.scheduler.install; `host` is any
+`JobHost` (bot.host.Host is the one the desk wires; the jobs never import it)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.trader import Notice
 from jobs.backup import daily_backup
@@ -24,7 +27,24 @@ from storage.recovery import RecoveryBook
 from storage.snapshots import Snapshots
 
 if TYPE_CHECKING:
-    from bot.host import Host
+    from bot.runtime import Runtime
+    from bot.settings import Settings
+    from core.desk import Desk
+
+
+class JobHost(Protocol):
+    """What the jobs use of the process that runs them."""
+
+    settings: Settings
+    engine: AsyncEngine
+    instance: str
+    redis: Redis | None
+    runtime: Runtime | None
+    desk: Desk | None
+
+    def notify(self, notice: Notice) -> None: ...
+
+    async def storage(self) -> dict[str, Any]: ...
 
 log = logging.getLogger("phantomdesk.jobs")
 
@@ -34,7 +54,7 @@ def _now() -> datetime:
 
 
 class DeskJobs:
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: JobHost) -> None:
         self.host = host
         self.snapshots = Snapshots(host.engine)
         self.redis_was_up: bool | None = None
