@@ -22,7 +22,7 @@ from core.lifecycle import HELD_STATES, LIVE_STATES
 from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
-from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown, summarize
+from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
 from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
 from core.trader import Closing, Trader
@@ -250,9 +250,14 @@ class DeskStore(Protocol):
 
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None: ...
 
-    # optional, used by stats() when present: summarize()'s figures without building TradeFacts (SqlDeskStore
-    # keeps the closed trades' columns in memory: /stats over 100,000 trades in milliseconds)
-    # async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]
+    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
+        """summarize()'s figures over the closed trades (SqlDeskStore keeps their columns in memory: /stats
+        over 100,000 trades in milliseconds)."""
+        ...
+
+    async def warm(self) -> None:
+        """Load what `summary` reads, ahead of the first /stats."""
+        ...
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
                           limit: int) -> tuple[Any, list[Any]]: ...
@@ -391,8 +396,7 @@ class Desk:
         bid = await self._bot(bot_id)
         since = self.clock() - timedelta(days=days) if days else None
         capital = await self._capital(bid)
-        fast = getattr(self.store, "summary", None)  # the same figures, from the store's cached columns
-        doc = await fast(bid, since, capital) if fast else summarize(await self.store.facts(bid, since), capital)
+        doc = await self.store.summary(bid, since, capital)
         doc.update(bot_id=bid or "all", days=days, capital=capital)
         if days and not doc["trades"]:  # say when the newest trade closed (a replay's trades are in market time)
             newest = await self.store.recent_trades(bid, 1)

@@ -76,6 +76,9 @@ class SqlDeskStore:
             rows = (await conn.execute(query.order_by(Trade.exit_time, Trade.id))).all()
         return [TradeFacts(*cells(r)) for r in rows]
 
+    async def warm(self) -> None:
+        await self.closed.columns(None)
+
     async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
         """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape). All
         time is kept with the columns it was computed from: the same columns object, the same figures (a trade

@@ -66,11 +66,9 @@ def build_dispatcher(desk: Desk, settings: Settings) -> Dispatcher:
 async def _warm_stats(desk: Desk) -> None:
     """Load the closed trades' columns in the background as Telegram starts, so the first /stats over a
     long history is answered as fast as the next ones (storage/closed_trades.py)."""
-    closed = getattr(desk.store, "closed", None)
-    if closed is not None:
-        task = asyncio.get_running_loop().create_task(closed.columns(None), name="warm-stats")
-        _background.add(task)
-        task.add_done_callback(_warmed)
+    task = asyncio.get_running_loop().create_task(desk.store.warm(), name="warm-stats")
+    _background.add(task)
+    task.add_done_callback(_warmed)
 
 
 def _warmed(task: asyncio.Task[Any]) -> None:
