@@ -136,7 +136,7 @@ async def test_the_desk_keeps_its_own_funding_series(tmp_path: Path, sqlite_url:
             added = await runtime.refresh_funding()
             assert added == len(history) == len(await FundingStore(db).rows("BTCUSDT"))
             venue = runtime.bots["main"].trader.broker
-            assert venue.funding is runtime.funding  # type: ignore[attr-defined]
+            assert venue.schedule is runtime.funding  # type: ignore[attr-defined]
             assert runtime.funding.between("BTCUSDT", history[0][0] - 1, history[-1][0]) == history
             assert await runtime.refresh_funding() == 0  # nothing new: nothing added twice
         finally:
