@@ -18,7 +18,6 @@ Sharpe/Sortino.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,6 +27,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.stats import sharpe, sortino
 from storage.models import Trade, TradeStatsCache
 
 US_PER_DAY = 86_400_000_000
@@ -151,8 +151,8 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
         "worst_trade": worst,
         "max_drawdown": max(0.0, float(fall.max())),
         "max_drawdown_pct": max(0.0, float(fall_pct.max())),
-        "sharpe": _sharpe(returns),
-        "sortino": _sortino(returns),
+        "sharpe": sharpe(returns.tolist()),  # core.stats' definitions: one per ratio (a day count's worth of floats)
+        "sortino": sortino(returns.tolist()),
         "return_days": len(returns),
         "avg_holding_h": float(np.mean((c.exit_us - c.entry_us) / 3_600_000_000)),
         "daily_avg": net / span_days,
@@ -165,20 +165,6 @@ def _extreme(c: Columns, pick: Any) -> dict[str, Any]:
     candidates = np.flatnonzero(c.pnl == value)
     i = pick(candidates, key=lambda k: c.ids[k])
     return {"id": str(c.ids[i]), "net_pnl": float(c.pnl[i])}
-
-
-def _sharpe(returns: np.ndarray) -> float | None:
-    if len(returns) < 2:
-        return None
-    sd = float(np.std(returns))
-    return float(np.mean(returns)) / sd * math.sqrt(365) if sd > 0 else None
-
-
-def _sortino(returns: np.ndarray) -> float | None:
-    if len(returns) < 2:
-        return None
-    downside = math.sqrt(float(np.sum(np.square(returns[returns < 0]))) / len(returns))
-    return float(np.mean(returns)) / downside * math.sqrt(365) if downside > 0 else None
 
 
 # --- the cache -------------------------------------------------------------------------------------------------
