@@ -74,7 +74,7 @@ def _create(args: argparse.Namespace, settings_fn: SettingsFn) -> int:
 
 
 def _list(args: argparse.Namespace, settings_fn: SettingsFn) -> int:
-    from storage.backup import PREFIX, SUFFIX, archive_time
+    from storage.backup import local_archives
 
     settings = settings_fn()
     if args.offsite:
@@ -83,7 +83,7 @@ def _list(args: argparse.Namespace, settings_fn: SettingsFn) -> int:
         where = str(offsite.place)
     else:
         directory = args.dir or settings.backups
-        names = sorted(p.name for p in directory.glob(f"{PREFIX}*{SUFFIX}") if archive_time(p))
+        names = [p.name for _, p in local_archives(directory)]
         where = str(directory)
     for name in names:
         print(name)

@@ -593,12 +593,16 @@ def kept(archives: list[tuple[datetime, T]], now: datetime, daily: int = 7, week
     return keep
 
 
+def local_archives(directory: Path) -> list[tuple[datetime, Path]]:
+    """Our archives in `directory` with the time in their names, oldest first (other files left out)."""
+    return sorted((t, p) for p in directory.glob(f"{PREFIX}*{SUFFIX}") if (t := archive_time(p)))
+
+
 def prune_backups(directory: Path, now: datetime, daily: int = 7, weekly: int = 4) -> list[Path]:
     """Keep what `kept` keeps; delete the other archives and partial files over a day old. Files not named
     like our archives are left alone. Returns what was deleted."""
     now = now.astimezone(UTC)
-    archives = sorted(((t, p) for p in directory.glob(f"{PREFIX}*{SUFFIX}") if (t := archive_time(p))),
-                      reverse=True)
+    archives = local_archives(directory)
     keep = kept(archives, now, daily, weekly)
     deleted = [p for _, p in archives if p not in keep]
     for p in directory.glob(f".{PREFIX}*{SUFFIX}.partial"):  # left by a backup that died

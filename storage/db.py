@@ -81,11 +81,6 @@ def cells(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def as_text(value: bytes | str) -> str:
-    """A Redis reply (bytes from a client without decode_responses) as text."""
-    return value if isinstance(value, str) else value.decode()
-
-
 def dialect_insert(session: AsyncSession) -> Any:
     """The INSERT construct with ON CONFLICT support for the session's database."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

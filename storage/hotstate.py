@@ -12,6 +12,11 @@ log = logging.getLogger(__name__)
 PREFIX = "pd:"
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (bytes from a client without decode_responses) as text."""
+    return value if isinstance(value, str) else value.decode()
+
+
 async def connect_redis(url: str | None, connect_timeout: float = 3.0) -> Redis | None:
     """A client when REDIS_URL is set (None otherwise). Unreachable is a warning, not an error: the
     client reconnects by itself on later commands, and the desk rebuilds Redis once it answers."""

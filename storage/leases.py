@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.db import as_text, is_sqlite
+from storage.db import is_sqlite
+from storage.hotstate import as_text
 
 log = logging.getLogger("phantomdesk.leases")
 

@@ -33,9 +33,9 @@ from core.ml.model import Model
 from core.ml.registry import ChampionLoad, ModelArtifact, ModelInfo
 from core.persistence import StoreUnavailable
 from core.phantom import Phantom
-from storage.db import DB_DOWN, as_text, dialect_insert, session_factory
+from storage.db import DB_DOWN, dialect_insert, session_factory
 from storage.engine_store import phantom_of
-from storage.hotstate import PREFIX
+from storage.hotstate import PREFIX, as_text
 from storage.models import AuditLog, MLModel, PhantomTrade, RecoveryItem
 
 log = logging.getLogger(__name__)
