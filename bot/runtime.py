@@ -198,8 +198,10 @@ class Runtime:
             try:
                 for bot_id in await self.leases.renew():  # lost: stop at once, save nothing (not ours now)
                     bot = self.bots.pop(bot_id, None)
-                    if bot is not None and bot.task is not None:
-                        bot.task.cancel()
+                    if bot is not None:
+                        if bot.task is not None:
+                            bot.task.cancel()
+                        self.standby[bot_id] = bot.config  # taken over again if its new holder stops
                     self.notify(Notice("lease_lost", bot_id, f"bot {bot_id}: lease lost, no longer traded here"))
                 if self.standby:
                     await self._take_leases()
