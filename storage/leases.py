@@ -148,6 +148,11 @@ class Leases:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.eval(RELEASE, 1, self._redis_key(lease.bot_id), self.instance)
 
+    async def release(self, bot_id: str) -> None:
+        """Give one bot's lease up (handed over to another process)."""
+        if (lease := self.held.pop(bot_id, None)) is not None:
+            await self._drop(lease)
+
     async def release_all(self) -> None:
         for lease in list(self.held.values()):
             await self._drop(lease)
