@@ -12,6 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage.db import dialect_insert, session_factory
 from storage.models import Bot, DeskInstance
 
+# the heartbeat job (every 30 s) and the placement beat (every lease ttl / 3) stamp the bots a process trades:
+# fresher than this, that process trades the bot now
+LIVE_HEARTBEAT = timedelta(minutes=2)
+
+
+def trader_of(owner: str | None, heartbeat: datetime | None, now: datetime) -> str | None:
+    """The process trading a bot now, from its row's owner and heartbeat (None: nobody, as far as we know)."""
+    return owner if owner is not None and heartbeat is not None and now - heartbeat <= LIVE_HEARTBEAT else None
+
 
 @dataclass(frozen=True)
 class LiveInstances:
