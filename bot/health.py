@@ -79,6 +79,7 @@ async def health_document(host: Host) -> dict[str, Any]:
         "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
         "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),
         "instance": host.instance,
+        "leading": runtime.leading if runtime else True,  # runs the desk-wide jobs (backup, daily report)
         "storage": await host.storage(),
         "standby_bots": sorted(runtime.standby) if runtime else [],
         "feed": runtime.feed_state() if runtime else "off",

@@ -120,6 +120,7 @@ class Runtime:
         self.standby: dict[str, BotConfig] = {}  # bots another process holds: taken over when it stops
         # the processes on this database, to share the bots out fairly (core/placement.py)
         self.instances = Instances(engine, leases.instance, _utc_now()) if leases is not None else None
+        self.leading = True  # the first of the live processes by id: it runs the desk-wide jobs
         self.db = engine
         self.redis = redis
         self.notify = notify
@@ -188,6 +189,7 @@ class Runtime:
                 raise
             log.warning("placement skipped (%s): the bots stay where they are", type(exc).__name__)
             return set(self.bots)
+        self.leading = me <= min(live.instances, default=me)
         holders = {**live.holders, **dict.fromkeys(self.bots, me)}
         placed = place([*self.bots, *self.standby], {*live.instances, me}, holders)
         return {bot_id for bot_id, instance in placed.items() if instance == me}

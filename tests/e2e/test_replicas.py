@@ -133,8 +133,10 @@ def test_three_replicas_share_six_bots(tmp_path: Path, pg_url: str) -> None:
         assert took <= TTL + 2, f"took {took:.1f} s, the lease ttl is {TTL} s"
         replicas.start("c2", FEED_SPEED="0")  # started again (a new process)
         replicas.wait_shares({"a": 2, "b": 2, "c2": 2}, 60, "rebalanced onto the restarted replica")
-        # /health names the process trading each bot, here and on the other replicas
+        # /health names the process trading each bot, here and on the other replicas; one of them leads
         instances = {name: replicas.procs[name].health()[1]["instance"] for name in ("a", "b", "c2")}
+        assert [replicas.procs[name].health()[1]["leading"] for name in sorted(instances, key=instances.get)] == [
+            True, False, False]
         deadline = time.monotonic() + TTL
         while True:
             named = {b["id"]: b["traded_by"] for b in replicas.procs["a"].health()[1]["bots"]}
