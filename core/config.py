@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -76,6 +77,16 @@ def _stored_split(value: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Unlo
     return usable, unloaded
 
 
+BotMode = Literal["paper", "live", "replay"]
+
+
+class BotStatus(StrEnum):
+    """The operator's word on a bot (stored): running, paused by an operator, or halted by a guard."""
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+
+
 class BotConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,7 +119,7 @@ class BotConfig(BaseModel):
     ml_threshold: float = Field(0.0, ge=-1, le=5)  # minimum EV in R to take a scored signal
     ml_min_p: float = Field(0.0, ge=0, le=1)
     # replay: a research bot of `replay`/`demo` (its rows are the desk's to show, never a bot the host trades)
-    mode: Literal["paper", "live", "replay"] = "paper"
+    mode: BotMode = "paper"
     extra: dict[str, Any] = Field(default_factory=dict)
     _unloaded: dict[str, UnloadedStrategy] = PrivateAttr(default_factory=dict)
 

@@ -15,13 +15,14 @@ from typing import Any, Literal, Protocol
 
 from annotated_types import Ge, Gt, Le
 
-from core.config import BotConfig
+from core.config import BotConfig, BotMode, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.engine import Engine
-from core.lifecycle import HELD_STATES, LIVE_STATES
+from core.lifecycle import HELD_STATES, LIVE_STATES, TradeStatus
 from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
+from core.signal import Side
 from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
 from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
@@ -98,10 +99,106 @@ class RecoveryResult:
 
 
 @dataclass(frozen=True)
+class BotRow:
+    """A bot as the database has it: its row and status, open trades, pending recovery items, last saved
+    equity, and the process whose heartbeat says it trades the bot now."""
+
+    id: str
+    name: str
+    mode: BotMode
+    status: BotStatus
+    reason: str | None
+    status_since: datetime | None
+    open_trades: int
+    pending_recovery: int
+    equity: Decimal | None
+    traded_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """status / reason / since as the operator must see them: a running trader's own halt or pause wins
+    over a database row that has not caught up (a halt is never shown as "running")."""
+
+    status: BotStatus
+    reason: str | None
+    since: datetime | None
+
+    @staticmethod
+    def of(row: BotRow, trader: Trader | None) -> Status:
+        status, reason = row.status, row.reason
+        if trader is not None and trader.state.halted:
+            status, reason = BotStatus.HALTED, trader.state.halt_reason or reason
+        elif trader is not None and trader.state.paused and status is BotStatus.RUNNING:
+            status = BotStatus.PAUSED
+        return Status(status, reason, row.status_since)
+
+
+@dataclass(frozen=True)
+class BotView:
+    """/bots: one bot, its figures from the trader running here or else from the database."""
+
+    id: str
+    name: str
+    mode: BotMode
+    status: Status
+    running_here: bool
+    traded_by: str | None
+    equity: Decimal | None
+    open_positions: int
+    pending_recovery: int
+
+
+@dataclass(frozen=True)
+class Position:
+    """An open (or opening, or closing) trade with its unrealized PnL at the last close the engine saw."""
+
+    trade_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    entry: Decimal
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    status: TradeStatus
+    last: Decimal | None
+    unrealized: Decimal | None
+    strategy: str | None
+    funding: Decimal
+
+
+@dataclass(frozen=True)
+class BotPositions:
+    """/status of one bot."""
+
+    bot_id: str
+    mode: BotMode | None
+    status: Status | None  # None: a bot the database does not know (yet)
+    positions: list[Position]
+    running_here: bool
+    starting: bool  # held here, its state not restored yet
+    equity: Decimal | None
+    paused: bool | None
+
+
+@dataclass(frozen=True)
+class Balance:
+    """/balance of one bot: from its running trader, or else its last saved state (`as_of` says when)."""
+
+    bot_id: str
+    equity: Decimal | None  # open positions at their last price
+    realized: Decimal | None
+    peak: Decimal | None
+    drawdown_pct: Decimal | None
+    day_pnl: Decimal  # trades closed since 00:00 UTC by the wall clock
+    as_of: datetime | None
+
+
+@dataclass(frozen=True)
 class SavedState:
     equity: Decimal
     peak: Decimal
-    drawdown_pct: float
+    drawdown_pct: Decimal
     taken_at: datetime
 
 
@@ -204,7 +301,7 @@ class TradeFacets:
 class DeskStore(Protocol):
     """The reads and writes the desk needs from storage (storage/desk_store.py implements it)."""
 
-    async def bots(self) -> list[dict[str, Any]]: ...
+    async def bots(self) -> list[BotRow]: ...
 
     async def bot_config(self, bot_id: str) -> BotConfig | None: ...
 
@@ -315,37 +412,37 @@ class Desk:
         """None = every bot; otherwise an existing id (BadArgument naming the known ones)."""
         if bot_id is None or bot_id == "all":
             return None
-        ids = [b["id"] for b in await self.store.bots()]
+        ids = [b.id for b in await self.store.bots()]
         if bot_id not in ids:
             raise BadArgument(f"no bot {bot_id!r} (bots: {', '.join(ids) or 'none'})")
         return bot_id
 
     async def _targets(self, bot_id: str | None) -> list[str]:
         chosen = await self._bot(bot_id)
-        return [chosen] if chosen else [b["id"] for b in await self.store.bots()]
+        return [chosen] if chosen else [b.id for b in await self.store.bots()]
 
     async def _acting(self, bot_id: str | None) -> list[str]:
         """The bots an action on `bot_id` reaches: "all" means the desk's bots, not a replay's records (mode
         replay: no process trades them); one named is that one."""
         chosen = await self._bot(bot_id)
-        return [chosen] if chosen else [b["id"] for b in await self.store.bots() if b["mode"] != "replay"]
+        return [chosen] if chosen else [b.id for b in await self.store.bots() if b.mode != "replay"]
 
     # --- reading ------------------------------------------------------------------------------------------
-    async def bots(self) -> list[dict[str, Any]]:
+    async def bots(self) -> list[BotView]:
         out = []
         for b in await self.store.bots():
-            trader = self.runtime.trader(b["id"]) if self.runtime else None
-            running = trader is not None
-            out.append({**b, **_effective_status(b, trader), "running_here": running,
-                        "equity": str(trader.equity()) if trader else b.get("equity"),
-                        "open_positions": len([t for t in trader.trades.values() if t.status in LIVE_STATES])
-                        if trader else b.get("open_trades", 0)})
+            trader = self.runtime.trader(b.id) if self.runtime else None
+            out.append(BotView(
+                b.id, b.name, b.mode, Status.of(b, trader), trader is not None, b.traded_by,
+                trader.equity() if trader else b.equity,
+                len([t for t in trader.trades.values() if t.status in LIVE_STATES]) if trader else b.open_trades,
+                b.pending_recovery))
         return out
 
-    async def status(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+    async def status(self, bot_id: str | None = None) -> list[BotPositions]:
         """Open positions with unrealized PnL at the last close the engine saw."""
         out = []
-        rows = {b["id"]: b for b in await self.store.bots()}
+        rows = {b.id: b for b in await self.store.bots()}
         for bid in await self._targets(bot_id):
             trader = self.runtime.trader(bid) if self.runtime else None
             engine = self.runtime.engine(bid) if self.runtime else None
@@ -356,19 +453,16 @@ class Desk:
                 upnl = None
                 if t.status in HELD_STATES and last is not None:
                     upnl = (last - r.entry_price) * r.qty * t.direction
-                positions.append({"trade_id": r.id, "symbol": r.symbol, "side": r.side, "qty": r.qty,
-                                  "entry": r.entry_price, "stop_loss": r.stop_loss, "take_profit": r.take_profit,
-                                  "status": t.status, "last": last, "unrealized": upnl, "strategy": r.strategy,
-                                  "funding": r.funding})
-            row = rows.get(bid, {})
+                positions.append(Position(r.id, r.symbol, r.side, r.qty, r.entry_price, r.stop_loss, r.take_profit,
+                                          t.status, last, upnl, r.strategy, r.funding))
+            row = rows.get(bid)
             starting = self.runtime.starting(bid) if self.runtime else False
-            out.append({"bot_id": bid, "positions": positions, "running_here": trader is not None or starting,
-                        "starting": starting, "mode": row.get("mode"), **_effective_status(row, trader),
-                        "equity": trader.equity() if trader else None,
-                        "paused": trader.state.paused if trader else None})
+            out.append(BotPositions(bid, row.mode if row else None, Status.of(row, trader) if row else None,
+                                    positions, trader is not None or starting, starting,
+                                    trader.equity() if trader else None, trader.state.paused if trader else None))
         return out
 
-    async def balance(self) -> list[dict[str, Any]]:
+    async def balance(self) -> list[Balance]:
         """Per bot: equity (with open positions at their last price), realized equity, peak, drawdown from the
         running trader or, without one here, its last saved state; today = trades closed since 00:00 UTC by the
         wall clock, like /daily and /stats N."""
@@ -376,18 +470,16 @@ class Desk:
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         out = []
         for b in await self.store.bots():
-            today = sum((f.net_pnl for f in await self.store.facts(b["id"], midnight)), Decimal(0))
-            trader = self.runtime.trader(b["id"]) if self.runtime else None
+            today = sum((f.net_pnl for f in await self.store.facts(b.id, midnight)), Decimal(0))
+            trader = self.runtime.trader(b.id) if self.runtime else None
             if trader is None:
-                saved = await self.store.saved_state(b["id"])
-                out.append({"bot_id": b["id"], "equity": saved.equity if saved else None,
-                            "realized": saved.equity if saved else None, "peak": saved.peak if saved else None,
-                            "drawdown_pct": saved.drawdown_pct if saved else None, "day_pnl": today,
-                            "as_of": saved.taken_at if saved else None})
+                saved = await self.store.saved_state(b.id)
+                out.append(Balance(b.id, saved.equity if saved else None, saved.equity if saved else None,
+                                   saved.peak if saved else None, saved.drawdown_pct if saved else None, today,
+                                   saved.taken_at if saved else None))
                 continue
             s = trader.state
-            out.append({"bot_id": b["id"], "equity": trader.equity(), "realized": s.equity, "peak": s.peak_equity,
-                        "drawdown_pct": s.drawdown_pct, "day_pnl": today, "as_of": None})
+            out.append(Balance(b.id, trader.equity(), s.equity, s.peak_equity, s.drawdown_pct, today, None))
         return out
 
     async def stats(self, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
@@ -570,21 +662,21 @@ class Desk:
 
     async def pause_targets(self, target: str | None) -> list[str]:
         """The bots a pause of `target` would stop (those not paused already): a confirmation lists them."""
-        rows = {b["id"]: b for b in await self.store.bots()}
-        return [bid for bid in await self._acting(target) if rows.get(bid, {}).get("status") != "paused"]
+        rows = {b.id: b for b in await self.store.bots()}
+        return [bid for bid in await self._acting(target) if rows[bid].status is not BotStatus.PAUSED]
 
     async def resume(self, target: str | None, actor: Actor, confirmed: list[str] | None = None) -> ResumeResult:
         """Paused bots trade again at once. A halted bot only when its id is in `confirmed` (the transport's
         confirmation listed it, with what resets: the peak equity becomes the current equity)."""
         self._admin(actor)
         out = ResumeResult()
-        rows = {b["id"]: b for b in await self.store.bots()}
+        rows = {b.id: b for b in await self.store.bots()}
         for bid in await self._acting(target):
-            status = _effective_status(rows.get(bid, {}), self.runtime.trader(bid) if self.runtime else None)
-            halted = status["status"] == "halted"
+            status = Status.of(rows[bid], self.runtime.trader(bid) if self.runtime else None)
+            halted = status.status is BotStatus.HALTED
             if halted and bid not in (confirmed or []):
                 trader = self.runtime.trader(bid) if self.runtime else None
-                out.halted.append(Halt(bid, status["reason"], status["since"], trader.state.equity if trader else None,
+                out.halted.append(Halt(bid, status.reason, status.since, trader.state.equity if trader else None,
                                        trader.state.peak_equity if trader else None))
                 continue
             if await self.store.set_status(bid, "running", None, actor.label):
@@ -686,13 +778,13 @@ class Desk:
                 return await self.decide(int(item["id"]), Option.PROMOTE, actor)
         return RecoveryResult(Decided(False, 0, "decided", None, bot_id, RecoveryKind.ML_PROMOTE), Option.PROMOTE)
 
-    async def close_preview(self, target: str, bot_id: str | None = None) -> list[dict[str, Any]]:
+    async def close_preview(self, target: str, bot_id: str | None = None) -> list[Position]:
         """What /close would close now (shown with the confirmation buttons)."""
         if self.runtime is None:
             raise BadArgument("no bot is running in this process")
         symbol = None if target.lower() == "all" else target.upper()
-        return [p for s in await self.status(bot_id) for p in s["positions"]
-                if p["status"] in LIVE_STATES and (symbol is None or p["symbol"] == symbol)]
+        return [p for s in await self.status(bot_id) for p in s.positions
+                if p.status in LIVE_STATES and (symbol is None or p.symbol == symbol)]
 
     async def record_press(self, actor: Actor, button: str, outcome: str) -> None:
         """Every button press, whatever it did, in audit_log with the user id."""
@@ -712,18 +804,6 @@ def _risk_number(key: str, value: str) -> tuple[RiskKey, Decimal]:
     if spec.integer and number != number.to_integral_value():
         raise BadArgument(f"{key} must be a whole number")
     return spec, number
-
-
-def _effective_status(row: dict[str, Any], trader: Trader | None) -> dict[str, Any]:
-    """status / reason / since as the operator must see them: a running trader's own halt or pause wins
-    over a database row that has not caught up (a halt is never shown as "running")."""
-    status, reason, since = row.get("status"), row.get("reason"), row.get("status_since")
-    if trader is not None and trader.state.halted:
-        status, reason = "halted", trader.state.halt_reason or reason
-    elif trader is not None and trader.state.paused and status == "running":
-        status = "paused"
-    return {"status": status, "reason": reason, "since": since,
-            "halted": reason if status == "halted" else None}
 
 
 def _last_close(engine: Engine | None, symbol: str) -> Decimal | None:

@@ -12,6 +12,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from core.config import BotMode
+from core.signal import Side
+
 # open: an entry filled (or a position adopted); adjust: an open trade changed (qty adopted from the exchange);
 # funding: a settlement booked on an open trade; close: the trade ended
 EventKind = Literal["open", "adjust", "funding", "close"]
@@ -28,9 +31,9 @@ class TradeRecord:
     signal_id: str | None
     symbol: str
     strategy: str | None
-    side: str
+    side: Side
     status: str  # open / closed (pending, closing, rejected, cancelled live in the Trader, see core/lifecycle.py)
-    mode: str  # paper / live / replay
+    mode: BotMode  # a replay's trades are the replay bot's
     qty: Decimal
     leverage: Decimal
     entry_price: Decimal

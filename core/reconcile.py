@@ -100,7 +100,7 @@ def reconcile(bot_id: str, trades: list[TradeRecord], pending: dict[str, str], p
                      "desk_qty": fmt(t.qty)}))
             continue
         closing = [f for f in fills_by_symbol.get(t.symbol, [])
-                   if f.side == exit_side(t.side) and f.time >= t.entry_time]  # type: ignore[arg-type]
+                   if f.side == exit_side(t.side) and f.time >= t.entry_time]
         qty = sum((f.qty for f in closing), Decimal(0))
         if closing and qty >= t.qty:
             price = sum((f.price * f.qty for f in closing), Decimal(0)) / qty

@@ -17,7 +17,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from core.config import BotConfig
+from core.config import BotConfig, BotMode
 from core.exchange.broker import (
     TERMINAL_STATUSES,
     Fill,
@@ -141,7 +141,7 @@ class EntryEnded:
 
 
 class Trader:
-    def __init__(self, config: BotConfig, instruments: Instruments, broker: Venue, mode: str = "replay") -> None:
+    def __init__(self, config: BotConfig, instruments: Instruments, broker: Venue, mode: BotMode = "replay") -> None:
         self.config = config
         self.instruments = instruments
         self.broker = broker

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import desc, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.config import BotConfig
+from core.config import BotConfig, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
+from core.desk import Actor, BotRow, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
@@ -39,7 +39,7 @@ class SqlDeskStore:
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
         self._all_time: dict[tuple[str | None, Decimal], tuple[Any, dict[str, Any]]] = {}
 
-    async def bots(self) -> list[dict[str, Any]]:
+    async def bots(self) -> list[BotRow]:
         async with self.db.connect() as conn:
             rows = (await conn.execute(text(
                 "SELECT bot_id, name, mode, status, status_reason, status_since, open_trades, pending_recovery, "
@@ -47,12 +47,11 @@ class SqlDeskStore:
             owners = {r.id: r for r in (await conn.execute(
                 select(Bot.id, Bot.owner_instance, Bot.last_heartbeat))).all()}
         now = datetime.now(UTC)
-        return [{"id": r.bot_id, "name": r.name, "mode": r.mode, "status": r.status, "reason": r.status_reason,
-                 "status_since": _utc(r.status_since),
-                 "open_trades": r.open_trades, "pending_recovery": r.pending_recovery,
-                 "equity": None if r.equity is None else str(r.equity),
-                 "traded_by": trader_of(o.owner_instance, _utc(o.last_heartbeat), now)
-                 if (o := owners.get(r.bot_id)) is not None else None} for r in rows]
+        return [BotRow(r.bot_id, r.name, r.mode, BotStatus(r.status), r.status_reason, _utc(r.status_since),
+                       int(r.open_trades or 0), int(r.pending_recovery or 0),
+                       None if r.equity is None else Decimal(str(r.equity)),
+                       trader_of(o.owner_instance, _utc(o.last_heartbeat), now)
+                       if (o := owners.get(r.bot_id)) is not None else None) for r in rows]
 
     async def bot_config(self, bot_id: str) -> BotConfig | None:
         async with self.sessions() as session:
@@ -170,7 +169,7 @@ class SqlDeskStore:
 
     async def phantom_stats(self, bot_id: str | None) -> PhantomStats:
         stats = PhantomStats()
-        for bid in ([bot_id] if bot_id else [b["id"] for b in await self.bots()]):
+        for bid in ([bot_id] if bot_id else [b.id for b in await self.bots()]):
             for p in await self.phantoms.closed_phantoms(bid):
                 stats.add(p)
         return stats
@@ -199,7 +198,7 @@ class SqlDeskStore:
         async with self.sessions() as session:
             row = await session.scalar(select(BotState).where(BotState.bot_id == bot_id)
                                        .order_by(desc(BotState.taken_at)).limit(1))
-        return None if row is None else SavedState(row.equity, row.peak_equity, row.drawdown_pct,
+        return None if row is None else SavedState(row.equity, row.peak_equity, Decimal(repr(row.drawdown_pct)),
                                                    _utc(row.taken_at) or row.taken_at)
 
     async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core.config import BotMode, BotStatus
+from core.signal import Action, Side
 from storage.types import Money, UTCDateTime
 
 NAMING = {
@@ -39,11 +41,12 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-BOT_STATUSES = ("running", "paused", "halted")
-MODES = ("paper", "live", "replay")
-TRADE_MODES = ("paper", "live", "replay")
-SIDES = ("long", "short")
-SIGNAL_ACTIONS = ("EXECUTED", "REJECTED", "BLOCKED")
+# the values core/ defines, checked by the database too
+BOT_STATUSES = tuple(s.value for s in BotStatus)
+MODES = get_args(BotMode)
+TRADE_MODES = MODES
+SIDES = get_args(Side)
+SIGNAL_ACTIONS = get_args(Action)
 PHANTOM_STATUSES = ("active", "closed")
 PHANTOM_OUTCOMES = ("win", "loss", "timeout")
 TRADE_STATUSES = ("open", "closed", "cancelled")

@@ -24,6 +24,7 @@ from bot.miniapp import schema as s
 from bot.miniapp.initdata import InvalidInitData, validate
 from bot.telegram.keyboards import ALREADY_DECIDED, CONFIRM_TTL_S, Confirm, Confirmations, Pending
 from bot.telegram.render import value
+from core.config import BotStatus
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, Role, TradeQuery
 from core.stats import MIN_RATIO_DAYS
@@ -114,17 +115,19 @@ class MiniAppApi:
     async def overview(self, request: web.Request) -> web.Response:
         """The first screen: every bot with its status (halts included) and positions, and the PnL windows."""
         desk = self.desk
-        status = {st["bot_id"]: st for st in await desk.status()}
-        balance = {b["bot_id"]: b for b in await desk.balance()}
+        status = {st.bot_id: st for st in await desk.status()}
+        balance = {b.bot_id: b for b in await desk.balance()}
         bots = []
         for b in await desk.bots():
-            st, bal = status.get(b["id"], {}), balance.get(b["id"], {})
+            st, bal = status.get(b.id), balance.get(b.id)
             bots.append(s.BotCard.model_validate({
-                **b, "positions": st.get("positions", []), "starting": bool(st.get("starting")),
-                "running_here": bool(st.get("running_here", b.get("running_here"))),
-                "equity": bal["equity"] if bal.get("equity") is not None else b.get("equity"),
-                "peak": bal.get("peak"), "drawdown_pct": bal.get("drawdown_pct"), "today": bal.get("day_pnl"),
-                "saved_at": bal.get("as_of")}))
+                "id": b.id, "mode": b.mode, "status": b.status.status, "reason": b.status.reason,
+                "since": b.status.since, "open_positions": b.open_positions, "pending_recovery": b.pending_recovery,
+                "positions": st.positions if st else [], "starting": st.starting if st else False,
+                "running_here": st.running_here if st else b.running_here,
+                "equity": bal.equity if bal and bal.equity is not None else b.equity,
+                "peak": bal.peak if bal else None, "drawdown_pct": bal.drawdown_pct if bal else None,
+                "today": bal.day_pnl if bal else None, "saved_at": bal.as_of if bal else None}))
         windows = [s.Window(label=label, days=days, figures=s.Figures.model_validate(await desk.stats(days)))
                    for label, days in WINDOWS]
         return _json(s.Overview(me=_me(request[ACTOR]), bots=bots, windows=windows, min_ratio_days=MIN_RATIO_DAYS,
@@ -145,7 +148,7 @@ class MiniAppApi:
 
     async def facets(self, request: web.Request) -> web.Response:
         facets = await self.desk.trade_facets(_text(request, "bot"))
-        bots = [b["id"] for b in await self.desk.bots()]
+        bots = [b.id for b in await self.desk.bots()]
         return _json(s.Facets(bots=bots, symbols=facets.symbols, strategies=facets.strategies,
                               exit_reasons=facets.exit_reasons))
 
@@ -249,14 +252,14 @@ async def _ask_resume(desk: Desk, body: dict[str, Any]) -> Asked:
     req = s.ResumeRequest.model_validate(body)
     lines, paused, halted = [], [], []
     for st in await desk.status(None if req.bot == "all" else req.bot):
-        if req.bot == "all" and st.get("mode") == "replay":  # a replay's record: "all" never reaches it
+        if (req.bot == "all" and st.mode == "replay") or st.status is None:  # a replay's record: not "all"
             continue
-        if st["status"] == "paused":
-            paused.append(st["bot_id"])
-            lines.append(f"{st['bot_id']}: paused, trades again at once")
-        elif st["status"] == "halted":
-            halted.append(st["bot_id"])
-            lines.append(f"{st['bot_id']}: halted ({st['reason'] or 'no reason stored'}); resuming accepts the loss: "
+        if st.status.status is BotStatus.PAUSED:
+            paused.append(st.bot_id)
+            lines.append(f"{st.bot_id}: paused, trades again at once")
+        elif st.status.status is BotStatus.HALTED:
+            halted.append(st.bot_id)
+            lines.append(f"{st.bot_id}: halted ({st.status.reason or 'no reason stored'}); resuming accepts the loss: "
                          "the peak equity resets to the equity now and the drawdown guard measures from there")
     ids = paused + halted
     return (f"Resume {', '.join(ids)}?" if ids else "Nothing to resume", lines or ["no paused or halted bot"],
@@ -277,10 +280,10 @@ async def _ask_close(desk: Desk, body: dict[str, Any]) -> Asked:
     positions = await desk.close_preview(target, req.bot)
     if not positions:
         raise BadArgument(f"no open position{'' if target == 'all' else ' for ' + target}: nothing to close")
-    lines = [f"{p['symbol']} {p['side']} {value(p['qty'])} ({p['status']}), trade {p['trade_id']}" for p in positions]
+    lines = [f"{p.symbol} {p.side} {value(p.qty)} ({p.status}), trade {p.trade_id}" for p in positions]
     lines.append("a pending entry is withdrawn (or closed as soon as it fills)")
     return (f"Close {len(positions)} position(s) at market?", lines, target,
-            {"target": target, "bot": req.bot, "trades": [p["trade_id"] for p in positions]})
+            {"target": target, "bot": req.bot, "trades": [p.trade_id for p in positions]})
 
 
 async def _act_close(desk: Desk, p: Pending, actor: Actor) -> s.ActionResult:
@@ -348,7 +351,7 @@ async def _ask_retrain(desk: Desk, body: dict[str, Any]) -> Asked:
     req = s.RetrainRequest.model_validate(body)
     if req.strategy is not None and STRATEGIES.get(req.strategy) is None:
         raise BadArgument(f"unknown strategy {req.strategy!r} (strategies: {', '.join(STRATEGIES.names())})")
-    here = [st["bot_id"] for st in await desk.status(req.bot) if st.get("running_here")]
+    here = [st.bot_id for st in await desk.status(req.bot) if st.running_here]
     if not here:
         raise BadArgument(f"bot {req.bot} is not running in this process" if req.bot
                           else "no bot is running in this process")

@@ -12,12 +12,14 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bot import charts
 from bot.telegram import render as rd
 from bot.telegram.keyboards import Confirmations, app_row, promote_button, recovery_rows, refresh_row
 from bot.telegram.render import Reply, esc
+from core.config import BotStatus
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
 from core.stats import MIN_RATIO_DAYS
@@ -188,7 +190,7 @@ async def start(ctx: Context) -> Reply:
     bots = await ctx.desk.bots()
     role = {"admin": "an admin", "viewer": "a viewer (read-only)", "system": "the system"}[ctx.actor.role]
     lines = [f"<b>phantomdesk</b> — hello {esc(ctx.actor.name)}, you are {role}.",
-             f"{len(bots)} bot(s): " + (", ".join(f"{esc(b['id'])} ({esc(b['status'])})" for b in bots) or "none"),
+             f"{len(bots)} bot(s): " + (", ".join(f"{esc(b.id)} ({esc(b.status.status)})" for b in bots) or "none"),
              "/help lists the commands."]
     return Reply("\n".join(lines))
 
@@ -206,38 +208,39 @@ async def bots(ctx: Context) -> Reply:
     rows = await ctx.desk.bots()
     if not rows:
         return Reply("no bots configured")
-    table = rd.table([[b["id"], b["status"], b["mode"], b.get("open_positions", 0), rd.money(b.get("equity"), False),
-                       b.get("pending_recovery") or 0,
-                       "here" if b.get("running_here") else b.get("traded_by") or rd.DASH] for b in rows],
+    table = rd.table([[b.id, b.status.status, b.mode, b.open_positions, rd.money(b.equity, False), b.pending_recovery,
+                       "here" if b.running_here else b.traded_by or rd.DASH] for b in rows],
                      ["bot", "status", "mode", "open", "equity", "recov", "traded by"], right=(3, 4, 5))
-    reasons = [f"{esc(b['id'])} {esc(b['status'])}{_since(b)}: {esc(b['reason'])}" for b in rows if b.get("reason")]
+    reasons = [f"{esc(b.id)} {esc(b.status.status)}{_since(b.status.since)}: {esc(b.status.reason)}"
+               for b in rows if b.status.reason]
     return Reply("\n".join([rd.title("Bots"), table, *reasons]), buttons=[refresh_row("bots")])
 
 
-def _since(doc: dict[str, Any]) -> str:
-    return f" since {rd.when(doc['since'])} UTC" if doc.get("since") else ""
+def _since(since: datetime | None) -> str:
+    return f" since {rd.when(since)} UTC" if since else ""
 
 
 async def status(ctx: Context, bot_id: str | None = None) -> Reply:
     parts = [rd.title("Status")]
     for s in await ctx.desk.status(bot_id):
-        head = f"<b>{esc(s['bot_id'])}</b> {esc(s.get('status') or '?')}"
-        if s.get("status") != "running":
-            head += _since(s)
-        if s.get("reason"):
-            head += f" ({esc(s['reason'])})"
-        if s.get("equity") is not None:
-            head += f" · equity {rd.money(s['equity'], False)}"
-        if s.get("starting"):
+        st = s.status
+        head = f"<b>{esc(s.bot_id)}</b> {esc(st.status if st else '?')}"
+        if st is not None and st.status is not BotStatus.RUNNING:
+            head += _since(st.since)
+        if st is not None and st.reason:
+            head += f" ({esc(st.reason)})"
+        if s.equity is not None:
+            head += f" · equity {rd.money(s.equity, False)}"
+        if s.starting:
             head += " · starting: restoring its state (figures follow in a moment)"
-        elif not s.get("running_here", True):
-            head += " · " + ("a replay's record, never traded" if s.get("mode") == "replay"
+        elif not s.running_here:
+            head += " · " + ("a replay's record, never traded" if s.mode == "replay"
                              else "not running in this process")
         parts.append(head)
-        positions = s["positions"]
+        positions = s.positions
         if positions:
-            parts.append(rd.table([[p["symbol"], p["side"], p["status"], rd.price(p["qty"]), rd.price(p["entry"]),
-                                    rd.price(p["last"]), rd.money(p["unrealized"])] for p in positions],
+            parts.append(rd.table([[p.symbol, p.side, p.status, rd.price(p.qty), rd.price(p.entry),
+                                    rd.price(p.last), rd.money(p.unrealized)] for p in positions],
                                   ["symbol", "side", "state", "qty", "entry", "last", "uPnL"], right=(3, 4, 5, 6)))
         else:
             parts.append("no open positions")
@@ -247,13 +250,12 @@ async def status(ctx: Context, bot_id: str | None = None) -> Reply:
 
 async def balance(ctx: Context) -> Reply:
     rows = await ctx.desk.balance()
-    table = rd.table([[b["bot_id"], rd.money(b.get("equity"), False), rd.money(b.get("realized"), False),
-                       rd.money(b.get("peak"), False), rd.pct(b.get("drawdown_pct"), ratio=False),
-                       rd.money(b.get("day_pnl"))] for b in rows],
+    table = rd.table([[b.bot_id, rd.money(b.equity, False), rd.money(b.realized, False), rd.money(b.peak, False),
+                       rd.pct(b.drawdown_pct, ratio=False), rd.money(b.day_pnl)] for b in rows],
                      ["bot", "equity", "realized", "peak", "dd", "today"], right=(1, 2, 3, 4, 5))
     notes = ["today: trades closed since 00:00 UTC by the wall clock (as /daily and /stats N)"]
-    notes += [f"{esc(b['bot_id'])}: not running here — its state saved {rd.when(b['as_of'])} UTC"
-              for b in rows if b.get("as_of")]
+    notes += [f"{esc(b.bot_id)}: not running here — its state saved {rd.when(b.as_of)} UTC"
+              for b in rows if b.as_of]
     return Reply("\n".join([rd.title("Balance (USDT)"), table, *notes]), buttons=[refresh_row("balance")])
 
 
@@ -392,7 +394,7 @@ async def resume(ctx: Context, target: str) -> list[Reply]:
         pending = ctx.confirmations.add("resume", ",".join(ids), ctx.actor, {"target": target, "bots": ids})
         lines = ["⚠️ <b>Halted</b> — resuming accepts the loss that halted the bot:"]
         for h in result.halted:
-            lines.append(f"• <b>{esc(h.bot_id)}</b>{_since(h.__dict__)}: {esc(h.reason or 'no reason stored')}")
+            lines.append(f"• <b>{esc(h.bot_id)}</b>{_since(h.since)}: {esc(h.reason or 'no reason stored')}")
             if h.equity is not None:
                 lines.append(f"  the peak equity {rd.money(h.peak, False)} resets to the equity now "
                              f"{rd.money(h.equity, False)}: the drawdown guard measures from here")
@@ -411,8 +413,8 @@ async def close(ctx: Context, target: str, bot_id: str | None = None) -> Reply:
         return Reply(f"no open position{' for ' + esc(target) if target != 'all' else ''}: nothing to close")
     # the button closes exactly what this message lists, nothing opened after it
     pending = ctx.confirmations.add("close", target, ctx.actor, {"target": target, "bot": bot_id,
-                                                                 "trades": [p["trade_id"] for p in positions]})
-    rows = [[p["symbol"], p["side"], p["status"], rd.price(p["qty"]), rd.money(p["unrealized"])] for p in positions]
+                                                                 "trades": [p.trade_id for p in positions]})
+    rows = [[p.symbol, p.side, p.status, rd.price(p.qty), rd.money(p.unrealized)] for p in positions]
     text = "\n".join([f"⚠️ Close <b>{len(positions)}</b> position(s) at market?",
                       rd.table(rows, ["symbol", "side", "state", "qty", "uPnL"], right=(3, 4)),
                       "A pending entry is withdrawn (or closed as soon as it fills). The buttons expire in 5 minutes."])
@@ -507,7 +509,8 @@ async def health(ctx: Context) -> Reply:
     doc = await ctx.desk.health()
     auth = ctx.extras.get("auth")
     # ages and uptimes as durations, not raw seconds
-    scalars = [(k.removesuffix("_s"), rd.duration(v)) if k.endswith("_s") and isinstance(v, int | float) else (k, v)
+    scalars = [(k, "yes" if v else "no") if isinstance(v, bool) else (k.removesuffix("_s"), rd.duration(v))
+               if k.endswith("_s") and isinstance(v, int | float) else (k, v)
                for k, v in doc.items() if not isinstance(v, list | dict)]
     faults = doc.get("faults") or []
     if auth is not None:
@@ -517,9 +520,9 @@ async def health(ctx: Context) -> Reply:
     bots_ = doc.get("bots") or []
     if bots_:
         parts.append(rd.table([[b.get("id"), b.get("status"), b.get("mode"), b.get("open_trades"),
-                                "yes" if b.get("running_here") else "no", b.get("candles", rd.DASH),
-                                b.get("error") or ""] for b in bots_],
-                              ["bot", "status", "mode", "open", "here", "candles", "error"], right=(3, 5)))
+                                "here" if b.get("running_here") else b.get("traded_by") or rd.DASH,
+                                b.get("candles", rd.DASH), b.get("error") or ""] for b in bots_],
+                              ["bot", "status", "mode", "open", "traded by", "candles", "error"], right=(3, 5)))
     return Reply("\n".join(parts), buttons=[refresh_row("health")])
 
 

@@ -230,7 +230,7 @@ class Notifier:
                  f"today so far: {rd.money(day[-1][1] if day else 0)} USDT",
                  f"all time: {stats['trades']} trades, win rate {rd.pct(stats['win_rate'])}, "
                  f"net {rd.money(stats['net_pnl'])} USDT, max drawdown {rd.pct(stats['max_drawdown_pct'], False)}"]
-        lines += [f"{esc(b['bot_id'])}: equity {rd.money(b.get('equity'), False)}" for b in balance]
+        lines += [f"{esc(b.bot_id)}: equity {rd.money(b.equity, False)}" for b in balance]
         lines += [f"{ICONS['retrain_done']} {esc(v.bot_id)} {esc(v.strategy)} v{v.version} "
                   f"{'promoted' if v.promoted else 'refused'}: {esc(v.why)}"
                   f"{' · promote anyway? see /recovery' if v.asked else ''}" for v in await self.desk.ml_verdicts(1)]

@@ -12,7 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
-Side = Literal["long", "short"]
+from core.signal import Side  # one definition of a side, beside the signal that has it
+
 OrderSide = Literal["Buy", "Sell"]
 Purpose = Literal["open", "close", "tp", "sl"]
 

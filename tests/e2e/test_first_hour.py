@@ -102,8 +102,8 @@ def test_the_readme_conversation_after_make_run(tmp_path: Path, api: FakeBotAPI)
 
         # a first start after the demo: the desk's own paper bot trades, the demo is a record of its replay
         bots = replies["/bots"].text
-        assert re.search(r"^demo +halted +replay .*\bno\b", bots, re.MULTILINE), bots
-        assert re.search(r"^main +running +paper .*\byes\b", bots, re.MULTILINE), bots
+        assert re.search(r"^demo +halted +replay .* –$", bots, re.MULTILINE), bots  # a record: nobody trades it
+        assert re.search(r"^main +running +paper .*\bhere(</pre>)?$", bots, re.MULTILINE), bots
         assert "main</b> running" in replies["/status"].text or "main</b> paused" in replies["/status"].text
         assert "demo</b> halted since" in replies["/status"].text and "never traded" in replies["/status"].text
 

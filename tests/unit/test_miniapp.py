@@ -221,7 +221,7 @@ async def test_the_overview_is_the_desks(app: App) -> None:
     assert bot["positions"][0]["last"] is not None and bot["positions"][0]["unrealized"] is not None
     [balance] = await app.desk.balance()  # /balance's figures: equity, peak, drawdown, today by the wall clock
     assert (bot["equity"], bot["peak"], bot["drawdown_pct"], bot["today"], bot["saved_at"]) == (
-        float(balance["equity"]), float(balance["peak"]), float(balance["drawdown_pct"]), float(balance["day_pnl"]),
+        float(balance.equity or 0), float(balance.peak or 0), float(balance.drawdown_pct or 0), float(balance.day_pnl),
         None)
 
 

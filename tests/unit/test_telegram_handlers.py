@@ -439,7 +439,7 @@ async def test_pause_all_asks_first_and_pauses_the_listed_bots(h: Harness) -> No
     yes, _cancel = ask.callback_data
     answer, edits = await h.press(ADMIN, yes)
     assert answer == "paused 2" and "paused: <b>replay, second</b>" in edits[0].text
-    statuses = {b["id"]: (b["status"], b["reason"]) for b in await h.desk.bots()}
+    statuses = {b.id: (b.status.status, b.status.reason) for b in await h.desk.bots()}
     assert statuses == {"replay": ("paused", "volatile"), "second": ("paused", "volatile"), "third": ("running", None)}
     assert h.runtime.paused == {"replay": True, "second": True}
     assert [r.actor for r in await _audit(h.store, "paused")][-2:] == ["tg:1001", "tg:1001"]
