@@ -299,7 +299,7 @@ class _Venue:
             qty = min(qty, position.size)
         else:
             if position is not None and position.side != side:
-                raise VenueError(10001, "fake: reversing a position, or holding both hedge-mode sides, is not simulated")
+                raise VenueError(10001, "fake: reversing a position (or both hedge sides) is not simulated")
             if qty * price < Decimal(lots["minNotionalValue"]):
                 raise VenueError(110094, f"Order does not meet minimum order value {lots['minNotionalValue']}USDT")
             margin = qty * price / self.leverage.get(symbol, Decimal(10))
