@@ -11,8 +11,15 @@ Public market data:
 - REST `GET /v5/market/funding/history`: the settlements the test set (`set_funding_history`), newest first, at
   most `limit` (≤ 200) up to `endTime`; a startTime without an endTime is refused, as Bybit does.
 
-Private trading (a one-way-mode linear account; see `_Venue`), REST signed the way pybit signs (any signature is
-accepted, the X-BAPI-API-KEY header is required):
+Private trading (a linear unified account; see `_Venue`), REST signed the way pybit signs (any signature is
+accepted, the X-BAPI-API-KEY header is required). Account settings, each citing Bybit's v5 page where it is done:
+per-symbol leverage (`leverage_of`), the account-wide margin mode (`POST /v5/account/set-margin-mode`,
+`margin_mode`, and `margin_mode_of(symbol)`: the mode in force when its leverage was set), the position mode
+(`set_position_mode(hedge=True)`: positionIdx 1/2, an order with an index that does not fit is refused with 10001
+"position idx not match position mode"; one side per symbol at a time is simulated). Limit orders: a post-only
+limit that would take liquidity is accepted then cancelled (rejectReason EC_PostOnlyWillTakeLiquidity); otherwise
+it rests (`resting()`) until `set_price` trades through it, then fills at its price as a maker (MAKER_FEE_RATE,
+isMaker true); `POST /v5/order/cancel` withdraws a resting order (110001 when it is no longer in the book).
 - `POST /v5/order/create` (market orders fill at once at the symbol's price, TP/SL become the position's and
   show as Untriggered conditional orders; duplicate orderLinkId -> 110072; an 11th create within 0.9 s ->
   10006),

@@ -110,7 +110,7 @@ def test_a_post_only_that_would_take_liquidity_is_cancelled_and_falls_back() -> 
 
 
 def test_a_resting_limit_survives_a_checkpoint() -> None:
-    trader, venue = _paper(entry_fallback="market")
+    trader, _ = _paper(entry_fallback="market")
     _take(trader)
     trader.on_candle(_candle(0, 60100, 60200, 60050, 60150))
     doc = trader.as_json()
