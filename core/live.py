@@ -78,7 +78,8 @@ class LiveVenue:
     by a Broker."""
 
     def __init__(self, broker: Broker, watch_interval: str, equity: Decimal, *,
-                 clock: Callable[[], datetime] | None = None, entry_timeout_s: float = 60.0) -> None:
+                 clock: Callable[[], datetime], entry_timeout_s: float = 60.0) -> None:
+        """`clock`: "now" for the timeouts of limit entries (the host passes the wall clock)."""
         self.broker = broker
         self.watch_interval = watch_interval
         self._equity = equity
@@ -104,9 +105,8 @@ class LiveVenue:
         link = intent.order_link_id
         if intent.order_type != "Limit" or state.status in TERMINAL_STATUSES or link in self._timers:
             return False
-        now = self._clock() if self._clock is not None else None
-        created = state.created_at or now
-        delay = (created + self.entry_timeout - now).total_seconds() if created and now else 0.0
+        now = self._clock()
+        delay = ((state.created_at or now) + self.entry_timeout - now).total_seconds()
         self._timers[link] = asyncio.get_running_loop().call_later(
             max(0.0, delay), self.queue.put_nowait, (OrderKind.CANCEL, intent))
         return True

@@ -302,8 +302,9 @@ class Trader:
             ended = TradeStatus.REJECTED if state.status == "Rejected" else TradeStatus.CANCELLED
             why = state.reject_reason or f"the exchange reports the entry {state.status} with nothing filled"
             if limit and state.status == "Cancelled":
-                why = (f"the limit entry was cancelled unfilled ({state.reject_reason or 'its timeout passed'}); "
-                       f"fallback {'skip' if self.config.entry_fallback == 'skip' else 'withdrawn by the operator'}")
+                why = ("the limit entry was withdrawn by the operator before it filled" if trade.close_requested else
+                       f"the limit entry was cancelled unfilled ({state.reject_reason or 'its timeout passed'}); "
+                       "fallback skip")
             return self._end_entry(trade, ended, why)
         if trade.status == TradeStatus.CLOSING and state.order_link_id == trade.close_link \
                 and state.filled_qty < trade.record.qty and not trade.fills:

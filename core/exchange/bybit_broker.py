@@ -669,7 +669,8 @@ class BybitBroker:
             except Exception as exc:
                 log.info("bybit: confirming %s failed: %s", link, _reason(exc))
                 continue
-            if state is not None and state.status in TERMINAL_STATUSES:
+            # a market order is over within moments; a limit order found in the book is confirmed as it is
+            if state is not None and (state.status in TERMINAL_STATUSES or params["orderType"] == "Limit"):
                 break
         if state is not None:
             return state
