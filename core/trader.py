@@ -516,6 +516,7 @@ def _vwap(fills: list[Fill]) -> Decimal:
 def _order(r: TradeRecord, fills: list[Fill], link: str | None) -> OrderRecord:
     last = fills[-1]
     qty = sum((f.qty for f in fills), Decimal(0))
-    return OrderRecord(link or last.exec_id, r.bot_id, r.id, last.symbol, last.side, last.stop_order_type or "Market",
+    return OrderRecord(link or last.exec_id, r.bot_id, r.id, last.symbol, last.side,
+                       last.stop_order_type or last.order_type,
                        qty, "Filled", fills[0].time, last.exchange_order_id, None, last.reduce_only, last.time, qty,
                        _vwap(fills), sum((f.fee for f in fills), Decimal(0)))

@@ -143,6 +143,7 @@ class Fill:
     seq: int | None = None
     reduce_only: bool = False
     stop_order_type: str | None = None  # "TakeProfit" / "StopLoss" when a position's TP/SL filled
+    order_type: OrderType = "Market"  # a limit entry's fill says Limit (it paid the maker fee)
 
 
 @dataclass(frozen=True, slots=True)

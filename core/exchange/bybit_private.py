@@ -172,6 +172,7 @@ def parse_execution(row: Any) -> Fill:
         # executions carry no reduceOnly flag; a fill that closed position size is the reducing kind
         reduce_only=dec_or_zero(row.get("closedSize"), "closedSize") > 0,
         stop_order_type=None if stop_type in ("UNKNOWN", "None") else stop_type,
+        order_type="Limit" if row.get("orderType") == "Limit" else "Market",
     )
 
 

@@ -165,7 +165,8 @@ class PaperBroker:
                                                      int(at.timestamp() * 1000))
             self.orders[link] = _with(order, status="Filled", filled_qty=intent.qty, avg_price=price, fee=fee,
                                       updated_at=at)
-            return [self._fill(link, intent.symbol, order.side, intent.qty, price, fee, at, False, None)]
+            return [replace(self._fill(link, intent.symbol, order.side, intent.qty, price, fee, at, False, None),
+                            order_type="Limit")]
         if dt_to_ms(candle.close_time) >= self.deadlines[link]:
             del self.deadlines[link]
             cancelled = _with(order, status="Cancelled", updated_at=candle.close_time)

@@ -234,6 +234,8 @@ async def test_a_limit_entry_that_fills_pays_the_maker_fee(desk: Desk, fake: Fak
     [trade] = await _trades(db, "open")
     assert trade.entry_price == Decimal("99950") and trade.fees == trade.qty * Decimal("99950") * Decimal("0.0002")
     assert fake.creates(f"pd-{signal.id}-m") == []  # filled in time: no fallback
+    [row] = await _orders(db, trade.id)
+    assert (row.order_link_id, row.order_type, row.fee) == (f"pd-{signal.id}-o", "Limit", trade.fees)
 
 
 async def test_limit_timeout_falls_back_to_one_market_entry(desk: Desk, fake: FakeBybit) -> None:

@@ -58,6 +58,8 @@ def test_a_limit_fills_only_when_a_candle_trades_through_it_as_a_maker() -> None
     qty = trade.record.qty
     assert trade.record.fees == qty * Decimal(60000) * Decimal("0.0002")  # the maker fee, no slippage
     assert [o.order_link_id for o in venue.orders.values()] == [order_link_id(signal.id, "open")]
+    [order] = trader.events[-1].orders  # the ledger's order row
+    assert (order.order_type, order.fee) == ("Limit", trade.record.fees)
 
 
 def test_an_unfilled_limit_is_cancelled_at_its_timeout_then_skipped() -> None:
