@@ -190,7 +190,7 @@ class Broker(Protocol):
         """Reduce-only market close of (part of) a position."""
         ...
 
-    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side = "long") -> None:
+    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
         """Move the stop-loss of the `side` position (trailing stop, breakeven)."""
         ...
 

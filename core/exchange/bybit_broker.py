@@ -525,7 +525,7 @@ class BybitBroker:
             params["tpslMode"] = "Full"
         return await self._submit(params, looked_up=True)
 
-    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side = "long") -> None:
+    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
         """Move the `side` position's stop-loss (trailing stop, breakeven); repeating it is harmless."""
         instrument = await self._instrument(symbol)
         idx = position_idx(await self.position_mode(symbol), side)

@@ -117,7 +117,7 @@ class PaperBroker:
             self.orders[intent.order_link_id] = _with(self.orders[intent.order_link_id], status="Cancelled")
         return True
 
-    def set_stop(self, symbol: str, stop_loss: Decimal, side: Side = "long") -> None:
+    def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
         position = self.held.get(symbol)
         if position is not None:
             position.stop_loss = stop_loss

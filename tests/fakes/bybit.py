@@ -656,6 +656,7 @@ class _Venue:
         if body.get("category") != "linear" or not isinstance(symbol, str) or symbol not in self.instruments:
             raise VenueError(10001, "params error: symbol invalid")
         buy, sell = body.get("buyLeverage"), body.get("sellLeverage")
+        # https://bybit-exchange.github.io/docs/v5/position/leverage: one-way mode needs buyLeverage == sellLeverage
         if buy != sell and not self.hedge:
             raise VenueError(10001, "buy leverage must be equal to sell leverage in one-way mode")
         leverage = self._decimal(buy, "buyLeverage")
