@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,17 +23,21 @@ from bot.runtime import Runtime
 from bot.settings import load_settings
 from core.config import BotConfig
 from core.engine import Decision
+from core.exchange.broker import OrderIntent
+from core.exchange.bybit_broker import BybitBroker
+from core.instruments import Instruments
+from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
 from core.ml.scorer import UNSCORED
 from core.persistence import Batch
 from core.signal import Signal
-from core.trader import Notice
+from core.trader import Notice, Trader
 from storage import migrations
 from storage.bots import upsert_bot
 from storage.db import create_engine, session_factory
 from storage.models import Order, Trade
 from storage.models import Signal as SignalRow
 from tests.fakes.bybit import FakeBybit, VenueError
-from tests.fakes.clock import wait_until
+from tests.fakes.clock import Clock, wait_until
 
 
 @pytest.fixture
@@ -311,3 +316,68 @@ async def test_a_restart_mid_timeout_places_no_second_entry(desk: Desk, fake: Fa
     assert [o["orderStatus"] for o in fake.orders(limit)] == ["Cancelled"]
     [trade] = await _trades(db, "open")
     assert trade.qty == Decimal(fake.position("BTCUSDT")["size"])  # type: ignore[index]  # one entry's worth
+
+
+async def test_a_crash_after_the_fallback_was_sent_finds_it_instead_of_sending_again(fake: FakeBybit) -> None:
+    """The checkpoint predates the fallback (the process died between sending it and saving): the next process
+    reconciles by link id — the fallback's fills open the trade, nothing is sent again."""
+    clock = Clock(datetime.now(UTC))
+    config = BotConfig(**LIMIT, entry_fallback="market", fallback_max_move_bps=50)  # type: ignore[arg-type]
+    broker = BybitBroker("pdTestKey0123456789", "pdTestSecret-abcdefghijklmnopqrstuv", rest_url=fake.url,
+                         ws_url=fake.private_ws_url, clock=clock, instruments=Instruments({}), timeout=2.0,
+                         backoff=0.01)
+    try:
+        await broker.load_instruments()
+        await broker.prepare_symbol("BTCUSDT", leverage=config.max_leverage)
+        venue = LiveVenue(broker, config.fast_interval, Decimal(10_000), clock=clock, entry_timeout_s=3600)
+        trader = Trader(config, broker.instruments, venue, mode="live")
+
+        async def report(outcome: OrderOutcome) -> None:
+            apply_outcome(trader, outcome)
+
+        sender = asyncio.create_task(run_orders(venue, report))
+        signal = Signal(next(_ids), "live", "BTCUSDT", "15", "trend_pullback", "long", Decimal(99950),
+                        Decimal(98950), Decimal(101950), clock())
+        assert trader.guard(signal, UNSCORED) is None
+        trader.on_decisions([SimpleNamespace(signal=signal, action="EXECUTED")])
+        await asyncio.wait_for(venue.queue.join(), 10)
+        assert fake.resting("BTCUSDT")
+        checkpoint = trader.as_json()  # saved while the limit rests
+
+        [trade] = trader.pending()
+        venue.queue.put_nowait((OrderKind.CANCEL, trader.entry_intent(trade)))  # its timeout
+        await wait_until(lambda: fake.position("BTCUSDT"), "the fallback to fill", 10)
+        await asyncio.wait_for(venue.queue.join(), 10)
+        sender.cancel()
+        assert len(fake.creates(f"pd-{signal.id}-m")) == 1
+
+        # the next process, from the older checkpoint
+        venue2 = LiveVenue(broker, config.fast_interval, Decimal(10_000), clock=clock)
+        trader2 = Trader(config, broker.instruments, venue2, mode="live")
+        trader2.restore(checkpoint)
+        assert [t.fallback for t in trader2.pending()] == [False]
+
+        async def nothing(item: object) -> None:
+            raise AssertionError(f"no recovery item expected: {item}")
+
+        # a round that does not see the fills yet (its window ends before them): the limit's state says
+        # Cancelled, so the trader asks for its fallback — which the broker finds at the exchange by its link id
+        await reconcile_once(trader2, broker, since=clock() - timedelta(minutes=5), now=clock(),
+                             scope={"BTCUSDT"}, raise_item=nothing)
+        assert [t.fallback for t in trader2.pending()] == [True]
+        [(kind, intent)] = [venue2.queue.get_nowait() for _ in range(venue2.queue.qsize())]
+        assert kind == OrderKind.OPEN and isinstance(intent, OrderIntent)
+        assert intent.order_link_id == f"pd-{signal.id}-m"
+        state = await broker.open(intent)
+        assert state.status == "Filled" and len(fake.creates(f"pd-{signal.id}-m")) == 1  # found, not sent
+        # the next round sees the fallback's fills: the trade opens at them
+        clock.now = datetime.now(UTC)
+        await reconcile_once(trader2, broker, since=clock() - timedelta(minutes=5), now=clock(),
+                             scope={"BTCUSDT"}, raise_item=nothing)
+        [opened] = trader2.held()
+        assert opened.record.entry_price == Decimal(100000) and opened.record.qty == Decimal(
+            fake.position("BTCUSDT")["size"])  # type: ignore[index]
+        assert venue2.queue.empty()  # nothing more to send
+        assert len(fake.creates(f"pd-{signal.id}-o")) == 1 and len(fake.creates(f"pd-{signal.id}-m")) == 1
+    finally:
+        await broker.aclose()
