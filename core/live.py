@@ -107,9 +107,13 @@ class LiveVenue:
             return False
         now = self._clock()
         delay = ((state.created_at or now) + self.entry_timeout - now).total_seconds()
-        self._timers[link] = asyncio.get_running_loop().call_later(
-            max(0.0, delay), self.queue.put_nowait, (OrderKind.CANCEL, intent))
+        self._timers[link] = asyncio.get_running_loop().call_later(max(0.0, delay), self._expire, intent)
         return True
+
+    def _expire(self, intent: OrderIntent) -> None:
+        # forgotten once due: if the cancel fails, the next reconciliation finds the order resting and re-arms it
+        self._timers.pop(intent.order_link_id, None)
+        self.queue.put_nowait((OrderKind.CANCEL, intent))
 
     def stop_watching(self) -> None:
         for timer in self._timers.values():

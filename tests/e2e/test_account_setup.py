@@ -318,6 +318,22 @@ async def test_a_restart_mid_timeout_places_no_second_entry(desk: Desk, fake: Fa
     assert trade.qty == Decimal(fake.position("BTCUSDT")["size"])  # type: ignore[index]  # one entry's worth
 
 
+async def test_a_cancel_that_failed_is_tried_again_by_the_next_reconciliation(desk: Desk, fake: FakeBybit) -> None:
+    start, db = desk.start, desk.db
+    runtime = await start(BotConfig(**LIMIT, entry_fallback="skip"))  # type: ignore[arg-type]
+    fake.fail_next("/v5/order/cancel", "5xx", act=False, count=4)  # every try of the broker's one cancel
+    signal = await _take(runtime, "long", entry="99950")
+    await wait_until(lambda: any(n.kind == "order_failed" for n in desk.notices), "the cancel to fail", 20)
+    assert fake.resting("BTCUSDT")  # still in the book: the timeout could not withdraw it
+    await runtime.reconcile("live")  # finds it resting past its deadline: cancelled now
+
+    async def rejected() -> bool:
+        return (await _signal_row(db, signal.id)).action == "REJECTED"
+    await wait_until(rejected, "the entry to be withdrawn and skipped", 15)
+    assert not fake.resting("BTCUSDT") and fake.position("BTCUSDT") is None
+    assert len(fake.creates(f"pd-{signal.id}-o")) == 1
+
+
 async def test_a_crash_after_the_fallback_was_sent_finds_it_instead_of_sending_again(fake: FakeBybit) -> None:
     """The checkpoint predates the fallback (the process died between sending it and saving): the next process
     reconciles by link id — the fallback's fills open the trade, nothing is sent again."""
