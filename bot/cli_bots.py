@@ -23,12 +23,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, SettingsFn, database, run_command
+from storage.instances import trader_of
 
 if TYPE_CHECKING:
     import yaml
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("phantomdesk")
 
 ACTOR = "console"
-LIVE_HEARTBEAT = timedelta(minutes=2)  # the heartbeat job runs every 30 s: fresher than this, a desk runs the bot
 FILE_TYPES = (".yaml", ".yml", ".json")
 FRIENDLIER = {"missing": "required field is missing", "extra_forbidden": "unknown field (not a bot setting)"}
 
@@ -489,7 +489,7 @@ async def _list(engine: AsyncEngine, args: argparse.Namespace) -> int:
 
 def _live_desk(row: Bot, now: datetime) -> str | None:
     """'instance X, heartbeat 12 s ago' when a desk process is trading the bot right now."""
-    if row.last_heartbeat is None or now - row.last_heartbeat > LIVE_HEARTBEAT:
+    if row.last_heartbeat is None or trader_of(row.owner_instance or "?", row.last_heartbeat, now) is None:
         return None
     return f"instance {row.owner_instance or '?'}, heartbeat {(now - row.last_heartbeat).total_seconds():.0f} s ago"
 

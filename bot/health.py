@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from storage.hotstate import redis_status
+from storage.instances import trader_of
+from storage.models import Bot
 
 if TYPE_CHECKING:
     from bot.host import Host
@@ -26,12 +28,17 @@ async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
         async with asyncio.timeout(3), host.engine.connect() as conn:
             rows = (await conn.execute(text("SELECT bot_id, status, status_reason, status_since, mode, open_trades "
                                             "FROM bot_status_view"))).all()
+            owners = {r.id: r for r in (await conn.execute(
+                select(Bot.id, Bot.owner_instance, Bot.last_heartbeat))).all()}
     except Exception as exc:  # any failure means "not healthy"; the reason goes to the log, not the body
         log.warning("health: database check failed: %s", type(exc).__name__)
         return "unavailable", []
+    now = datetime.now(UTC)
     return "ok", [{"id": r.bot_id, "status": r.status, "reason": r.status_reason,
                    "since": None if r.status_since is None else str(r.status_since), "mode": r.mode,
-                   "open_trades": r.open_trades} for r in rows]
+                   "open_trades": r.open_trades,
+                   "traded_by": trader_of(o.owner_instance, o.last_heartbeat, now)
+                   if (o := owners.get(r.bot_id)) is not None else None} for r in rows]
 
 
 async def health(request: web.Request) -> web.Response:
@@ -46,6 +53,7 @@ async def health_document(host: Host) -> dict[str, Any]:
         running = runtime.bots.get(b["id"]) if runtime else None
         b["running_here"] = running is not None
         if running is not None:
+            b["traded_by"] = host.instance
             state = running.trader.state
             if state.halted:  # the trader halted before its checkpoint reached the database: never "running"
                 b["status"], b["reason"] = "halted", state.halt_reason
@@ -71,6 +79,7 @@ async def health_document(host: Host) -> dict[str, Any]:
         "newest_candle_age_s": round((datetime.now(UTC) - newest).total_seconds(), 1) if newest else None,
         "uptime_s": round((datetime.now(UTC) - host.started_at).total_seconds(), 1),
         "instance": host.instance,
+        "leading": runtime.leading if runtime else True,  # runs the desk-wide jobs (backup, daily report)
         "storage": await host.storage(),
         "standby_bots": sorted(runtime.standby) if runtime else [],
         "feed": runtime.feed_state() if runtime else "off",

@@ -236,7 +236,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
     host.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     host.scheduler.start()
-    host.jobs = JobRecorder(engine, host.notify)
+    host.jobs = JobRecorder(engine, host.notify, leads=lambda: host.runtime is None or host.runtime.leading)
     install(host.scheduler, DeskJobs(host).specs(), host.jobs)
 
     code = EXIT_OK

@@ -42,6 +42,7 @@ from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
 from core.ml.store import ScorerStore
+from core.placement import place
 from core.recovery import Effect, Item, Outcome, perform
 from core.runner import run
 from core.trader import Closing, EntryEnded, Notice, NoticeKind, Trader
@@ -51,6 +52,7 @@ from storage.candle_store import CandleStore
 from storage.db import DB_DOWN, is_db_down, session_factory
 from storage.engine_store import SqlEngineStore
 from storage.funding_store import FundingStore
+from storage.instances import Instances
 from storage.journal import Journal
 from storage.leases import Leases
 from storage.ledger import SqlLedger
@@ -116,6 +118,9 @@ class Runtime:
         self.settings = settings
         self.leases = leases
         self.standby: dict[str, BotConfig] = {}  # bots another process holds: taken over when it stops
+        # the processes on this database, to share the bots out fairly (core/placement.py)
+        self.instances = Instances(engine, leases.instance, _utc_now()) if leases is not None else None
+        self.leading = True  # the first of the live processes by id: it runs the desk-wide jobs
         self.db = engine
         self.redis = redis
         self.notify = notify
@@ -166,20 +171,43 @@ class Runtime:
         self.standby = {c.id: c for c in await self.load_bots()}
         # funding settlements stored for every symbol traded here (paper fills and phantoms settle with them)
         self.funding = await FundingStore(self.db).schedule(s for c in self.standby.values() for s in c.symbols)
-        await self._take_leases()
+        await self._take_leases(await self._placed_here())
         if self.leases is not None and not self.stopping.is_set():
             self.lease_task = asyncio.create_task(self._lease_heartbeat(), name="lease-heartbeat")
 
-    async def _take_leases(self) -> None:
-        """Start every standby bot whose lease this process can take now (none once stopping)."""
+    async def _placed_here(self) -> set[str]:
+        """Beat (this process is alive and holds its bots), then the bots placement gives this process: its
+        fair share of the live processes' (core/placement.py). Every bot without a database of processes."""
+        if self.instances is None or self.leases is None:
+            return set(self.standby) | set(self.bots)
+        me = self.leases.instance
+        try:  # alive: beat within two beats (a beat every ttl/3), so a dead process's bots move within the ttl
+            live = await self.instances.beat(sorted(self.bots), _utc_now(),
+                                             timedelta(seconds=self.leases.ttl_s * 2 / 3))
+        except DB_DOWN as exc:
+            if not is_db_down(exc):
+                raise
+            log.warning("placement skipped (%s): the bots stay where they are", type(exc).__name__)
+            return set(self.bots)
+        self.leading = me <= min(live.instances, default=me)
+        holders = {**live.holders, **dict.fromkeys(self.bots, me)}
+        placed = place([*self.bots, *self.standby], {*live.instances, me}, holders)
+        return {bot_id for bot_id, instance in placed.items() if instance == me}
+
+    async def _take_leases(self, placed: set[str]) -> None:
+        """Start every standby bot placed here whose lease this process can take now (none once stopping)."""
         for bot_id, config in list(self.standby.items()):
             if self.stopping.is_set():
                 break
-            if self.leases is not None and not await self.leases.acquire(bot_id):
+            if bot_id not in placed or (self.leases is not None and not await self.leases.acquire(bot_id)):
                 continue
             del self.standby[bot_id]
             try:
-                bot = self.bots[bot_id] = await self._build(config)
+                bot = await self._build(config)
+                if self.feed_task is not None and self.settings.market_feed == "replay":
+                    fed = await asyncio.to_thread(self._replayed_so_far, config)
+                    self._catch_up(bot, fed)  # no await from here until it is in self.bots: no candle in between
+                self.bots[bot_id] = bot
             except Exception as exc:  # one bad bot does not keep the others from trading
                 log.exception("bot %s could not start", bot_id)
                 self.notify(Notice("bot_failed", bot_id, f"bot {bot_id} could not start: {exc}"))
@@ -191,6 +219,19 @@ class Runtime:
         if self.bots and self.feed_task is None and not self.stopping.is_set():
             self.feed_task = asyncio.create_task(self._feed(), name="market-feed")
 
+    def _replayed_so_far(self, config: BotConfig) -> list[Candle]:
+        """A replayed market's candles of a bot's series from the files (a worker thread)."""
+        assert self.settings.feed_data is not None
+        return list(ReplayFeed(read_candle_dir(self.settings.feed_data, config.symbols, config.intervals)).candles())
+
+    def _catch_up(self, bot: BotRuntime, candles: list[Candle]) -> None:
+        """A bot taken over while this process's replayed market runs gets the candles the feed already sent,
+        in the feed's order: it resumes from its checkpoint as it would at the start of the feed."""
+        fed = self._fed
+        for candle in candles:
+            if (last := fed.get((candle.symbol, candle.interval))) is not None and candle.open_time <= last:
+                bot.queue.put_nowait(candle)
+
     async def _lease_heartbeat(self) -> None:
         assert self.leases is not None
         interval = max(1.0, self.leases.ttl_s / 3)
@@ -198,13 +239,29 @@ class Runtime:
             try:
                 for bot_id in await self.leases.renew():  # lost: stop at once, save nothing (not ours now)
                     bot = self.bots.pop(bot_id, None)
-                    if bot is not None and bot.task is not None:
-                        bot.task.cancel()
+                    if bot is not None:
+                        if bot.task is not None:
+                            bot.task.cancel()
+                        self.standby[bot_id] = bot.config  # taken over again if its new holder stops
                     self.notify(Notice("lease_lost", bot_id, f"bot {bot_id}: lease lost, no longer traded here"))
-                if self.standby:
-                    await self._take_leases()
+                placed = await self._placed_here()
+                for bot_id in [b for b in self.bots if b not in placed]:
+                    await self._hand_over(bot_id)
+                if placed & set(self.standby):
+                    await self._take_leases(placed)
             except Exception:
                 log.exception("lease heartbeat failed")
+
+    async def _hand_over(self, bot_id: str) -> None:
+        """Placed on another process (one joined, or this one holds more than its share): the bot ends its
+        stream and saves its last batch and checkpoint, then its lease is released for the other to take."""
+        assert self.leases is not None
+        bot = self.bots.pop(bot_id)
+        self._end_stream(bot)
+        await self._await_saved([bot])
+        await self.leases.release(bot_id)
+        self.standby[bot_id] = bot.config
+        log.info("bot %s handed over after %d candles: placed on another process", bot_id, bot.processed)
 
     async def _exchange(self) -> BybitBroker:
         """One BybitBroker per account, shared by the live bots (each reconciles its own symbols)."""
@@ -514,9 +571,12 @@ class Runtime:
     # --- the feed ----------------------------------------------------------------------------------------
     async def _feed_source(self) -> Any:
         s = self.settings
-        # a symbol removed from a bot while it holds a trade there keeps its candles until the trade ends
-        symbols = sorted({sym for b in self.bots.values() for sym in (*b.config.symbols, *b.held_symbols)})
-        intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
+        # a symbol removed from a bot while it holds a trade there keeps its candles until the trade ends; a
+        # replayed market also carries the standby bots' series, for a bot taken over while it runs
+        configs = [*(b.config for b in self.bots.values()), *self.standby.values()]
+        symbols = sorted({sym for c in configs for sym in c.symbols} | {
+            sym for b in self.bots.values() for sym in b.held_symbols})
+        intervals = sorted({iv for c in configs for iv in c.intervals})
         if s.market_feed == "replay":
             assert s.feed_data is not None
             return ReplayFeed(read_candle_dir(s.feed_data, symbols or None, intervals or None))
@@ -800,6 +860,9 @@ class Runtime:
                 task.cancel()
         if self.leases is not None:
             await self.leases.release_all()
+        if self.instances is not None:
+            with contextlib.suppress(*DB_DOWN):
+                await self.instances.leave()
         if self.broker is not None:
             await self.broker.aclose()
 
@@ -822,31 +885,39 @@ class Runtime:
             task.cancel()
 
     async def _drain_bots(self) -> None:
-        """Each runner ends its stream and saves its last batch and checkpoint. Candles still queued are
-        dropped rather than waited for: a replayed market resumes from that checkpoint at the next start."""
+        """Each runner ends its stream and saves its last batch and checkpoint."""
         for bot in self.bots.values():
-            dropped = 0
-            while not bot.queue.empty():
-                bot.queue.get_nowait()
-                dropped += 1
-            if dropped:
-                log.info("bot %s: %d queued candles left unprocessed", bot.id, dropped)
-            bot.queue.put_nowait(None)
-            for side in bot.side_tasks:
-                side.cancel()
-            if bot.venue is not None:
-                bot.venue.stop_watching()
-        tasks = [b.task for b in self.bots.values() if b.task is not None and not b.task.done()]
+            self._end_stream(bot)
+        await self._await_saved(list(self.bots.values()))
+        for bot in self.bots.values():
+            if bot.task is not None:
+                log.info("bot %s: stopped after %d candles (unsaved: %d)", bot.id, bot.processed,
+                         bot.processed - bot.saved)
+
+    @staticmethod
+    def _end_stream(bot: BotRuntime) -> None:
+        """Candles still queued are dropped rather than waited for: the bot resumes from its checkpoint."""
+        dropped = 0
+        while not bot.queue.empty():
+            bot.queue.get_nowait()
+            dropped += 1
+        if dropped:
+            log.info("bot %s: %d queued candles left unprocessed", bot.id, dropped)
+        bot.queue.put_nowait(None)
+        for side in bot.side_tasks:
+            side.cancel()
+        if bot.venue is not None:
+            bot.venue.stop_watching()  # no limit entry's timeout fires once the bot has stopped
+
+    @staticmethod
+    async def _await_saved(bots: list[BotRuntime]) -> None:
+        tasks = [b.task for b in bots if b.task is not None and not b.task.done()]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=BOT_DRAIN_S)
             for task in late:
                 log.error("%s did not save its last batch within %.1fs: stopped, its previous checkpoint stands",
                           task.get_name(), BOT_DRAIN_S)
                 task.cancel()
-        for bot in self.bots.values():
-            if bot.task is not None:
-                log.info("bot %s: stopped after %d candles (unsaved: %d)", bot.id, bot.processed,
-                         bot.processed - bot.saved)
 
 
 def _abandon(pool: ProcessPoolExecutor) -> None:

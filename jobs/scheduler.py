@@ -36,14 +36,18 @@ class JobSpec:
     trigger: BaseTrigger
     misfire_grace_s: int = 60  # a busy loop may start a job late; later than this, the run is skipped
     bot_id: str | None = None
+    desk_wide: bool = False  # once per desk (a backup, the daily report): only the leading replica runs it
 
 
 class JobRecorder:
     def __init__(self, engine: AsyncEngine, notify: Callable[[Notice], None],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 leads: Callable[[], bool] = lambda: True) -> None:
+        """`leads()`: this process leads the desk's replicas (runs the desk-wide jobs)."""
         self.sessions = session_factory(engine)
         self.notify = notify
         self.clock = clock
+        self.leads = leads
         self.failures: Counter[str] = Counter()
         self.last: dict[str, dict[str, Any]] = {}
         self.running: set[asyncio.Task[Any]] = set()
@@ -55,6 +59,9 @@ class JobRecorder:
 
     def wrap(self, spec: JobSpec) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
+            if spec.desk_wide and not self.leads():
+                log.debug("job %s: run by the leading replica", spec.id)
+                return
             if (task := asyncio.current_task()) is not None:  # APScheduler runs each async job as a task
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)

@@ -23,6 +23,7 @@ from storage.candle_store import CandleStore
 from storage.closed_trades import ClosedTrades, summarize_columns
 from storage.db import cells, session_factory
 from storage.engine_store import SqlEngineStore
+from storage.instances import trader_of
 from storage.models import Bot, BotState, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
 from storage.recovery import RecoveryBook, audit
 
@@ -43,10 +44,15 @@ class SqlDeskStore:
             rows = (await conn.execute(text(
                 "SELECT bot_id, name, mode, status, status_reason, status_since, open_trades, pending_recovery, "
                 "equity FROM bot_status_view ORDER BY bot_id"))).all()
+            owners = {r.id: r for r in (await conn.execute(
+                select(Bot.id, Bot.owner_instance, Bot.last_heartbeat))).all()}
+        now = datetime.now(UTC)
         return [{"id": r.bot_id, "name": r.name, "mode": r.mode, "status": r.status, "reason": r.status_reason,
                  "status_since": _utc(r.status_since),
                  "open_trades": r.open_trades, "pending_recovery": r.pending_recovery,
-                 "equity": None if r.equity is None else str(r.equity)} for r in rows]
+                 "equity": None if r.equity is None else str(r.equity),
+                 "traded_by": trader_of(o.owner_instance, _utc(o.last_heartbeat), now)
+                 if (o := owners.get(r.bot_id)) is not None else None} for r in rows]
 
     async def bot_config(self, bot_id: str) -> BotConfig | None:
         async with self.sessions() as session:

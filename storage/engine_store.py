@@ -122,6 +122,10 @@ class SqlEngineStore:
             return contextlib.nullcontext()
         return self._mirror_state().locks.setdefault(bot_id, asyncio.Lock())
 
+    def _mark_stale(self, bot_id: str) -> None:
+        if self.redis is not None:
+            self._mirror_state().stale.add(bot_id)
+
     def stale_bots(self) -> set[str]:
         """Bots whose Redis mirror missed a write since their last rebuild."""
         return set(self._mirror_state().stale) if self.redis is not None else set()
@@ -134,6 +138,9 @@ class SqlEngineStore:
                 if not is_db_down(exc):
                     raise
                 raise StoreUnavailable(type(exc).__name__) from exc
+            except asyncio.CancelledError:  # (a lease lost, a stop) the commit may have landed unmirrored
+                self._mark_stale(bot_id)
+                raise
             await self._mirror(bot_id, batch)
 
     async def _save(self, bot_id: str, batch: Batch) -> None:
@@ -252,8 +259,11 @@ class SqlEngineStore:
             if batch.checkpoint is not None:
                 self._mirror_checkpoint(pipe, bot_id, batch.checkpoint)
             await pipe.execute()
+        except asyncio.CancelledError:  # the write may or may not have landed
+            self._mark_stale(bot_id)
+            raise
         except (RedisError, OSError) as exc:
-            self._mirror_state().stale.add(bot_id)
+            self._mark_stale(bot_id)
             log.warning("Redis mirror skipped (%s); the database holds everything", type(exc).__name__)
 
     def _mirror_checkpoint(self, pipe: Any, bot_id: str, cp: Checkpoint) -> None:
@@ -288,7 +298,8 @@ class SqlEngineStore:
         except (RedisError, OSError):
             return
         ids = {p.id.encode() for p in active}
-        if cached and cached != ids:
+        if cached and cached != ids:  # the watch job rebuilds a stale bot
+            self._mark_stale(bot_id)
             log.warning("Redis held %d active phantoms, the database %d: the database wins, Redis is rebuilt",
                         len(cached), len(ids))
 

@@ -5,7 +5,9 @@
 - SQLite: an OS file lock next to the database (released by the kernel when the holder dies).
 - Redis (when present): also `SET pd:lease:<bot> <instance> NX PX ttl`, renewed with a compare-and-
   extend script; a holder that cannot renew within the ttl stops trading the bot. Redis being down
-  never blocks the database lock (it is the second copy, not the authority).
+  never blocks the database lock (it is the second copy, not the authority), and Redis back without
+  the key (a restart, an eviction) gets it written again: nobody can have taken a bot whose database
+  lock is still ours. Only a key naming another instance means the lease is lost.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from storage.hotstate import as_text
 log = logging.getLogger("phantomdesk.leases")
 
 RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
 """
 RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
@@ -125,7 +130,7 @@ class Leases:
                                                 int(self.ttl_s * 1000))
             except (RedisError, OSError):
                 return True  # Redis away: the database lock still stands
-            if not renewed:  # expired and taken by another instance
+            if not renewed:  # taken by another instance
                 return False
         return True
 
@@ -142,6 +147,11 @@ class Leases:
         if lease.redis_held and self.redis is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.eval(RELEASE, 1, self._redis_key(lease.bot_id), self.instance)
+
+    async def release(self, bot_id: str) -> None:
+        """Give one bot's lease up (handed over to another process)."""
+        if (lease := self.held.pop(bot_id, None)) is not None:
+            await self._drop(lease)
 
     async def release_all(self) -> None:
         for lease in list(self.held.values()):

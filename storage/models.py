@@ -440,6 +440,18 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class DeskInstance(Base):
+    """A desk process on this database: its heartbeat and the bots it trades. Placement reads the live ones
+    to share the bots out (core/placement.py); a clean stop deletes the row, a killed process's row ages out."""
+
+    __tablename__ = "desk_instances"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
+    bots: Mapped[list[Any]]  # ids of the bots whose lease it holds
+
+
 class JobRun(Base):
     __tablename__ = "job_runs"
     __table_args__ = (_one_of("status", JOB_STATUSES), Index(None, "job_id", "started_at"))

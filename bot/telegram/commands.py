@@ -207,8 +207,9 @@ async def bots(ctx: Context) -> Reply:
     if not rows:
         return Reply("no bots configured")
     table = rd.table([[b["id"], b["status"], b["mode"], b.get("open_positions", 0), rd.money(b.get("equity"), False),
-                       b.get("pending_recovery") or 0, "yes" if b.get("running_here") else "no"] for b in rows],
-                     ["bot", "status", "mode", "open", "equity", "recov", "here"], right=(3, 4, 5))
+                       b.get("pending_recovery") or 0,
+                       "here" if b.get("running_here") else b.get("traded_by") or rd.DASH] for b in rows],
+                     ["bot", "status", "mode", "open", "equity", "recov", "traded by"], right=(3, 4, 5))
     reasons = [f"{esc(b['id'])} {esc(b['status'])}{_since(b)}: {esc(b['reason'])}" for b in rows if b.get("reason")]
     return Reply("\n".join([rd.title("Bots"), table, *reasons]), buttons=[refresh_row("bots")])
 

@@ -142,3 +142,31 @@ async def test_heartbeat_applies_a_status_changed_elsewhere(db_url: str) -> None
         assert finished == ["j", "j", "j"]
     finally:
         await db.dispose()
+
+
+async def test_a_desk_wide_job_runs_on_the_leading_replica_only(db_url: str) -> None:
+    db = await _db(db_url)
+    runs: list[str] = []
+    leading = False
+
+    async def backup() -> None:
+        runs.append("backup")
+
+    async def heartbeat() -> None:
+        runs.append("heartbeat")
+
+    recorder = JobRecorder(db, lambda _: None, leads=lambda: leading)
+    desk_wide = recorder.wrap(JobSpec("backup", backup, IntervalTrigger(hours=1), desk_wide=True))
+    own = recorder.wrap(JobSpec("heartbeat", heartbeat, IntervalTrigger(hours=1)))
+    try:
+        await desk_wide()
+        await own()  # every replica runs its own jobs
+        assert runs == ["heartbeat"]
+        leading = True
+        await desk_wide()
+        assert runs == ["heartbeat", "backup"]
+        async with session_factory(db)() as session:
+            recorded = (await session.scalars(select(JobRun.job_id).order_by(JobRun.id))).all()
+        assert recorded == ["heartbeat", "backup"]  # a run left to the leader is not recorded here
+    finally:
+        await db.dispose()
