@@ -32,7 +32,7 @@ from core.decisions import Option, RecoveryDraft, RecoveryKind, options_of
 from core.desk import RetrainQueued
 from core.engine import CandleResult, Engine
 from core.exchange.broker import Broker, Fill, FundingFee, OrderState
-from core.exchange.bybit_broker import BybitBroker
+from core.exchange.bybit_broker import AccountSetup, BybitBroker
 from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
@@ -282,12 +282,16 @@ class Runtime:
         if live:
             broker = await self._exchange()
             instruments = broker.instruments
-            venue = LiveVenue(broker, config.fast_interval, (await broker.balance()).equity)
+            for symbol in config.symbols:  # the account as the bot needs it, before it trades
+                await self._prepare(broker, config, symbol)
+            venue = LiveVenue(broker, config.fast_interval, (await broker.balance()).equity, clock=_utc_now,
+                              entry_timeout_s=config.entry_timeout_s)
         else:
             instruments = Instruments()
             venue = PaperBroker(instruments, config.capital, slippage_bps=config.slippage_bps,
                                 taker_fee_pct=config.taker_fee_pct, watch_interval=config.fast_interval,
-                                funding=self.funding)
+                                funding=self.funding, maker_fee_pct=config.maker_fee_pct,
+                                entry_timeout_s=config.entry_timeout_s)
         trader = Trader(config, instruments, venue, mode="live" if live else "paper")
         scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
         engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=self.funding)
@@ -310,6 +314,20 @@ class Runtime:
                 Trade.bot_id == config.id, Trade.status == "open"))).all())
         return BotRuntime(config, engine, trader, store, ledger, scorer, inner, venue=venue if live else None,
                           held_symbols=held - set(config.symbols))
+
+    async def _prepare(self, broker: BybitBroker, config: BotConfig, symbol: str) -> AccountSetup:
+        setup = await broker.prepare_symbol(symbol, leverage=config.max_leverage, margin_mode=config.margin_mode)
+        log.info("bot %s: %s set: %s mode, leverage %s, margin %s", config.id, symbol,
+                 setup.position_mode.replace("_", "-"), setup.leverage, setup.margin_mode or "as the account has it")
+        return setup
+
+    async def prepare_symbol(self, bot_id: str, symbol: str) -> AccountSetup | None:
+        """The account set for a symbol a running live bot starts trading (the universe adds one): its position
+        mode read, the bot's margin mode and leverage set. None for a bot that is not live here."""
+        bot = self.bots.get(bot_id)
+        if bot is None or bot.venue is None or self.broker is None:
+            return None
+        return await self._prepare(self.broker, bot.config, symbol)
 
     async def _history(self, bot: BotRuntime) -> list[Candle]:
         """Live data: the stored candles warm the indicators. A replayed market starts from its first
@@ -452,6 +470,8 @@ class Runtime:
         async with bot.lock:
             report = await reconcile_once(bot.trader, bot.venue.broker, since=since - timedelta(minutes=5), now=now,
                                           scope=self._scope(bot), raise_item=raise_item)
+            for intent, state in report.resting:  # a limit entry still in the book (e.g. across a restart)
+                bot.venue.watch_entry(intent, state)
             await self._settle(bot)
             bot.engine.extra["reconciled_at"] = now.isoformat()
             await bot.venue.refresh_equity()
@@ -886,6 +906,8 @@ class Runtime:
         bot.queue.put_nowait(None)
         for side in bot.side_tasks:
             side.cancel()
+        if bot.venue is not None:
+            bot.venue.stop_watching()  # no limit entry's timeout fires once the bot has stopped
 
     @staticmethod
     async def _await_saved(bots: list[BotRuntime]) -> None:

@@ -118,6 +118,17 @@ class BotConfig(BaseModel):
     min_reward_r: float = Field(0.5, ge=0, le=10)
     ml_threshold: float = Field(0.0, ge=-1, le=5)  # minimum EV in R to take a scored signal
     ml_min_p: float = Field(0.0, ge=0, le=1)
+    # live account settings (README "Account settings"): the margin mode set on the account at start (None: left
+    # as the account has it; on a unified account it is account-wide) and, per symbol, the leverage max_leverage
+    margin_mode: Literal["isolated", "cross"] | None = None
+    # entries: a market order, or a post-only limit at the signal's entry price resting entry_timeout_s ...
+    entry_order: Literal["market", "limit"] = "market"
+    entry_timeout_s: int = Field(60, ge=5, le=3600)
+    # ... then cancelled; with "market" a market entry follows if the price is within fallback_max_move_bps of the
+    # limit (else the entry is skipped); with "skip" the signal is not traded
+    entry_fallback: Literal["market", "skip"] = "skip"
+    fallback_max_move_bps: float = Field(20.0, ge=0, le=500)
+    maker_fee_pct: float = Field(0.02, ge=0, le=1)  # paper limit fills (Bybit's default maker fee)
     # replay: a research bot of `replay`/`demo` (its rows are the desk's to show, never a bot the host trades)
     mode: BotMode = "paper"
     extra: dict[str, Any] = Field(default_factory=dict)

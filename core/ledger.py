@@ -59,7 +59,7 @@ class OrderRecord:
     trade_id: str | None
     symbol: str
     side: str  # Buy / Sell
-    order_type: str  # Market, TakeProfit, StopLoss
+    order_type: str  # Market, Limit, TakeProfit, StopLoss
     qty: Decimal
     status: str
     created_at: datetime

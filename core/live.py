@@ -5,6 +5,11 @@ queued here and sent by `run_orders` (lookup-before-retry lives in the broker); 
 (the order's state, a refusal, no answer at all) is reported back so the Trader's state machine moves
 at once: a refused entry frees its slot, a partly filled one opens at its fill. Fills and funding come
 from the broker's private stream, and the exchange stays the truth on restart (`reconcile_once`).
+
+A limit entry rests at the exchange for the bot's `entry_timeout_s`, counted from the order's creation time at the
+exchange (so a restart in the middle keeps the same deadline); then it is cancelled by its link id and the
+trader's fallback follows from the order's final state (core/trader.py). Reconciliation finds a resting entry
+after a restart and watches it again; nothing is ever re-sent under a new id.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from core.exchange.broker import (
+    TERMINAL_STATUSES,
     Broker,
     Fill,
     FundingFee,
@@ -26,6 +32,7 @@ from core.exchange.broker import (
     OrderRejected,
     OrderState,
     OrderUnknown,
+    Side,
     order_link_id,
 )
 from core.lifecycle import TradeStatus
@@ -43,6 +50,7 @@ class OrderKind(StrEnum):
     OPEN = "open"
     CLOSE = "close"
     CHECK = "check"  # look an entry up (a /close while it was in flight, or a send whose outcome is unknown)
+    CANCEL = "cancel"  # withdraw a resting limit entry (its timeout, or a /close), then its final state
     STOP = "stop"
 
 
@@ -62,27 +70,55 @@ class OrderOutcome:
 class StopMove:
     symbol: str
     stop_loss: Decimal
+    side: Side  # whose stop (a hedge-mode account holds each side apart)
 
 
 class LiveVenue:
     """What the Trader needs of a venue (submit, cancel_entry, set_stop, on_candle, equity, state), backed
     by a Broker."""
 
-    def __init__(self, broker: Broker, watch_interval: str, equity: Decimal) -> None:
+    def __init__(self, broker: Broker, watch_interval: str, equity: Decimal, *,
+                 clock: Callable[[], datetime], entry_timeout_s: float = 60.0) -> None:
+        """`clock`: "now" for the timeouts of limit entries (the host passes the wall clock)."""
         self.broker = broker
         self.watch_interval = watch_interval
         self._equity = equity
         self.queue: asyncio.Queue[tuple[OrderKind, OrderIntent | StopMove]] = asyncio.Queue()
+        self._clock = clock
+        self.entry_timeout = timedelta(seconds=entry_timeout_s)
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # resting limit entry link -> its timeout
 
     def submit(self, intent: OrderIntent) -> None:
         self.queue.put_nowait((OrderKind.CLOSE if intent.reduce_only else OrderKind.OPEN, intent))
 
     def cancel_entry(self, intent: OrderIntent) -> bool:
-        self.queue.put_nowait((OrderKind.CHECK, intent))  # a market entry cannot be withdrawn: ask what became of it
+        # a limit entry is withdrawn; a market entry cannot be: ask what became of it
+        self.queue.put_nowait((OrderKind.CANCEL if intent.order_type == "Limit" else OrderKind.CHECK, intent))
         return False
 
-    def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
-        self.queue.put_nowait((OrderKind.STOP, StopMove(symbol, stop_loss)))
+    def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
+        self.queue.put_nowait((OrderKind.STOP, StopMove(symbol, stop_loss, side)))
+
+    def watch_entry(self, intent: OrderIntent, state: OrderState) -> bool:
+        """A limit entry resting at the exchange is cancelled once `entry_timeout` has passed since its creation
+        there (at once if that is already over). Once per order; True when a timeout was set now."""
+        link = intent.order_link_id
+        if intent.order_type != "Limit" or state.status in TERMINAL_STATUSES or link in self._timers:
+            return False
+        now = self._clock()
+        delay = ((state.created_at or now) + self.entry_timeout - now).total_seconds()
+        self._timers[link] = asyncio.get_running_loop().call_later(max(0.0, delay), self._expire, intent)
+        return True
+
+    def _expire(self, intent: OrderIntent) -> None:
+        # forgotten once due: if the cancel fails, the next reconciliation finds the order resting and re-arms it
+        self._timers.pop(intent.order_link_id, None)
+        self.queue.put_nowait((OrderKind.CANCEL, intent))
+
+    def stop_watching(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     def on_candle(self, candle: Candle) -> list[Fill | FundingFee | OrderState]:
         return []  # the exchange fills; its fills arrive through the private stream
@@ -105,7 +141,7 @@ async def send(broker: Broker, kind: OrderKind, payload: OrderIntent | StopMove)
     """One queued order to the venue; never raises (the outcome says what happened)."""
     if isinstance(payload, StopMove):
         try:
-            await broker.set_stop(payload.symbol, payload.stop_loss)
+            await broker.set_stop(payload.symbol, payload.stop_loss, payload.side)
             return OrderOutcome(kind, "")
         except Exception as exc:
             return OrderOutcome(kind, "", error=f"{payload.symbol}: the stop could not be moved: {exc}")
@@ -115,7 +151,7 @@ async def send(broker: Broker, kind: OrderKind, payload: OrderIntent | StopMove)
             return OrderOutcome(kind, link, state=await broker.open(payload))
         if kind == OrderKind.CLOSE:
             return OrderOutcome(kind, link, state=await broker.close(payload))
-        state = await broker.order(link)
+        state = await (broker.cancel(payload) if kind == OrderKind.CANCEL else broker.order(link))
         return OrderOutcome(kind, link, state=state, unknown=None if state else "the exchange has no such order")
     except OrderRejected as exc:
         code = f"{exc.code}: " if exc.code is not None else ""
@@ -133,6 +169,8 @@ async def run_orders(venue: LiveVenue, report: Callable[[OrderOutcome], Awaitabl
         kind, payload = await venue.queue.get()
         try:
             outcome = await send(venue.broker, kind, payload)
+            if kind == OrderKind.OPEN and isinstance(payload, OrderIntent) and outcome.state is not None:
+                venue.watch_entry(payload, outcome.state)  # a limit entry now resting: its timeout starts
             if outcome.refused or outcome.error:
                 log.error("live %s %s failed: %s", kind, outcome.link, outcome.refused or outcome.error)
             await report(outcome)
@@ -149,7 +187,7 @@ def apply_outcome(trader: Trader, outcome: OrderOutcome) -> EntryEnded | None:
     if outcome.state is not None:
         return trader.on_order(outcome.state)
     if outcome.kind == OrderKind.CHECK and outcome.unknown is not None:
-        trade = next((t for t in trader.pending() if order_link_id(t.base, "open") == outcome.link), None)
+        trade = next((t for t in trader.pending() if trader.entry_intent(t).order_link_id == outcome.link), None)
         if trade is not None and not trade.fills:
             return trader.on_order(OrderState(outcome.link, None, trade.record.symbol, "Buy", trade.record.qty,
                                               "Cancelled"))  # never reached the venue: nothing to wait for
@@ -161,6 +199,7 @@ class RoundReport:
     notes: list[str] = field(default_factory=list)
     ended: list[EntryEnded] = field(default_factory=list)
     funding: int = 0
+    resting: list[tuple[OrderIntent, OrderState]] = field(default_factory=list)  # limit entries still in the book
 
 
 async def reconcile_once(trader: Trader, broker: Broker, *, since: datetime, now: datetime, scope: set[str],
@@ -173,12 +212,16 @@ async def reconcile_once(trader: Trader, broker: Broker, *, since: datetime, now
     executions = await broker.executions(since)
     report = RoundReport()
     for t in trader.pending():
-        link = order_link_id(t.base, "open")
-        for fill in (f for f in executions if f.order_link_id == link):
+        links = {order_link_id(t.base, "open"), order_link_id(t.base, "fallback")}  # a limit entry and its fallback
+        for fill in (f for f in executions if f.order_link_id in links):
             trader.on_fill(fill)
         if t.status != TradeStatus.PENDING:
             continue
+        intent = trader.entry_intent(t)
+        link = intent.order_link_id
         state = await broker.order(link)
+        if state is not None and state.status not in TERMINAL_STATUSES:
+            report.resting.append((intent, state))
         missing = state is None and not t.fills and now - t.record.entry_time >= MISSING_AFTER
         if state is not None:
             ended = trader.on_order(state)

@@ -32,7 +32,8 @@ def paper_engine(config: BotConfig, funding: FundingSchedule, scorer: Scorer | N
     instruments = Instruments()
     trader = Trader(config, instruments, PaperBroker(
         instruments, config.capital, slippage_bps=config.slippage_bps, taker_fee_pct=config.taker_fee_pct,
-        watch_interval=config.fast_interval, funding=funding), mode="replay")
+        watch_interval=config.fast_interval, funding=funding, maker_fee_pct=config.maker_fee_pct,
+        entry_timeout_s=config.entry_timeout_s), mode="replay")
     return Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=funding, market=market), trader
 
 

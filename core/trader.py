@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 from core.config import BotConfig, BotMode
 from core.exchange.broker import (
+    ENTRY_PURPOSES,
     TERMINAL_STATUSES,
     Fill,
     FundingFee,
@@ -56,7 +57,7 @@ class Venue(Protocol):
         only the venue can tell (live: its state is looked up and reported back through on_order)."""
         ...
 
-    def set_stop(self, symbol: str, stop_loss: Decimal) -> None: ...
+    def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None: ...
 
     def on_candle(self, candle: Candle) -> list[Fill | FundingFee | OrderState]: ...
 
@@ -87,6 +88,7 @@ class OpenTrade:
     entry_filled: Decimal | None = None  # the entry order is over with this much filled (IOC remainder cancelled)
     close_link: str | None = None  # the reduce-only close in flight
     close_requested: bool = False  # /close on a pending entry: close as soon as it turns out filled
+    fallback: bool = False  # its limit entry ended unfilled: the entry is now the market fallback (…-m)
 
     @property
     def direction(self) -> int:
@@ -244,7 +246,7 @@ class Trader:
             if trade is not None:
                 return trade
             trade = next((t for t in self.trades.values() if t.close_link == link), None)
-            if trade is not None or parsed[1] == "open":
+            if trade is not None or parsed[1] in ENTRY_PURPOSES:
                 return trade
         return next((t for t in self.trades.values() if t.status in HELD_STATES and t.record.symbol == symbol
                      and exit_side(t.side) == side), None)
@@ -284,14 +286,26 @@ class Trader:
         parsed = parse_link(state.order_link_id)
         if trade is None or parsed is None:
             return None
-        if parsed[1] == "open" and trade.status == TradeStatus.PENDING:
+        if parsed[1] in ENTRY_PURPOSES and trade.status == TradeStatus.PENDING:
+            if state.order_link_id != self.entry_intent(trade).order_link_id:
+                return None  # the limit entry its market fallback replaced (it ended with nothing filled)
             if state.filled_qty > 0:
                 trade.entry_filled = state.filled_qty
                 self._maybe_open(trade)
                 return None
+            limit = parsed[1] == "open" and self.config.entry_order == "limit"
+            if limit and state.status == "Cancelled" and self.config.entry_fallback == "market" \
+                    and not trade.close_requested:
+                trade.fallback = True  # the venue refuses it if the price ran past the bound
+                self.broker.submit(self.entry_intent(trade))
+                return None
             ended = TradeStatus.REJECTED if state.status == "Rejected" else TradeStatus.CANCELLED
-            return self._end_entry(trade, ended, state.reject_reason
-                                   or f"the exchange reports the entry {state.status} with nothing filled")
+            why = state.reject_reason or f"the exchange reports the entry {state.status} with nothing filled"
+            if limit and state.status == "Cancelled":
+                why = ("the limit entry was withdrawn by the operator before it filled" if trade.close_requested else
+                       f"the limit entry was cancelled unfilled ({state.reject_reason or 'its timeout passed'}); "
+                       "fallback skip")
+            return self._end_entry(trade, ended, why)
         if trade.status == TradeStatus.CLOSING and state.order_link_id == trade.close_link \
                 and state.filled_qty < trade.record.qty and not trade.fills:
             trade.status, trade.close_link = advance(trade.record.id, trade.status, TradeStatus.OPEN), None
@@ -303,7 +317,9 @@ class Trader:
         parsed = parse_link(link)
         if trade is None or parsed is None:
             return None
-        if parsed[1] == "open" and trade.status == TradeStatus.PENDING:
+        if parsed[1] in ENTRY_PURPOSES and trade.status == TradeStatus.PENDING:
+            if link != self.entry_intent(trade).order_link_id:
+                return None
             return self._end_entry(trade, TradeStatus.REJECTED, reason)
         if trade.status == TradeStatus.CLOSING and trade.close_link == link:
             trade.status, trade.close_link = advance(trade.record.id, trade.status, TradeStatus.OPEN), None
@@ -444,10 +460,21 @@ class Trader:
             if stop != r.stop_loss:
                 r.stop_loss = stop
                 trade.stop_moved = True
-                self.broker.set_stop(r.symbol, stop)
+                self.broker.set_stop(r.symbol, stop, trade.side)
 
     def entry_intent(self, t: OpenTrade) -> OrderIntent:
-        r = t.record
+        """The pending trade's entry order: market; or a post-only limit at the signal's entry price, and once
+        that ended unfilled, the market fallback bounded at `fallback_max_move_bps` past the limit price (both
+        derive their link id from the signal: each is sent at most once)."""
+        r, c = t.record, self.config
+        if t.fallback:
+            move = Decimal(repr(c.fallback_max_move_bps)) / Decimal(10_000)
+            bound = r.entry_price * (1 + move * t.direction)
+            return OrderIntent(r.bot_id, t.base, r.symbol, t.side, r.qty, r.leverage, order_link_id(t.base, "fallback"),
+                               r.stop_loss, r.take_profit, price_bound=bound)
+        if c.entry_order == "limit":
+            return OrderIntent(r.bot_id, t.base, r.symbol, t.side, r.qty, r.leverage, order_link_id(t.base, "open"),
+                               r.stop_loss, r.take_profit, order_type="Limit", price=r.entry_price)
         return OrderIntent(r.bot_id, t.base, r.symbol, t.side, r.qty, r.leverage, order_link_id(t.base, "open"),
                            r.stop_loss, r.take_profit)
 
@@ -460,7 +487,7 @@ class Trader:
                 "trades": [{"record": LedgerEvent("open", t.record).as_json()["trade"],
                             "initial_stop": str(t.initial_stop), "status": str(t.status), "stop_moved": t.stop_moved,
                             "close_link": t.close_link, "close_requested": t.close_requested,
-                            "seen": sorted(t.seen)}
+                            "fallback": t.fallback, "seen": sorted(t.seen)}
                            for t in self.trades.values()]}
 
     def restore(self, doc: dict[str, Any]) -> None:
@@ -473,7 +500,8 @@ class Trader:
             self.trades[record.id] = OpenTrade(record, Decimal(t["initial_stop"]), TradeStatus(t["status"]),
                                                t["stop_moved"], seen=set(t.get("seen", [])),
                                                close_link=t.get("close_link"),
-                                               close_requested=bool(t.get("close_requested")))
+                                               close_requested=bool(t.get("close_requested")),
+                                               fallback=bool(t.get("fallback")))
 
 
 def _copy(r: TradeRecord) -> TradeRecord:
@@ -488,6 +516,7 @@ def _vwap(fills: list[Fill]) -> Decimal:
 def _order(r: TradeRecord, fills: list[Fill], link: str | None) -> OrderRecord:
     last = fills[-1]
     qty = sum((f.qty for f in fills), Decimal(0))
-    return OrderRecord(link or last.exec_id, r.bot_id, r.id, last.symbol, last.side, last.stop_order_type or "Market",
+    return OrderRecord(link or last.exec_id, r.bot_id, r.id, last.symbol, last.side,
+                       last.stop_order_type or last.order_type,
                        qty, "Filled", fills[0].time, last.exchange_order_id, None, last.reduce_only, last.time, qty,
                        _vwap(fills), sum((f.fee for f in fills), Decimal(0)))

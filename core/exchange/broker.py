@@ -15,10 +15,16 @@ from typing import Literal, Protocol
 from core.signal import Side  # one definition of a side, beside the signal that has it
 
 OrderSide = Literal["Buy", "Sell"]
-Purpose = Literal["open", "close", "tp", "sl"]
+Purpose = Literal["open", "fallback", "close", "tp", "sl"]
+OrderType = Literal["Market", "Limit"]
+PositionMode = Literal["one_way", "hedge"]
+MarginMode = Literal["isolated", "cross"]
+ENTRY_PURPOSES: frozenset[Purpose] = frozenset({"open", "fallback"})
 
-# open / reduce-only close sent by the desk; tp / sl: the fills of a position's own TP/SL orders
-_PURPOSE_CODE: dict[Purpose, str] = {"open": "o", "close": "c", "tp": "tp", "sl": "sl"}
+# open: the entry (market, or a post-only limit); fallback: the market entry that follows a limit entry which
+# did not fill in time (its own id, so that each of the two is sent at most once); close: a reduce-only close
+# sent by the desk; tp / sl: the fills of a position's own TP/SL orders
+_PURPOSE_CODE: dict[Purpose, str] = {"open": "o", "fallback": "m", "close": "c", "tp": "tp", "sl": "sl"}
 _CODE_PURPOSE: dict[str, Purpose] = {v: k for k, v in _PURPOSE_CODE.items()}
 TERMINAL_STATUSES = frozenset({"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"})
 
@@ -70,9 +76,19 @@ def exit_side(side: Side) -> OrderSide:
     return "Sell" if side == "long" else "Buy"
 
 
+def position_idx(mode: PositionMode, side: Side) -> int:
+    """Bybit's positionIdx of an order on the position of `side`: 0 in one-way mode; in hedge mode 1 for the Buy
+    (long) side and 2 for the Sell (short) side, closes included (a reduce-only Sell of a long is on 1)."""
+    if mode == "one_way":
+        return 0
+    return 1 if side == "long" else 2
+
+
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
-    """A market entry with its protective levels (Bybit: tpslMode Full), or a reduce-only close."""
+    """An entry with its protective levels (Bybit: tpslMode Full), or a reduce-only close. An entry is a market
+    order, or a post-only limit at `price` (order_type "Limit"); a market entry with `price_bound` is sent only
+    while the last price is not beyond it (a long's above, a short's below: the fallback of a limit entry)."""
 
     bot_id: str
     signal_id: str
@@ -84,6 +100,15 @@ class OrderIntent:
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     reduce_only: bool = False
+    order_type: OrderType = "Market"
+    price: Decimal | None = None  # the limit price (Limit only)
+    price_bound: Decimal | None = None  # Market only: refused when the last price is beyond it
+
+    def __post_init__(self) -> None:
+        if (self.order_type == "Limit") != (self.price is not None):
+            raise ValueError("a Limit intent needs a price, and only a Limit intent has one")
+        if self.order_type == "Limit" and self.reduce_only:
+            raise ValueError("closes are market orders")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +144,7 @@ class Fill:
     seq: int | None = None
     reduce_only: bool = False
     stop_order_type: str | None = None  # "TakeProfit" / "StopLoss" when a position's TP/SL filled
+    order_type: OrderType = "Market"  # a limit entry's fill says Limit (it paid the maker fee)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +191,12 @@ class Broker(Protocol):
         """Reduce-only market close of (part of) a position."""
         ...
 
-    async def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
-        """Move a position's stop-loss (trailing stop, breakeven)."""
+    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
+        """Move the stop-loss of the `side` position (trailing stop, breakeven)."""
+        ...
+
+    async def cancel(self, intent: OrderIntent) -> OrderState | None:
+        """Withdraw a resting entry; its state afterwards (filled in the meantime, or cancelled), None if unknown."""
         ...
 
     async def order(self, order_link_id: str) -> OrderState | None:

@@ -1,4 +1,11 @@
-"""BybitBroker: the Broker protocol on Bybit v5 USDT perpetuals (category "linear", one-way mode) through pybit.
+"""BybitBroker: the Broker protocol on Bybit v5 USDT perpetuals (category "linear") through pybit.
+
+Account settings (`prepare_symbol`, at a bot's start and for a symbol added later): the position mode is read
+from /v5/position/list (one row with positionIdx 0: one-way; rows with 1 and 2: hedge) and every order, close and
+stop carries the matching positionIdx; the margin mode is set with /v5/account/set-margin-mode, which on a
+unified trading account is account-wide (ISOLATED_MARGIN / REGULAR_MARGIN; the per-symbol
+/v5/position/switch-isolated is for classic accounts only, https://bybit-exchange.github.io/docs/v5/position/cross-isolate);
+the leverage is set per symbol with /v5/position/set-leverage (110043 "not modified" counts as done).
 
 What it guarantees, and how:
 - At most one order per orderLinkId. The link id is derived from the signal id (core/exchange/broker.py). Before
@@ -51,15 +58,19 @@ from core.exchange.broker import (
     BrokerError,
     Fill,
     FundingFee,
+    MarginMode,
     OrderIntent,
     OrderRejected,
     OrderState,
     OrderUnknown,
     Position,
+    PositionMode,
+    Side,
     VenueUnavailable,
     entry_side,
     exit_side,
     order_link_id,
+    position_idx,
 )
 from core.exchange.bybit_private import (
     OPEN_STATUSES,
@@ -86,6 +97,9 @@ CATEGORY = "linear"
 SETTLE_COIN = "USDT"
 DUPLICATE_LINK_ID = 110072  # "OrderLinkedID is duplicate": the venue already has this link id
 LEVERAGE_UNCHANGED = 110043  # "Set leverage not modified": already at that leverage
+ORDER_GONE = 110001  # cancel: "order does not exist" (filled or cancelled already)
+# /v5/account/set-margin-mode's words for the two modes a bot may ask for
+MARGIN_MODES: dict[MarginMode, str] = {"isolated": "ISOLATED_MARGIN", "cross": "REGULAR_MARGIN"}
 RATE_LIMIT_CODES = frozenset({10006, 10018})  # per-UID and per-IP request limits
 SERVER_ERROR_CODES = frozenset({10000, 10016})  # server timeout / internal error: the outcome is unknown
 EXECUTION_WINDOW = timedelta(days=7)  # get_executions' widest startTime..endTime
@@ -103,6 +117,20 @@ class ClosedPnl:
     avg_exit_price: Decimal
     closed_pnl: Decimal
     time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSetup:
+    """What prepare_symbol found and set for one symbol."""
+
+    symbol: str
+    position_mode: PositionMode
+    leverage: Decimal
+    margin_mode: MarginMode | None  # None: left as the account has it
+
+
+class AccountConflict(BrokerError):
+    """Two bots on one account want different account-wide settings (a unified account's margin mode)."""
 
 
 class RateLimiter:
@@ -315,6 +343,9 @@ class BybitBroker:
         self._instruments_page = instruments_page
         self._venue: dict[str, Instrument] = {}  # what instruments-info said (the registry may hold guesses too)
         self._leverage: dict[str, Decimal] = {}
+        self._prepared: dict[str, Decimal] = {}  # symbol -> the leverage prepare_symbol set: orders keep it
+        self._modes: dict[str, PositionMode] = {}  # symbol -> the position mode the account has
+        self._margin_mode: MarginMode | None = None  # set by this process (account-wide)
         self._leverage_locks: dict[str, asyncio.Lock] = {}
         self._link_locks: dict[str, asyncio.Lock] = {}
         self._stream: PrivateStream | None = None
@@ -385,10 +416,60 @@ class BybitBroker:
             log.info("bybit: %s leverage %s (%s)", symbol, value, "set" if changed else "unchanged")
             return changed
 
+    async def position_mode(self, symbol: str) -> PositionMode:
+        """The symbol's position mode, read once from its /v5/position/list rows: Bybit answers a named symbol
+        with one row (positionIdx 0) in one-way mode and one per side (1 Buy, 2 Sell) in hedge mode."""
+        known = self._modes.get(symbol)
+        if known is not None:
+            return known
+        result = await self._query("get_positions", category=CATEGORY, symbol=symbol)
+        indexes = {row.get("positionIdx") for row in _rows(result, "get_positions") if isinstance(row, dict)}
+        if indexes == {0}:
+            mode: PositionMode = "one_way"
+        elif indexes and indexes <= {1, 2}:
+            mode = "hedge"
+        else:
+            raise BrokerError(f"{symbol}: cannot tell the position mode from positionIdx {sorted(map(str, indexes))}")
+        self._modes[symbol] = mode
+        return mode
+
+    async def set_margin_mode(self, mode: MarginMode) -> bool:
+        """The account's margin mode (unified account: account-wide); once per process. True when sent."""
+        if self._margin_mode == mode:
+            return False
+        if self._margin_mode is not None:
+            raise AccountConflict(f"the account's margin mode is {self._margin_mode} (a unified account has one "
+                                  f"for all symbols); a bot asks for {mode}: give every live bot the same margin_mode")
+        try:
+            await self._call("order", "set_margin_mode", setMarginMode=MARGIN_MODES[mode])
+        except BrokerError:
+            raise
+        except InvalidRequestError as exc:
+            raise BrokerError(f"margin mode {mode} refused: {_reason(exc)}") from exc
+        except Exception as exc:
+            raise self._failure("set_margin_mode", exc) from exc
+        self._margin_mode = mode
+        log.info("bybit: account margin mode %s", MARGIN_MODES[mode])
+        return True
+
+    async def prepare_symbol(self, symbol: str, *, leverage: Decimal,
+                             margin_mode: MarginMode | None = None) -> AccountSetup:
+        """The account set as a bot needs it before it trades `symbol` (at start, or when a symbol is added):
+        its position mode read (orders then carry the matching positionIdx), the margin mode set (None: left as
+        it is), the symbol's leverage set; every later order on the symbol keeps that leverage. Idempotent."""
+        await self._instrument(symbol)
+        mode = await self.position_mode(symbol)
+        if margin_mode is not None:
+            await self.set_margin_mode(margin_mode)
+        await self.ensure_leverage(symbol, leverage)
+        self._prepared[symbol] = leverage
+        return AccountSetup(symbol, mode, leverage, margin_mode)
+
     # -- orders -----------------------------------------------------------------------------------------
 
     async def open(self, intent: OrderIntent) -> OrderState:
-        """A market entry with the intent's TP/SL (tpslMode Full), at most once per order link id."""
+        """An entry with the intent's TP/SL (tpslMode Full), at most once per order link id: a market order, or a
+        post-only limit (Bybit cancels one that would take liquidity; the state says so)."""
         if intent.reduce_only:
             raise ValueError("open() places entries; a reduce-only intent goes to close()")
         link = self._checked_link(intent.order_link_id)
@@ -404,7 +485,18 @@ class BybitBroker:
                 f"{instrument.min_qty} (step {instrument.qty_step})",
                 order_link_id=link,
             )
-        price = await self._last_price(intent.symbol)
+        last = await self._last_price(intent.symbol)
+        long = intent.side == "long"
+        limit: Decimal | None = None
+        if intent.price is not None:  # a maker's price: rounded away from the market (a long's down)
+            limit = instrument.price(intent.price, ROUND_FLOOR if long else ROUND_CEILING)
+        price = limit if limit is not None else last
+        bound = intent.price_bound
+        if bound is not None and (last > bound if long else last < bound):
+            raise OrderRejected(
+                f"{intent.symbol}: the last price {last} is past the fallback's bound {bound}: not entering at market",
+                order_link_id=link,
+            )
         if qty * price < instrument.min_notional:
             raise OrderRejected(
                 f"{intent.symbol}: {qty} x {price} = {qty * price} USDT is below the minimum order value "
@@ -412,16 +504,19 @@ class BybitBroker:
                 order_link_id=link,
             )
         take_profit, stop_loss = _protective(intent, instrument, price)
-        await self.ensure_leverage(intent.symbol, intent.leverage)
+        await self.ensure_leverage(intent.symbol, self._prepared.get(intent.symbol, intent.leverage))
         params: dict[str, Any] = {
             "category": CATEGORY,
             "symbol": intent.symbol,
             "side": entry_side(intent.side),
-            "orderType": "Market",
+            "orderType": intent.order_type,
             "qty": _wire(qty),
-            "positionIdx": 0,
+            "positionIdx": position_idx(await self.position_mode(intent.symbol), intent.side),
             "orderLinkId": link,
         }
+        if limit is not None:
+            params["price"] = _wire(limit)
+            params["timeInForce"] = "PostOnly"
         if take_profit is not None:
             params["takeProfit"] = _wire(take_profit)
         if stop_loss is not None:
@@ -430,11 +525,34 @@ class BybitBroker:
             params["tpslMode"] = "Full"
         return await self._submit(params, looked_up=True)
 
-    async def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
-        """Move a position's stop-loss (trailing stop, breakeven); repeating it is harmless."""
+    async def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
+        """Move the `side` position's stop-loss (trailing stop, breakeven); repeating it is harmless."""
         instrument = await self._instrument(symbol)
-        await self._call("order", "set_trading_stop", category=CATEGORY, symbol=symbol, positionIdx=0,
+        idx = position_idx(await self.position_mode(symbol), side)
+        await self._call("order", "set_trading_stop", category=CATEGORY, symbol=symbol, positionIdx=idx,
                          tpslMode="Full", stopLoss=_wire(instrument.price(stop_loss)))
+
+    async def cancel(self, intent: OrderIntent) -> OrderState | None:
+        """Cancel a resting order by its link id, then its state as the venue has it: Cancelled (with what
+        filled before), or Filled when the fill won the race. Repeating it is harmless (110001: already over)."""
+        link = self._checked_link(intent.order_link_id)
+        try:
+            await self._call("order", "cancel_order", category=CATEGORY, symbol=intent.symbol, orderLinkId=link)
+        except InvalidRequestError as exc:
+            if exc.status_code != ORDER_GONE:
+                raise BrokerError(f"cancel {link} failed: {_reason(exc)}") from exc
+        except BrokerError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"cancel {link}", exc) from exc
+        state: OrderState | None = None
+        for attempt in range(self._confirm_attempts):  # the cancel is asynchronous at the venue too
+            if attempt:
+                await asyncio.sleep(self._confirm_delay)
+            state = await self.order(link)
+            if state is None or state.status in TERMINAL_STATUSES:
+                break
+        return state
 
     async def close(self, intent: OrderIntent) -> OrderState:
         """A reduce-only market order against the intent's position side, under its own link id."""
@@ -459,7 +577,7 @@ class BybitBroker:
             "side": exit_side(intent.side),
             "orderType": "Market",
             "qty": _wire(qty),
-            "positionIdx": 0,
+            "positionIdx": position_idx(await self.position_mode(intent.symbol), intent.side),
             "reduceOnly": True,
             "orderLinkId": link,
         }
@@ -551,7 +669,8 @@ class BybitBroker:
             except Exception as exc:
                 log.info("bybit: confirming %s failed: %s", link, _reason(exc))
                 continue
-            if state is not None and state.status in TERMINAL_STATUSES:
+            # a market order is over within moments; a limit order found in the book is confirmed as it is
+            if state is not None and (state.status in TERMINAL_STATUSES or params["orderType"] == "Limit"):
                 break
         if state is not None:
             return state
@@ -824,6 +943,8 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 __all__ = [
+    "AccountConflict",
+    "AccountSetup",
     "BrokerError",
     "BybitBroker",
     "ClosedPnl",

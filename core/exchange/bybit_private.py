@@ -126,6 +126,7 @@ def parse_order(row: Any) -> OrderState:
         raise BadMessage("bad_shape", f"order {type(row).__name__}")
     link = row.get("orderLinkId") or ""
     reduce_only = row.get("reduceOnly", False)
+    reject = row.get("rejectReason")  # e.g. EC_PostOnlyWillTakeLiquidity on a cancelled post-only order
     return OrderState(
         order_link_id=link if isinstance(link, str) else str(link),
         exchange_order_id=_text(row, "orderId") or None,
@@ -139,6 +140,7 @@ def parse_order(row: Any) -> OrderState:
         reduce_only=reduce_only is True or reduce_only == "true",
         created_at=_optional_time(row, "createdTime"),
         updated_at=_optional_time(row, "updatedTime"),
+        reject_reason=reject if isinstance(reject, str) and reject not in ("", "EC_NoError") else None,
     )
 
 
@@ -170,6 +172,7 @@ def parse_execution(row: Any) -> Fill:
         # executions carry no reduceOnly flag; a fill that closed position size is the reducing kind
         reduce_only=dec_or_zero(row.get("closedSize"), "closedSize") > 0,
         stop_order_type=None if stop_type in ("UNKNOWN", "None") else stop_type,
+        order_type="Limit" if row.get("orderType") == "Limit" else "Market",
     )
 
 

@@ -12,6 +12,13 @@ The fill model (the one place it is written down; README "Orders, fills and fund
   receives `size × mark × rate` (mark: the last close before the settlement), booked on the trade like
   the exchange's funding rows. Settlements are applied at the start of the first candle opening at or
   after them, before that candle's fills: an entry filled at that open pays nothing for it.
+- A limit entry (a bot's `entry_order: limit`) is a post-only order placed at the next open of its symbol: if
+  that open is already at or through its price (a long's at or below) it would take liquidity and is cancelled,
+  as Bybit cancels such a post-only order; otherwise it rests and fills at its own price, with the maker fee and
+  no slippage, in the first candle whose range trades through it (a long's low below it); a candle reaching its
+  price without going through does not fill it. Not filled by the end of the candle in which `entry_timeout_s`
+  (from that open) runs out, it is cancelled; the trader's fallback (a market entry, bounded, or none) follows,
+  as in live trading. A limit filled inside a candle that also reaches its stop is stopped in that candle.
 - Liquidation is not simulated: the desk never trades without a stop and caps leverage, so the stop is
   always far nearer than the liquidation price.
 - Equity = wallet balance (capital + realized PnL − fees ± funding) + unrealized PnL at the last close seen.
@@ -32,13 +39,14 @@ from core.exchange.broker import (
     OrderState,
     Position,
     Purpose,
+    Side,
     entry_side,
     exit_side,
     order_link_id,
 )
 from core.funding import FundingSchedule, funding_fee
 from core.instruments import Instruments
-from core.market.candle import Candle, ms_to_dt
+from core.market.candle import Candle, dt_to_ms, ms_to_dt
 
 VenueEvent = Fill | FundingFee | OrderState  # what a candle makes the venue report
 
@@ -70,11 +78,15 @@ class PaperPosition:
 class PaperBroker:
     def __init__(self, instruments: Instruments, capital: Decimal, *, slippage_bps: float = 2.0,
                  taker_fee_pct: float = 0.055, watch_interval: str = "5",
-                 funding: FundingSchedule | None = None) -> None:
+                 funding: FundingSchedule | None = None, maker_fee_pct: float = 0.02,
+                 entry_timeout_s: int = 60) -> None:
         self.instruments = instruments
         self.balance_usd = capital
         self.slip = Decimal(repr(slippage_bps)) / Decimal(10_000)
         self.fee_rate = Decimal(repr(taker_fee_pct)) / Decimal(100)
+        self.maker_rate = Decimal(repr(maker_fee_pct)) / Decimal(100)
+        self.entry_timeout_ms = entry_timeout_s * 1000
+        self.deadlines: dict[str, int] = {}  # limit entry link -> cancelled after a candle ending past this (ms)
         self.watch_interval = watch_interval
         self.pending: dict[str, OrderIntent] = {}  # symbol -> entry or close waiting for the next open
         self.held: dict[str, PaperPosition] = {}  # symbol -> the open position
@@ -101,10 +113,11 @@ class PaperBroker:
         pending = self.pending.get(intent.symbol)
         if pending is not None and pending.order_link_id == intent.order_link_id:
             del self.pending[intent.symbol]
+            self.deadlines.pop(intent.order_link_id, None)
             self.orders[intent.order_link_id] = _with(self.orders[intent.order_link_id], status="Cancelled")
         return True
 
-    def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
+    def set_stop(self, symbol: str, stop_loss: Decimal, side: Side) -> None:
         position = self.held.get(symbol)
         if position is not None:
             position.stop_loss = stop_loss
@@ -117,13 +130,50 @@ class PaperBroker:
         events: list[VenueEvent] = self._settle(candle.symbol, candle.open_ms)
         inst = self.instruments.get(candle.symbol, candle.open)
         intent = self.pending.pop(candle.symbol, None)
-        if intent is not None:
+        if intent is not None and intent.order_type == "Limit":
+            events.extend(self._work_limit(intent, candle))
+        elif intent is not None:
             events.extend(self._fill_market(intent, Decimal(repr(candle.open)), candle.open_time))
         position = self.held.get(candle.symbol)  # possibly opened at this very open
         if position is not None and (fill := self._protective(position, candle)) is not None:
             events.append(fill)
         self.closes[candle.symbol] = inst.price(candle.close)
         return events
+
+    def _work_limit(self, intent: OrderIntent, candle: Candle) -> list[VenueEvent]:
+        """A resting post-only limit entry through one candle (the fill model above)."""
+        assert intent.price is not None
+        link, long = intent.order_link_id, intent.side == "long"
+        inst = self.instruments.get(intent.symbol, candle.open)
+        price = inst.price(intent.price, ROUND_FLOOR if long else ROUND_CEILING)
+        o, h, lo = (Decimal(repr(x)) for x in (candle.open, candle.high, candle.low))
+        order = self.orders[link]
+        if link not in self.deadlines:  # placed at this open
+            if o <= price if long else o >= price:
+                cancelled = _with(order, status="Cancelled", updated_at=candle.open_time,
+                                  reject_reason="EC_PostOnlyWillTakeLiquidity")
+                self.orders[link] = cancelled
+                return [cancelled]
+            self.deadlines[link] = candle.open_ms + self.entry_timeout_ms
+        if lo < price if long else h > price:
+            del self.deadlines[link]
+            at = candle.close_time
+            fee = (intent.qty * price * self.maker_rate).quantize(FEE_STEP)
+            self.balance_usd -= fee
+            self.held[intent.symbol] = PaperPosition(intent.symbol, intent.side, intent.qty, price, intent.leverage,
+                                                     intent.stop_loss, intent.take_profit, intent.signal_id,
+                                                     int(at.timestamp() * 1000))
+            self.orders[link] = _with(order, status="Filled", filled_qty=intent.qty, avg_price=price, fee=fee,
+                                      updated_at=at)
+            return [replace(self._fill(link, intent.symbol, order.side, intent.qty, price, fee, at, False, None),
+                            order_type="Limit")]
+        if dt_to_ms(candle.close_time) >= self.deadlines[link]:
+            del self.deadlines[link]
+            cancelled = _with(order, status="Cancelled", updated_at=candle.close_time)
+            self.orders[link] = cancelled
+            return [cancelled]
+        self.pending[intent.symbol] = intent  # rests on
+        return []
 
     def _settle(self, symbol: str, until_ms: int) -> list[VenueEvent]:
         """The symbol's settlements up to `until_ms`, paid or received by the position held across them."""
@@ -159,6 +209,12 @@ class PaperBroker:
                 return []
             return [self._exit(position, open_price, at, intent.order_link_id, None, order)]
         buying = intent.side == "long"
+        bound = intent.price_bound
+        if bound is not None and (open_price > bound if buying else open_price < bound):
+            refused = _with(order, status="Rejected", updated_at=at, reject_reason=(
+                f"{intent.symbol}: the price {open_price} is past the fallback's bound {bound}: no market entry"))
+            self.orders[intent.order_link_id] = refused
+            return [refused]
         price = self._adverse(open_price, buying, intent.symbol)
         if _beyond(price, intent):  # born at or past its own exit: not a trade
             refused = _with(order, status="Rejected", updated_at=at, reject_reason=(
@@ -224,7 +280,8 @@ class PaperBroker:
         return {"balance": str(self.balance_usd), "seq": self.seq,
                 "positions": [p.as_json() for p in self.held.values()],
                 "pending": [_intent_json(i) for i in self.pending.values()],
-                "last_price": {k: str(v) for k, v in self.closes.items()}, "funded_until": dict(self.funded_until)}
+                "last_price": {k: str(v) for k, v in self.closes.items()}, "funded_until": dict(self.funded_until),
+                "deadlines": dict(self.deadlines)}
 
     def restore(self, doc: dict[str, Any]) -> None:
         self.balance_usd = Decimal(doc["balance"])
@@ -232,6 +289,7 @@ class PaperBroker:
         self.held = {p["symbol"]: PaperPosition.from_json(p) for p in doc["positions"]}
         self.closes = {k: Decimal(v) for k, v in doc.get("last_price", {}).items()}
         self.funded_until = {k: int(v) for k, v in doc.get("funded_until", {}).items()}
+        self.deadlines = {k: int(v) for k, v in doc.get("deadlines", {}).items()}
         self.pending = {}
         for d in doc["pending"]:
             intent = _intent_of(d)
@@ -250,6 +308,10 @@ class PaperBroker:
 
     async def order(self, order_link_id: str) -> OrderState | None:
         return self.orders.get(order_link_id)
+
+    async def cancel(self, intent: OrderIntent) -> OrderState | None:
+        self.cancel_entry(intent)
+        return self.orders.get(intent.order_link_id)
 
     async def positions(self) -> list[Position]:
         return [Position(p.symbol, p.side, p.qty, p.entry_price, p.leverage, p.stop_loss, p.take_profit)  # type: ignore[arg-type]
@@ -291,6 +353,6 @@ def _intent_json(i: OrderIntent) -> dict[str, Any]:
 
 
 def _intent_of(d: dict[str, Any]) -> OrderIntent:
-    money = {"qty", "leverage", "stop_loss", "take_profit"}
+    money = {"qty", "leverage", "stop_loss", "take_profit", "price", "price_bound"}
     fields: dict[str, Any] = {k: (Decimal(v) if k in money and v is not None else v) for k, v in d.items()}
     return OrderIntent(**fields)

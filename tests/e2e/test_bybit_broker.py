@@ -565,7 +565,7 @@ async def test_set_stop_moves_the_position_stop(make_broker: Callable[..., Bybit
     await broker.open(intent("trail1", qty="0.01"))
     before = fake.position("BTCUSDT")
     assert before is not None and Decimal(before["stopLoss"]) < Decimal(99000)
-    await broker.set_stop("BTCUSDT", Decimal("99000.00"))
+    await broker.set_stop("BTCUSDT", Decimal("99000.00"), "long")
     position = fake.position("BTCUSDT")
     assert position is not None and Decimal(position["stopLoss"]) == Decimal(99000)
     stops = [o for o in fake.orders() if o.get("stopOrderType") == "StopLoss" and o["orderStatus"] == "Untriggered"]

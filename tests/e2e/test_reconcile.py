@@ -57,7 +57,7 @@ async def broker(fake: FakeBybit, clock: Clock) -> AsyncIterator[BybitBroker]:
 
 
 def _trader(broker: BybitBroker) -> tuple[Trader, LiveVenue]:
-    venue = LiveVenue(broker, CONFIG.fast_interval, Decimal(10_000))
+    venue = LiveVenue(broker, CONFIG.fast_interval, Decimal(10_000), clock=lambda: T0)  # no limit entries here
     return Trader(CONFIG, Instruments(), venue, mode="live"), venue
 
 

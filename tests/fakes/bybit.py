@@ -11,8 +11,15 @@ Public market data:
 - REST `GET /v5/market/funding/history`: the settlements the test set (`set_funding_history`), newest first, at
   most `limit` (≤ 200) up to `endTime`; a startTime without an endTime is refused, as Bybit does.
 
-Private trading (a one-way-mode linear account; see `_Venue`), REST signed the way pybit signs (any signature is
-accepted, the X-BAPI-API-KEY header is required):
+Private trading (a linear unified account; see `_Venue`), REST signed the way pybit signs (any signature is
+accepted, the X-BAPI-API-KEY header is required). Account settings, each citing Bybit's v5 page where it is done:
+per-symbol leverage (`leverage_of`), the account-wide margin mode (`POST /v5/account/set-margin-mode`,
+`margin_mode`, and `margin_mode_of(symbol)`: the mode in force when its leverage was set), the position mode
+(`set_position_mode(hedge=True)`: positionIdx 1/2, an order with an index that does not fit is refused with 10001
+"position idx not match position mode"; one side per symbol at a time is simulated). Limit orders: a post-only
+limit that would take liquidity is accepted then cancelled (rejectReason EC_PostOnlyWillTakeLiquidity); otherwise
+it rests (`resting()`) until `set_price` trades through it, then fills at its price as a maker (MAKER_FEE_RATE,
+isMaker true); `POST /v5/order/cancel` withdraws a resting order (110001 when it is no longer in the book).
 - `POST /v5/order/create` (market orders fill at once at the symbol's price, TP/SL become the position's and
   show as Untriggered conditional orders; duplicate orderLinkId -> 110072; an 11th create within 0.9 s ->
   10006),
@@ -105,6 +112,8 @@ class _Conn:
 # -- the private side: a one-way-mode linear account ----------------------------------------------------------
 
 FEE_RATE = Decimal("0.00055")  # taker
+MAKER_FEE_RATE = Decimal("0.0002")  # a resting limit order's fill (execution isMaker true)
+RESTING_STATUSES = frozenset({"New", "PartiallyFilled"})  # a limit order waiting in the book: cancellable
 WEEK_MS = 7 * 86_400_000
 RECENT_CLOSED = 500  # get_open_orders also lists this many recently closed orders
 OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
@@ -185,6 +194,7 @@ class _Pos:
     updated_ms: int
     seq: int
     realised: Decimal = Decimal(0)
+    idx: int = 0  # positionIdx: 0 one-way, 1 / 2 the Buy / Sell side in hedge mode
 
 
 @dataclass
@@ -216,6 +226,13 @@ class _Venue:
         self.instruments: dict[str, dict[str, Any]] = {row[0]: instrument_row(*row) for row in DEFAULT_INSTRUMENTS}
         self.prices: dict[str, Decimal] = {}
         self.leverage: dict[str, Decimal] = {}
+        # https://bybit-exchange.github.io/docs/v5/account/set-margin-mode: a unified account's margin mode is
+        # account-wide (REGULAR_MARGIN = cross, the default; ISOLATED_MARGIN; PORTFOLIO_MARGIN)
+        self.margin_mode = "REGULAR_MARGIN"
+        self.margin_mode_by_symbol: dict[str, str] = {}  # the mode in force when each symbol's leverage was set
+        # https://bybit-exchange.github.io/docs/v5/position/position-mode: one-way (positionIdx 0) or hedge mode
+        # (1 Buy side, 2 Sell side) for USDT perpetuals; one setting for every symbol here
+        self.hedge = False
         self.orders: list[dict[str, Any]] = []  # oldest first
         self.by_link: dict[str, dict[str, Any]] = {}
         self.by_id: dict[str, dict[str, Any]] = {}
@@ -248,10 +265,11 @@ class _Venue:
         side = body.get("side")
         if side not in ("Buy", "Sell"):
             raise VenueError(10001, "params error: side invalid")
-        if body.get("orderType") != "Market":
-            raise VenueError(10001, "fake: only Market orders are simulated")
-        if body.get("positionIdx", 0) != 0:
-            raise VenueError(10001, "position idx not match position mode")
+        order_type = body.get("orderType")
+        if order_type not in ("Market", "Limit"):
+            raise VenueError(10001, "params error: orderType invalid")
+        reduce_only = body.get("reduceOnly") is True
+        idx = self._position_idx(body, side, reduce_only)
         link = body.get("orderLinkId") or ""
         if not isinstance(link, str) or (link and not _LINK_ID.match(link)):
             raise VenueError(10001, "params error: orderLinkId invalid")
@@ -263,10 +281,24 @@ class _Venue:
             raise VenueError(10001, "Qty invalid: not a multiple of qtyStep")
         if qty < Decimal(lots["minOrderQty"]):
             raise VenueError(10001, "The number of contracts exceeds minimum limit allowed")
-        price = self.prices.get(symbol)
-        if price is None:
+        last = self.prices.get(symbol)
+        if last is None:
             raise VenueError(10001, f"fake: no price for {symbol}; call set_price")
-        reduce_only = body.get("reduceOnly") is True
+        tick = Decimal(instrument["priceFilter"]["tickSize"])
+        limit: Decimal | None = None
+        tif = "IOC"
+        if order_type == "Limit":
+            # https://bybit-exchange.github.io/docs/v5/order/create-order: a Limit order needs a price (on the tick
+            # size); timeInForce GTC (default), IOC, FOK or PostOnly
+            if reduce_only:
+                raise VenueError(10001, "fake: reduce-only limit orders are not simulated")
+            limit = self._level(body, "price", tick)
+            if limit is None:
+                raise VenueError(10001, "params error: price is required for a Limit order")
+            tif = str(body.get("timeInForce", "GTC"))
+            if tif not in ("GTC", "PostOnly"):
+                raise VenueError(10001, "fake: only GTC and PostOnly limit orders are simulated")
+        price = limit if limit is not None else last
         position = self.positions.get(symbol)
         if reduce_only:
             if position is None or position.side == side:
@@ -274,13 +306,12 @@ class _Venue:
             qty = min(qty, position.size)
         else:
             if position is not None and position.side != side:
-                raise VenueError(10001, "fake: reversing a position in one order is not simulated")
+                raise VenueError(10001, "fake: reversing a position (or both hedge sides) is not simulated")
             if qty * price < Decimal(lots["minNotionalValue"]):
                 raise VenueError(110094, f"Order does not meet minimum order value {lots['minNotionalValue']}USDT")
             margin = qty * price / self.leverage.get(symbol, Decimal(10))
             if margin > Decimal(self.wallet_row()["totalAvailableBalance"]):
                 raise VenueError(110007, "ab not enough for new order")
-        tick = Decimal(instrument["priceFilter"]["tickSize"])
         tp = self._level(body, "takeProfit", tick)
         sl = self._level(body, "stopLoss", tick)
         if reduce_only and (tp is not None or sl is not None):
@@ -299,7 +330,7 @@ class _Venue:
             "qty": _s(qty),
             "side": side,
             "isLeverage": "",
-            "positionIdx": 0,
+            "positionIdx": idx,
             "orderStatus": "New",
             "createType": "CreateByUser",
             "cancelType": "UNKNOWN",
@@ -310,8 +341,8 @@ class _Venue:
             "cumExecQty": "0",
             "cumExecValue": "0",
             "cumExecFee": "0",
-            "timeInForce": "IOC",
-            "orderType": "Market",
+            "timeInForce": tif,
+            "orderType": order_type,
             "stopOrderType": "",
             "orderIv": "",
             "triggerPrice": "",
@@ -321,7 +352,7 @@ class _Venue:
             "slTriggerBy": "LastPrice" if sl is not None else "",
             "triggerDirection": 0,
             "triggerBy": "",
-            "lastPriceOnCreated": _s(price),
+            "lastPriceOnCreated": _s(last),
             "reduceOnly": reduce_only,
             "closeOnTrigger": False,
             "smpType": "None",
@@ -335,6 +366,19 @@ class _Venue:
             "updatedTime": str(now),
         }
         self._store(order)
+        accepted = {"orderId": order["orderId"], "orderLinkId": link}
+        if limit is not None:
+            crossing = limit >= last if side == "Buy" else limit <= last
+            if crossing and tif == "PostOnly":
+                # https://bybit-exchange.github.io/docs/v5/enum#timeinforce: "PostOnly: if the order would be
+                # filled immediately when submitted, it will be cancelled" — accepted, then cancelled, with
+                # rejectReason EC_PostOnlyWillTakeLiquidity (https://bybit-exchange.github.io/docs/v5/enum#rejectreason)
+                order.update(orderStatus="Cancelled", cancelType="CancelByUser",
+                             rejectReason="EC_PostOnlyWillTakeLiquidity", leavesQty="0", leavesValue="0")
+                return accepted, [("order", [dict(order)])]
+            if not crossing:  # rests in the book until the price trades through it (see cross())
+                return accepted, [("order", [dict(order)])]
+            price = last  # a GTC limit that crosses takes liquidity at the market
         share = None if reduce_only else self.partial.pop(symbol, None)
         if share is not None:  # thin book: part fills, the IOC remainder is cancelled
             step = Decimal(lots["qtyStep"])
@@ -346,9 +390,61 @@ class _Venue:
                         row["orderStatus"] = "PartiallyFilled"
             order.update(orderStatus="Cancelled", cancelType="CancelByUser", qty=_s(qty),
                          leavesQty="0", leavesValue="0", updatedTime=str(self.now_ms()))
-            return {"orderId": order["orderId"], "orderLinkId": link}, [*pushes, ("order", [dict(order)])]
+            return accepted, [*pushes, ("order", [dict(order)])]
         pushes = self._fill(order, qty, price, tp=tp, sl=sl)
-        return {"orderId": order["orderId"], "orderLinkId": link}, pushes
+        return accepted, pushes
+
+    def _position_idx(self, body: dict[str, Any], side: str, reduce_only: bool) -> int:
+        """https://bybit-exchange.github.io/docs/v5/order/create-order: positionIdx 0 one-way mode, 1 hedge-mode
+        Buy side, 2 hedge-mode Sell side; an index that does not fit the account's mode is refused with 10001
+        "position idx not match position mode". In hedge mode a close is a reduce-only order on the side it
+        closes (a Sell on 1 closes the long) — the fake requires reduceOnly for closes."""
+        idx = body.get("positionIdx", 0)
+        if not isinstance(idx, int) or idx not in (0, 1, 2) or (idx == 0) == self.hedge:
+            raise VenueError(10001, "position idx not match position mode")
+        if self.hedge and idx != ((1 if side == "Sell" else 2) if reduce_only else (1 if side == "Buy" else 2)):
+            raise VenueError(10001, "fake: in hedge mode an entry is on its own side (Buy 1, Sell 2) and a close "
+                                    "is reduce-only on the side it closes")
+        return idx
+
+    def cross(self, symbol: str) -> list[Push]:
+        """Resting limit orders the last price has traded through fill at their limit price, as makers."""
+        price = self.prices.get(symbol)
+        pushes: list[Push] = []
+        for order in [o for o in self.orders if o["symbol"] == symbol and o["orderType"] == "Limit"
+                      and o["orderStatus"] in RESTING_STATUSES]:
+            limit = Decimal(order["price"])
+            if price is None or not (price <= limit if order["side"] == "Buy" else price >= limit):
+                continue
+            if (position := self.positions.get(symbol)) is not None and position.side != order["side"]:
+                continue  # not simulated (see place)
+            pushes += self._fill(order, Decimal(order["leavesQty"]), limit, tp=_opt(order["takeProfit"]),
+                                 sl=_opt(order["stopLoss"]), maker=True)
+        return pushes
+
+    def cancel(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        """https://bybit-exchange.github.io/docs/v5/order/cancel-order: by orderId or orderLinkId; only an order
+        still in the book can be cancelled (filled, cancelled or unknown: 110001 "Order does not exist")."""
+        if body.get("category") != "linear" or not isinstance(body.get("symbol"), str):
+            raise VenueError(10001, "params error: category/symbol invalid")
+        link, order_id = body.get("orderLinkId"), body.get("orderId")
+        if not link and not order_id:
+            raise VenueError(10001, "params error: orderId or orderLinkId is required")
+        order = self.by_link.get(link) if link else self.by_id.get(str(order_id))
+        if order is None or order["symbol"] != body["symbol"] or order["orderStatus"] not in RESTING_STATUSES:
+            raise VenueError(110001, "Order does not exist")
+        status = "PartiallyFilledCanceled" if order["orderStatus"] == "PartiallyFilled" else "Cancelled"
+        order.update(orderStatus=status, cancelType="CancelByUser", leavesQty="0", leavesValue="0",
+                     updatedTime=str(self.now_ms()))
+        return {"orderId": order["orderId"], "orderLinkId": order["orderLinkId"]}, [("order", [dict(order)])]
+
+    def set_margin_mode(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Push]]:
+        """https://bybit-exchange.github.io/docs/v5/account/set-margin-mode (account-wide on a unified account)."""
+        mode = body.get("setMarginMode")
+        if mode not in ("ISOLATED_MARGIN", "REGULAR_MARGIN", "PORTFOLIO_MARGIN"):
+            raise VenueError(10001, "params error: setMarginMode invalid")
+        self.margin_mode = str(mode)
+        return {"reasons": []}, []
 
     def _store(self, order: dict[str, Any]) -> None:
         self.orders.append(order)
@@ -358,7 +454,7 @@ class _Venue:
 
     def _fill(
         self, order: dict[str, Any], qty: Decimal, price: Decimal, *, tp: Decimal | None = None,
-        sl: Decimal | None = None, stop_type: str = "",
+        sl: Decimal | None = None, stop_type: str = "", maker: bool = False,
     ) -> list[Push]:
         """Fill `order` completely at `price`: executions (one seq), the position, TP/SL orders, closed P&L."""
         symbol, side = order["symbol"], order["side"]
@@ -369,8 +465,9 @@ class _Venue:
         closing = qty if position is not None and position.side != side else Decimal(0)
         parts = self._split(qty, step)
         executions = []
+        rate = MAKER_FEE_RATE if maker else FEE_RATE
         for part in parts:
-            fee = part * price * FEE_RATE
+            fee = part * price * rate
             execution = {
                 "symbol": symbol,
                 "orderId": order["orderId"],
@@ -380,7 +477,7 @@ class _Venue:
                 "orderQty": order["qty"],
                 "leavesQty": "0",
                 "createType": order.get("createType", "CreateByUser"),
-                "orderType": "Market",
+                "orderType": order.get("orderType", "Market"),
                 "stopOrderType": stop_type,
                 "execFee": _s(fee),
                 "execId": str(uuid.uuid4()),
@@ -390,8 +487,8 @@ class _Venue:
                 "execValue": _s(part * price),
                 "execTime": str(now),
                 "feeCurrency": "USDT",
-                "isMaker": False,
-                "feeRate": _s(FEE_RATE),
+                "isMaker": maker,
+                "feeRate": _s(rate),
                 "tradeIv": "",
                 "markIv": "",
                 "markPrice": _s(price),
@@ -404,7 +501,7 @@ class _Venue:
             }
             self.executions.append(execution)
             executions.append(execution)
-        fee_total = qty * price * FEE_RATE
+        fee_total = qty * price * rate
         order.update(
             orderStatus="Filled",
             avgPrice=_s(price),
@@ -418,7 +515,8 @@ class _Venue:
         if position is None:
             self.wallet_balance -= fee_total
             position = self.positions[symbol] = _Pos(
-                symbol, side, qty, price, self.leverage.get(symbol, Decimal(10)), tp, sl, now, now, seq
+                symbol, side, qty, price, self.leverage.get(symbol, Decimal(10)), tp, sl, now, now, seq,
+                idx=int(order.get("positionIdx", 0)),
             )
         elif not closing:
             self.wallet_balance -= fee_total
@@ -492,7 +590,7 @@ class _Venue:
             if order is None:
                 order = {
                     "orderId": self._new_id(), "orderLinkId": "", "blockTradeId": "", "symbol": symbol,
-                    "price": "0", "qty": "0", "side": closing_side, "isLeverage": "", "positionIdx": 0,
+                    "price": "0", "qty": "0", "side": closing_side, "isLeverage": "", "positionIdx": position.idx,
                     "orderStatus": "Untriggered", "createType": f"CreateBy{kind}", "cancelType": "UNKNOWN",
                     "rejectReason": "EC_NoError", "avgPrice": "", "leavesQty": "0", "leavesValue": "0",
                     "cumExecQty": "0", "cumExecValue": "0", "cumExecFee": "0", "timeInForce": "IOC",
@@ -558,7 +656,8 @@ class _Venue:
         if body.get("category") != "linear" or not isinstance(symbol, str) or symbol not in self.instruments:
             raise VenueError(10001, "params error: symbol invalid")
         buy, sell = body.get("buyLeverage"), body.get("sellLeverage")
-        if buy != sell:
+        # https://bybit-exchange.github.io/docs/v5/position/leverage: one-way mode needs buyLeverage == sellLeverage
+        if buy != sell and not self.hedge:
             raise VenueError(10001, "buy leverage must be equal to sell leverage in one-way mode")
         leverage = self._decimal(buy, "buyLeverage")
         if not Decimal(1) <= leverage <= Decimal(100):
@@ -566,6 +665,7 @@ class _Venue:
         if self.leverage.get(symbol, Decimal(10)) == leverage:
             raise VenueError(110043, "Set leverage not modified")
         self.leverage[symbol] = leverage
+        self.margin_mode_by_symbol[symbol] = self.margin_mode
         if symbol in self.positions:
             self.positions[symbol].leverage = leverage
 
@@ -577,6 +677,9 @@ class _Venue:
         position = self.positions.get(symbol)
         if position is None:
             raise VenueError(10001, "can not set tp/sl/ts for zero position")
+        # https://bybit-exchange.github.io/docs/v5/position/trading-stop: positionIdx names the position
+        if body.get("positionIdx", 0) != position.idx:
+            raise VenueError(10001, "position idx not match position mode")
         if "stopLoss" in body:
             level = self._decimal(body["stopLoss"], "stopLoss")
             tick = Decimal(self.instruments[symbol]["priceFilter"]["tickSize"])
@@ -593,7 +696,7 @@ class _Venue:
         mark = self.prices.get(position.symbol, position.avg)
         direction = 1 if position.side == "Buy" else -1
         return {
-            "positionIdx": 0,
+            "positionIdx": position.idx,
             "riskId": 1,
             "riskLimitValue": "2000000",
             "symbol": position.symbol,
@@ -675,6 +778,10 @@ class _Venue:
         if level <= 0 or level % tick != 0:
             raise VenueError(10001, f"params error: {name} {raw} is not on the tick size {tick}")
         return level
+
+
+def _opt(value: str) -> Decimal | None:
+    return Decimal(value) if value not in ("", "0") else None
 
 
 def _time_window(q: dict[str, str], now_ms: int) -> tuple[int, int]:
@@ -897,9 +1004,40 @@ class FakeBybit:
     # -- test controls: the private side ----------------------------------------------------------------
 
     def set_price(self, symbol: str, price: Decimal | str) -> None:
-        """The last (and mark) price: what market orders fill at and tickers report."""
+        """The last (and mark) price: what market orders fill at and tickers report. Resting limit orders it
+        trades through fill (as makers, at their price), pushed on the private stream."""
+        if self._loop is None:
+            with self._vlock:
+                self.venue.prices[symbol] = Decimal(str(price))
+            return
+        self._call(self._set_price(symbol, Decimal(str(price))))
+
+    async def _set_price(self, symbol: str, price: Decimal) -> None:
         with self._vlock:
-            self.venue.prices[symbol] = Decimal(str(price))
+            self.venue.prices[symbol] = price
+            pushes = self.venue.cross(symbol)
+        await self._push_private(pushes)
+
+    def set_position_mode(self, hedge: bool) -> None:
+        """The account's position mode for USDT perpetuals: hedge (positionIdx 1/2) or one-way (0)."""
+        with self._vlock:
+            self.venue.hedge = hedge
+
+    @property
+    def margin_mode(self) -> str:
+        with self._vlock:
+            return self.venue.margin_mode
+
+    def margin_mode_of(self, symbol: str) -> str | None:
+        """The account's margin mode when the symbol's leverage was last set (None: never set)."""
+        with self._vlock:
+            return self.venue.margin_mode_by_symbol.get(symbol)
+
+    def resting(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Limit orders waiting in the book."""
+        with self._vlock:
+            return [dict(o) for o in self.venue.orders if o["orderType"] == "Limit"
+                    and o["orderStatus"] in RESTING_STATUSES and (symbol is None or o["symbol"] == symbol)]
 
     def set_instrument(
         self, symbol: str, tick: str, qty_step: str, min_qty: str, min_notional: str = "5", status: str = "Trading"
@@ -1043,6 +1181,8 @@ class FakeBybit:
         private: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[Push]]]], ...] = (
             ("POST", "/v5/order/create", self._create),
             ("POST", "/v5/position/set-leverage", self._set_leverage),
+            ("POST", "/v5/order/cancel", lambda body: self.venue.cancel(body)),
+            ("POST", "/v5/account/set-margin-mode", lambda body: self.venue.set_margin_mode(body)),
             ("POST", "/v5/position/trading-stop", self._trading_stop),
             ("GET", "/v5/order/realtime", self._realtime),
             ("GET", "/v5/order/history", self._history),
@@ -1368,11 +1508,17 @@ class FakeBybit:
             raise VenueError(10001, "params error: category only support linear")
         venue = self.venue
         if "symbol" in q:
+            # https://bybit-exchange.github.io/docs/v5/position: a named symbol is answered with its position rows,
+            # flat ones included: one (positionIdx 0) in one-way mode, one per side (1, 2) in hedge mode
             found = venue.positions.get(q["symbol"])
-            if found is None:  # Bybit answers a named symbol with a flat row
-                lev = venue.leverage.get(q["symbol"], Decimal(10))
-                found = _Pos(q["symbol"], "", Decimal(0), Decimal(0), lev, None, None, 0, 0, 0)
-            rows = [venue.position_row(found)]
+            lev = venue.leverage.get(q["symbol"], Decimal(10))
+            rows = []
+            for idx in ((1, 2) if venue.hedge else (0,)):
+                if found is not None and found.idx == idx:
+                    rows.append(venue.position_row(found))
+                else:
+                    flat = _Pos(q["symbol"], "", Decimal(0), Decimal(0), lev, None, None, 0, 0, 0, idx=idx)
+                    rows.append(venue.position_row(flat))
         elif "settleCoin" in q:
             rows = [venue.position_row(p) for s, p in sorted(venue.positions.items()) if s.endswith(q["settleCoin"])]
         else:

@@ -38,7 +38,7 @@ class Venue:
     def cancel_entry(self, intent: OrderIntent) -> bool:
         return False
 
-    def set_stop(self, symbol: str, stop_loss: Decimal) -> None:
+    def set_stop(self, symbol: str, stop_loss: Decimal, side: str = "long") -> None:
         pass
 
     def on_candle(self, candle: Candle) -> list[Fill]:
