@@ -139,6 +139,17 @@ class Selection:
     rejected: list[Rejection] = field(default_factory=list)  # the filters' reasons (for logs and tests)
 
 
+@dataclass(frozen=True, slots=True)
+class UniverseView:
+    """/universe for one bot: its rule, the current selection (None before the first), and the symbols it left
+    that it still holds open trades or phantoms on (their candles keep coming until those end)."""
+
+    bot_id: str
+    rule: UniverseRule
+    universe: Universe | None
+    held: tuple[str, ...]
+
+
 def select(rule: UniverseRule, listings: Iterable[Listing], turnovers: Iterable[Turnover], now: datetime) -> Selection:
     """The universe of `rule` at `now`. Ties in turnover go to the symbol that sorts first, so the same facts
     always give the same set."""

@@ -118,7 +118,7 @@ class PublicSocket(WebSocket):
             return
         req_id = str(uuid.uuid4())
         message = json.dumps({"op": "subscribe", "req_id": req_id, "args": list(topics)})
-        self.subscriptions = {**self.subscriptions, req_id: message}
+        self.subscriptions: dict[str, str] = {**self.subscriptions, req_id: message}
         for topic in topics:
             self.callback_directory[topic] = _ignore
         self._send(message)
@@ -220,7 +220,8 @@ class PublicSocket(WebSocket):
 
 
 class KlineClient:
-    """Blocking public REST queries (klines, funding, instruments, tickers) through pybit HTTP (requests + time.sleep): call it via asyncio.to_thread."""
+    """Blocking public REST queries (klines, funding, instruments, tickers) through pybit HTTP (requests +
+    time.sleep): call it via asyncio.to_thread."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 10.0) -> None:
         self._endpoint = (endpoint or MAINNET_REST).rstrip("/")

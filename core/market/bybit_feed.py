@@ -223,7 +223,7 @@ class BybitFeed:
         ]
         for shard in self._shards:
             shard.keys = [(s, i) for i in self.intervals for s in shard.symbols]
-            if _args_chars(shard.keys) > MAX_ARGS_CHARS:
+            if (args := _args_chars(shard.keys)) > MAX_ARGS_CHARS:
                 raise ValueError(
                     f"{args} characters of topics on one connection (Bybit allows {MAX_ARGS_CHARS}): "
                     "lower symbols_per_connection"
@@ -524,8 +524,10 @@ class BybitFeed:
             due = [
                 shard
                 for shard in self._shards
-                if shard.symbols and ((shard.socket is None and now >= shard.retry_at)
-                                      or (shard.socket is not None and shard.socket.idle_seconds() > self._silence_timeout))
+                if shard.symbols and (
+                    (shard.socket is None and now >= shard.retry_at)
+                    or (shard.socket is not None and shard.socket.idle_seconds() > self._silence_timeout)
+                )
             ]
             results = await asyncio.gather(*(self._reconnect(shard) for shard in due), return_exceptions=True)
             for shard, result in zip(due, results, strict=True):

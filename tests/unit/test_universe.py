@@ -94,7 +94,8 @@ def test_bot_config_takes_a_rule_instead_of_a_list() -> None:
     ({"id": "u", "universe": {"top": 0}}, "universe.top"),
     ({"id": "u", "universe": {"top": 501}}, "universe.top"),
     ({"id": "u", "universe": {"min_turnover_usd": -1}}, "universe.min_turnover_usd"),
-    ({"id": "u", "universe": {"include": ["BTCUSDT"], "exclude": ["btcusdt"]}}, "BTCUSDT is both included and excluded"),
+    ({"id": "u", "universe": {"include": ["BTCUSDT"], "exclude": ["btcusdt"]}},
+     "BTCUSDT is both included and excluded"),
     ({"id": "u", "universe": {"exclude": ["BTC-USD"]}}, "is not a USDT/USDC linear perpetual symbol"),
     ({"id": "u", "universe": {"topp": 3}}, "universe.topp"),
 ])
