@@ -868,6 +868,10 @@ class FakeBybit:
         """Push an arbitrary JSON object to the subscribers of `topic` (e.g. several entries in `data`)."""
         return self._call(self._send_many([(topic, json.dumps(message))]))
 
+    def push_messages(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Push many (topic, JSON object) messages in one round on the server's loop (a benchmark's load)."""
+        return self._call(self._send_many([(topic, json.dumps(body)) for topic, body in messages]))
+
     def push_raw(self, text: str | dict[str, Any] | list[Any]) -> int:
         """Send anything (garbage text, wrong shapes) to every live connection."""
         payload = text if isinstance(text, str) else json.dumps(text)
