@@ -82,7 +82,7 @@ class BotConfig(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = ""
-    symbols: list[str] = Field(default_factory=list)  # a fixed list, or empty with a `universe` rule
+    symbols: list[str]  # a fixed list, or empty with a `universe` rule (then it may be left out)
     universe: UniverseRule | None = None  # the symbols as a rule (core/universe.py), refreshed on a schedule
     slow_interval: str = "15"  # trend pullback and mean reversion
     fast_interval: str = "5"  # scalp
@@ -122,6 +122,8 @@ class BotConfig(BaseModel):
             if data.get("universe") is not None:
                 raise ValueError("symbols is a rule and universe is set too: write the rule once")
             data = {**data, "universe": data["symbols"], "symbols": []}
+        if isinstance(data, dict) and data.get("universe") is not None and "symbols" not in data:
+            data = {**data, "symbols": []}  # the rule chooses them; without either, `symbols` is missing
         return data
 
     @field_validator("symbols")
