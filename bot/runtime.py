@@ -606,15 +606,14 @@ class Runtime:
             await self._prepare_live(added)
             seen: dict[tuple[str, str], datetime] = {}
             intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
-            for symbol in added:
-                for interval in intervals:
-                    try:
-                        history = await source.history(symbol, interval, WARMUP)
-                    except Exception as exc:  # it streams anyway; its indicators warm on the live candles
-                        log.warning("no warm-up history for %s %s: %r", symbol, interval, exc)
-                        continue
-                    if not history:
-                        continue
+            keys = [(symbol, interval) for symbol in added for interval in intervals]
+            # concurrently: the feed's own REST slots keep it under Bybit's per-IP limit
+            found = await asyncio.gather(*(source.history(s, iv, WARMUP) for s, iv in keys), return_exceptions=True)
+            for (symbol, interval), history in zip(keys, found, strict=True):
+                if isinstance(history, BaseException):  # it streams anyway; its indicators warm on live candles
+                    log.warning("no warm-up history for %s %s: %r", symbol, interval, history)
+                    continue
+                if history:
                     async with self._store_lock:
                         with contextlib.suppress(*DB_DOWN):
                             await self.candles.upsert(history)

@@ -104,3 +104,30 @@ def test_bad_rules_name_their_field(doc: dict[str, object], says: str) -> None:
     with pytest.raises(ValidationError) as err:
         BotConfig.model_validate(doc)
     assert says in str(err.value), str(err.value)
+
+
+def test_a_bot_keeps_the_symbols_of_its_open_trades_and_phantoms() -> None:
+    """What the host's feed must keep carrying for a bot whose universe moved on (bot/runtime.py: in_use)."""
+    from typing import Any
+
+    from bot.runtime import BotRuntime
+    from core.funding import FundingSchedule
+    from core.ledger import TradeRecord
+    from core.runner import paper_engine
+    from core.signal import Signal
+    from core.trader import OpenTrade
+
+    config = BotConfig(id="u", universe={"top": 2})  # type: ignore[arg-type]
+    engine, trader = paper_engine(config, FundingSchedule())
+    none: Any = None
+    bot = BotRuntime(config, engine, trader, none, none, none, none, ready=True)
+    assert bot.in_use() == set() and bot.symbols == ()
+    signal = Signal("p" * 24, "u", "SOLUSDT", "5", "scalp", "long", Decimal(100), Decimal(97), Decimal(103), NOW)
+    phantom = engine.book.record(signal, "REJECTED", "max positions")
+    record = TradeRecord("t1", "u", "s1", "XRPUSDT", "scalp", "long", "open", "paper", Decimal(1), Decimal(1),
+                         Decimal(1), NOW, Decimal("0.9"), Decimal("1.2"))
+    trader.trades["t1"] = OpenTrade(record, Decimal("0.9"))
+    assert bot.in_use() == {"SOLUSDT", "XRPUSDT"}
+    engine.book.active.clear()  # the phantom ended, the trade closed
+    del trader.trades["t1"]
+    assert bot.in_use() == set() and phantom.symbol == "SOLUSDT"
