@@ -9,7 +9,7 @@ from typing import Any
 from bench.table import print_rows
 
 MODULES = ("bench.replay_command", "bench.replay", "bench.market", "bench.candles", "bench.ledger", "bench.ml",
-           "bench.charts", "bench.telegram", "bench.optimize", "bench.miniapp")
+           "bench.charts", "bench.telegram", "bench.optimize", "bench.miniapp", "bench.feed")
 
 
 def main() -> int:

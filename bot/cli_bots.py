@@ -297,8 +297,21 @@ def _risk(risk_pct: Decimal | None, risk_usd: Decimal | None) -> str:
     return f"{_num(risk_usd)} USDT" if risk_usd is not None else f"{_num(risk_pct)}%"
 
 
+def _symbols_text(symbols: list[str], universe: dict[str, Any] | None) -> str:
+    """The list, or the rule in short: "top 20 by turnover, minus DOGEUSDT"."""
+    if not universe:
+        return ",".join(symbols)
+    text = f"top {universe.get('top', 20)} by turnover"
+    if universe.get("exclude"):
+        text += " minus " + ",".join(universe["exclude"])
+    if universe.get("include"):
+        text += " plus " + ",".join(universe["include"])
+    return text
+
+
 def _summary(config: BotConfig) -> str:
-    return (f"{config.mode}, {','.join(config.symbols)} on {config.slow_interval}/{config.fast_interval}, "
+    rule = config.universe.model_dump(mode="json") if config.universe is not None else None
+    return (f"{config.mode}, {_symbols_text(config.symbols, rule)} on {config.slow_interval}/{config.fast_interval}, "
             f"strategies {','.join(config.enabled_strategies()) or '-'}, risk {_risk(config.risk_pct, config.risk_usd)}"
             f", ml threshold {config.ml_threshold:g}")
 
@@ -445,7 +458,8 @@ def _listing(row: Bot) -> dict[str, Any]:
     return {
         "id": row.id, "name": row.name, "mode": row.mode, "status": row.status, "status_reason": row.status_reason,
         "status_since": row.status_since.isoformat() if row.status_since else None,
-        "symbols": list(row.symbols or []), "intervals": list(row.intervals or []), "strategies": _strategies(row),
+        "symbols": list(row.symbols or []), "universe": (row.config or {}).get("universe"),
+        "intervals": list(row.intervals or []), "strategies": _strategies(row),
         "capital": _plain(row.capital), "risk_pct": _plain(row.risk_pct), "risk_usd": _plain(row.risk_usd),
         "max_leverage": _plain(row.max_leverage), "max_positions": row.max_positions,
         "ml_threshold": row.ml_threshold, "ml_min_p": row.ml_min_p,
@@ -476,7 +490,8 @@ async def _list(engine: AsyncEngine, args: argparse.Namespace) -> int:
     header = ("ID", "NAME", "MODE", "STATUS", "SYMBOLS", "STRATEGIES", "RISK")
     table = [header] + [(
         r.id, r.name, r.mode, _status(r),
-        ",".join(r.symbols or []), ",".join(_strategies(r)) or "-", _risk(r.risk_pct, r.risk_usd),
+        _symbols_text(list(r.symbols or []), (r.config or {}).get("universe")), ",".join(_strategies(r)) or "-",
+        _risk(r.risk_pct, r.risk_usd),
     ) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:

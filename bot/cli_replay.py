@@ -33,6 +33,11 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     add_ml_gate_arg(rp)
     rp.add_argument("--funding", type=Path, help="folder of funding-rate files (default: the --data folder; "
                                                  "storage/funding_files.py says the format)")
+    rp.add_argument("--universe", metavar="RULE", help="the symbols as a rule over the files, as JSON: e.g. "
+                    "'{\"top\": 20, \"exclude\": [\"BTCUSDT\"]}' (core/universe.py: top, min_turnover_usd, "
+                    "min_age_days, include, exclude); 24 h turnover from the files at the replay's market time")
+    rp.add_argument("--universe-refresh", type=positive(float, "a number of hours"), default=1.0, metavar="HOURS",
+                    help="with --universe: market hours between two selections (default 1)")
     add_report_args(rp)
     add_strategies_arg(rp)
     rp.set_defaults(func=lambda args: _impl().files(args, settings))
@@ -48,7 +53,7 @@ def register(subparsers: Any, settings: Callable[[], Settings]) -> None:
     add_report_args(demo)
     add_strategies_arg(demo)
     demo.set_defaults(func=lambda args: _impl().synthetic(args, settings), bot="demo", fresh=True,
-                      flush_every=5000, intervals=("15", "5"), data=None, funding=None)
+                      flush_every=5000, intervals=("15", "5"), data=None, funding=None, universe=None)
 
 
 def add_ml_gate_arg(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -38,7 +38,7 @@ from core.config import BotConfig
 from core.engine import CandleResult, Engine
 from core.funding import FundingSchedule
 from core.ledger import TradeRecord
-from core.market.candle import dt_to_ms, ms_to_dt
+from core.market.candle import INTERVAL_MS, Candle, dt_to_ms, ms_to_dt
 from core.market.replay import WARMUP_CANDLES, ReplayFeed, history_before
 from core.market.series import CandleSeries
 from core.market.synthetic import SyntheticFeed
@@ -65,6 +65,8 @@ from core.runner import paper_engine, run
 from core.stats import equity_curve
 from core.strategies import STRATEGIES
 from core.trader import Trader
+from core.universe import UniverseRule
+from core.universe_replay import SeriesDirectory, UniverseGate
 from storage import migrations
 from storage.bots import set_status, upsert_bot
 from storage.candle_files import BadCandleFile, candle_files, read_candle_dir
@@ -223,6 +225,25 @@ async def replay(args: argparse.Namespace, settings: Settings,
         return await _replay(args, settings, market, url, pool)
 
 
+def _universe_rule(args: argparse.Namespace) -> UniverseRule | None:
+    text = getattr(args, "universe", None)
+    if not text:
+        return None
+    try:
+        return UniverseRule.model_validate_json(text)
+    except ValueError as exc:
+        raise ReplayError(f"--universe: {exc}") from None
+
+
+async def _gated(candles: AsyncIterator[Candle], engine: Engine, gate: UniverseGate | None) -> AsyncIterator[Candle]:
+    """The candles, the universe re-selected at fixed market times before the candle that reaches them: only its
+    symbols get new entries; open trades and phantoms elsewhere carry on (every candle still flows)."""
+    async for candle in candles:
+        if gate is not None and (chosen := gate.at(candle.open_ms + INTERVAL_MS[candle.interval])) is not None:
+            engine.symbols = frozenset(chosen.symbols)
+        yield candle
+
+
 async def _replay(args: argparse.Namespace, settings: Settings,
                   market: Callable[[argparse.Namespace], tuple[list[CandleSeries], int | None, int | None, str]],
                   url: str, pool: Executor | None) -> Outcome:
@@ -233,8 +254,11 @@ async def _replay(args: argparse.Namespace, settings: Settings,
         raise ReplayError("no candles to replay between --from and --to")
     period, closes = window
     symbols = sorted({s.symbol for s in series})
-    config = BotConfig(id=args.bot, symbols=symbols, slow_interval=slow, fast_interval=fast, mode="replay",
+    rule = _universe_rule(args)
+    config = BotConfig(id=args.bot, symbols=[] if rule else symbols, universe=rule, slow_interval=slow,
+                       fast_interval=fast, mode="replay",
                        **({"strategies": _strategies(args.strategies)} if args.strategies else {}))
+    gate = UniverseGate(rule, SeriesDirectory(series), timedelta(hours=args.universe_refresh)) if rule else None
     run_key += ("" if args.ml_gate == "evidence" else f"|ml-gate={args.ml_gate}") if args.ml else "|no-ml"
     resume_after = timedelta(hours=args.resume_after) if args.on_halt == "resume" else None
     run_key += "" if resume_after is None else f"|resume-after={args.resume_after}h"
@@ -282,8 +306,9 @@ async def _replay(args: argparse.Namespace, settings: Settings,
             progress.tick(engine)
 
         with progress.running():
-            report = await run(engine, feed.stream(), run_store, ledger=ledger, flush_every=args.flush_every,
-                               history=history_before(series, start_ms, WARMUP_CANDLES), on_result=on_result,
+            report = await run(engine, _gated(feed.stream(), engine, gate), run_store, ledger=ledger,
+                               flush_every=args.flush_every, on_result=on_result,
+                               history=history_before(series, start_ms, WARMUP_CANDLES),
                                after_restore=halts.restored)
         while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog
             await asyncio.sleep(1)
@@ -297,6 +322,9 @@ async def _replay(args: argparse.Namespace, settings: Settings,
             doc.update(bot=config.id, run_id=run_id, resumed=report.resumed_from is not None,
                        warmed=report.warmed, data_gaps=len(feed.gaps), open_at_end=len(trader.trades),
                        funding_missing=[s for s in symbols if not funding.covers(s)])
+            if gate is not None:
+                doc.update(universe=list(gate.current.symbols) if gate.current else [],
+                           universe_changes=gate.changes, universe_turnover_estimated=list(gate.directory.estimated))
             async with engine_db.connect() as conn:  # the database agrees with the engine's own count
                 doc["signals_in_db"] = (await conn.execute(
                     text("SELECT count(*) FROM signals WHERE bot_id = :b"), {"b": config.id})).scalar()

@@ -46,6 +46,8 @@ from core.placement import place
 from core.recovery import Effect, Item, Outcome, perform
 from core.runner import run
 from core.trader import Closing, EntryEnded, Notice, NoticeKind, Trader
+from core.universe import MarketDirectory, Universe, UniverseChange, UniverseView, by_hand, change
+from core.universe import select as select_universe
 from storage.bots import config_of, list_bots, set_status, upsert_bot
 from storage.candle_files import read_candle_dir
 from storage.candle_store import CandleStore
@@ -93,6 +95,8 @@ class BotRuntime:
     skipped: int = 0  # candles at or before its checkpoint: they only warmed the indicators
     ready: bool = False  # its state is restored: before that its figures are the configured defaults
     held_symbols: set[str] = field(default_factory=set)  # open trades on symbols no longer configured
+    universe: Universe | None = None  # a bot whose symbols are a rule: the rule's latest selection
+    universe_checked: datetime | None = None  # when the rule was last applied (wall clock)
     # one at a time: reconciliation rounds, recovery effects and the exchange's reports move the trader
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     retraining: asyncio.Lock = field(default_factory=asyncio.Lock)  # one retrain of its models at a time
@@ -103,6 +107,21 @@ class BotRuntime:
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """What the bot may open new positions on: its list, or its universe's current selection."""
+        if self.config.universe is not None:
+            return self.universe.symbols if self.universe is not None else ()
+        return tuple(self.config.symbols)
+
+    def in_use(self) -> set[str]:
+        """Symbols whose candles the bot still needs beyond its own: open trades and active phantoms run to their
+        end on a symbol that left (the store's open trades until its trader is restored, then the trader's)."""
+        trades = {t.record.symbol for t in self.trader.trades.values()}
+        phantoms = {symbol for symbol, _ in self.engine.book.active}
+        restored = self.ready and (self.venue is None or bool(self.side_tasks))  # live: open trades loaded too
+        return (set() if restored else self.held_symbols) | trades | phantoms
 
     async def candles(self) -> AsyncIterator[Candle]:
         while (candle := await self.queue.get()) is not None:
@@ -145,6 +164,8 @@ class Runtime:
         self.pool: ProcessPoolExecutor | None = None
         self.on_result: list[Callable[[str, CandleResult], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.directory: MarketDirectory | None = None  # listings and turnovers for universe rules (set lazily)
+        self._feed_sync = asyncio.Lock()  # one universe change of the live feed at a time
 
     # --- start -----------------------------------------------------------------------------------------
     async def load_bots(self) -> list[BotConfig]:
@@ -170,7 +191,8 @@ class Runtime:
     async def start(self) -> None:
         self.standby = {c.id: c for c in await self.load_bots()}
         # funding settlements stored for every symbol traded here (paper fills and phantoms settle with them)
-        self.funding = await FundingStore(self.db).schedule(s for c in self.standby.values() for s in c.symbols)
+        self.funding = await FundingStore(self.db).schedule(
+            s for c in self.standby.values() for s in (*c.symbols, *(c.universe.include if c.universe else ())))
         await self._take_leases(await self._placed_here())
         if self.leases is not None and not self.stopping.is_set():
             self.lease_task = asyncio.create_task(self._lease_heartbeat(), name="lease-heartbeat")
@@ -295,6 +317,9 @@ class Runtime:
         trader = Trader(config, instruments, venue, mode="live" if live else "paper")
         scorer = MLScorer(config.id, FilterSettings.for_bot(config, inline=False))
         engine = Engine(config, instruments=instruments, trader=trader, scorer=scorer, funding=self.funding)
+        universe = await self._first_universe(config) if config.universe is not None else None
+        if universe is not None:
+            engine.symbols = frozenset(universe.symbols)
         for notice in engine.take_notices():  # a strategy of its configuration it runs without, and why
             self.notify(notice)
         inner = SqlEngineStore(self.db, self.redis)
@@ -312,8 +337,10 @@ class Runtime:
         async with session_factory(self.db)() as session:  # their candles keep coming until they close
             held = set((await session.scalars(select(Trade.symbol).where(
                 Trade.bot_id == config.id, Trade.status == "open"))).all())
+        symbols = set(universe.symbols if universe is not None else config.symbols)
         return BotRuntime(config, engine, trader, store, ledger, scorer, inner, venue=venue if live else None,
-                          held_symbols=held - set(config.symbols))
+                          held_symbols=held - symbols, universe=universe,
+                          universe_checked=universe.at if universe is not None else None)
 
     async def _prepare(self, broker: BybitBroker, config: BotConfig, symbol: str) -> AccountSetup:
         setup = await broker.prepare_symbol(symbol, leverage=config.max_leverage, margin_mode=config.margin_mode)
@@ -335,7 +362,7 @@ class Runtime:
         if self.settings.market_feed != "bybit":
             return []
         out: list[Candle] = []
-        for symbol in bot.config.symbols:
+        for symbol in bot.symbols:
             for interval in bot.config.intervals:
                 out.extend(await self.candles.history(symbol, interval, WARMUP))
         return sorted(out, key=sort_key)
@@ -378,6 +405,8 @@ class Runtime:
         elif state.halted:
             state.resume()
         bot.ready = True
+        if bot.config.universe is not None and not self.stopping.is_set():
+            self._background(self.sync_feed())  # phantoms restored on symbols that left keep their candles
         if bot.venue is not None:
             await self._go_live(bot)
 
@@ -450,9 +479,9 @@ class Runtime:
 
     def _scope(self, bot: BotRuntime) -> set[str]:
         """The symbols a bot's reconciliation answers for: its own, not those another live bot trades."""
-        others = {s for b in self.bots.values() if b is not bot and b.venue is not None for s in b.config.symbols}
-        return (set(bot.config.symbols) | {t.record.symbol for t in bot.trader.trades.values()}) - (
-            others - set(bot.config.symbols))
+        others = {s for b in self.bots.values() if b is not bot and b.venue is not None for s in b.symbols}
+        return (set(bot.symbols) | {t.record.symbol for t in bot.trader.trades.values()}) - (
+            others - set(bot.symbols))
 
     async def reconcile(self, bot_id: str) -> list[str]:
         """Exchange positions, executions and funding vs the bot's trades (at start and every 5 minutes),
@@ -568,26 +597,160 @@ class Runtime:
         except Exception:
             log.exception("could not store the halt of bot %s", bot.id)
 
+    # --- the universe (bots whose symbols are a rule) ---------------------------------------------------------
+    def _wanted(self) -> set[str]:
+        """Every symbol the feed must carry: the bots' own, and those their open trades and phantoms are on."""
+        return {s for b in self.bots.values() for s in (*b.symbols, *b.held_symbols, *b.in_use())}
+
+    def _directory(self) -> MarketDirectory:
+        if self.directory is None:
+            from core.exchange.bybit_directory import BybitDirectory
+
+            self.directory = BybitDirectory(self.settings.bybit_rest_url)
+        return self.directory
+
+    async def _first_universe(self, config: BotConfig) -> Universe:
+        """A bot's universe at start: the rule over Bybit's listings now. Without live market data, or when Bybit
+        does not answer, its included symbols until the next refresh (said to the operator)."""
+        assert config.universe is not None
+        now = _utc_now()
+        if self.settings.market_feed != "bybit":
+            log.info("bot %s: universe rule without live market data: its included symbols only", config.id)
+            return by_hand(config.universe, now)
+        try:
+            directory = self._directory()
+            listings, turnovers = await directory.listings(), await directory.turnovers(now)
+            universe = select_universe(config.universe, listings, turnovers, now).universe
+        except Exception as exc:
+            log.warning("bot %s: universe not selected at start (%r): included symbols until the next refresh",
+                        config.id, exc)
+            self.notify(Notice("universe", config.id, f"universe of bot {config.id} not selected ({exc}); trading "
+                               f"its included symbols until the next refresh: {', '.join(config.universe.include)}"))
+            return by_hand(config.universe, now)
+        self.notify(_universe_notice(config.id, universe, change((), universe.symbols), held=set()))
+        return universe
+
+    async def refresh_universe(self, *, force: bool = False) -> dict[str, UniverseChange]:
+        """The scheduled refresh: each bot whose rule is due (its own interval, else every run of the job) is
+        selected again over one read of Bybit's listings and tickers; then the live feed follows."""
+        if self.settings.market_feed != "bybit":
+            return {}
+        now = _utc_now()
+        due = [b for b in self.bots.values() if b.config.universe is not None and (
+            force or b.universe_checked is None or b.config.universe.refresh_minutes is None
+            or now - b.universe_checked >= timedelta(minutes=b.config.universe.refresh_minutes) - timedelta(seconds=5))]
+        if not due:
+            return {}
+        directory = self._directory()
+        listings, turnovers = await directory.listings(), await directory.turnovers(now)
+        changes = {}
+        for bot in due:
+            assert bot.config.universe is not None
+            chosen = select_universe(bot.config.universe, listings, turnovers, now).universe
+            changes[bot.id] = self._apply_universe(bot, chosen)
+        await self.sync_feed()
+        return changes
+
+    def _apply_universe(self, bot: BotRuntime, universe: Universe) -> UniverseChange:
+        """From now on the bot enters only on `universe`; what it holds elsewhere runs to its end."""
+        moved = change(bot.symbols, universe.symbols)
+        bot.universe, bot.universe_checked = universe, universe.at
+        bot.engine.symbols = frozenset(universe.symbols)
+        if moved:
+            held = bot.in_use() & set(moved.removed)
+            log.info("bot %s: universe +%s -%s", bot.id, ",".join(moved.added) or "none",
+                     ",".join(moved.removed) or "none")
+            self.notify(_universe_notice(bot.id, universe, moved, held))
+        return moved
+
+    async def sync_feed(self) -> None:
+        """The live feed carries exactly what the bots need: new symbols warmed up on their REST history (stored,
+        then into the engines' indicators, as at start) and subscribed; symbols nobody needs any more unsubscribed.
+        Both on the open connections (core.market.bybit_feed)."""
+        from core.market.bybit_feed import BybitFeed
+
+        async with self._feed_sync:
+            source = self.source
+            if not isinstance(source, BybitFeed):
+                return
+            wanted = self._wanted()
+            added = sorted(wanted - set(source.symbols))
+            removed = sorted(set(source.symbols) - wanted)
+            if removed:
+                await source.remove_symbols(removed)
+            if not added:
+                return
+            await self._prepare_live(added)
+            seen: dict[tuple[str, str], datetime] = {}
+            intervals = sorted({iv for b in self.bots.values() for iv in b.config.intervals})
+            keys = [(symbol, interval) for symbol in added for interval in intervals]
+            # concurrently: the feed's own REST slots keep it under Bybit's per-IP limit
+            found = await asyncio.gather(*(source.history(s, iv, WARMUP) for s, iv in keys), return_exceptions=True)
+            for (symbol, interval), history in zip(keys, found, strict=True):
+                if isinstance(history, BaseException):  # it streams anyway; its indicators warm on live candles
+                    log.warning("no warm-up history for %s %s: %r", symbol, interval, history)
+                    continue
+                if history:
+                    async with self._store_lock:
+                        with contextlib.suppress(*DB_DOWN):
+                            await self.candles.upsert(history)
+                    for bot in self.bots.values():
+                        if symbol in bot.symbols and interval in bot.config.intervals:
+                            for candle in history:  # no await in between: the bot's runner cannot interleave
+                                bot.engine.warm(candle)
+                    seen[(symbol, interval)] = history[-1].open_time
+                    self._fed[(symbol, interval)] = max(self._fed.get((symbol, interval), history[-1].open_time),
+                                                        history[-1].open_time)
+            await source.add_symbols(added, seen)
+
+    async def _prepare_live(self, symbols: list[str]) -> None:
+        """A symbol a live bot may now trade: its instrument rules loaded (a new listing is not in the broker's
+        registry yet) and the account set for it (margin mode, leverage)."""
+        if self.broker is None:
+            return
+        try:
+            for symbol in symbols:
+                self.broker.instrument(symbol)
+        except KeyError:
+            await self.broker.load_instruments()
+        for bot in list(self.bots.values()):  # the bot's margin mode and leverage on the account, as at its start
+            for symbol in (s for s in symbols if s in bot.symbols):
+                try:
+                    await self.prepare_symbol(bot.id, symbol)
+                except Exception as exc:  # its orders there use the account as it is: said
+                    log.warning("bot %s: account not set for %s (%s)", bot.id, symbol, exc)
+                    self.notify(Notice("bot_failed", bot.id, f"bot {bot.id}: the account could not be set for "
+                                       f"{symbol} ({exc}); its orders there use the account's current settings"))
+
+    def universe(self, bot_id: str) -> UniverseView | None:
+        """/universe: a rule's current selection with why each is in, and what it still holds elsewhere."""
+        bot = self.bots.get(bot_id)
+        if bot is None or bot.config.universe is None:
+            return None
+        held = sorted(bot.in_use() - set(bot.symbols))
+        return UniverseView(bot.id, bot.config.universe, bot.universe, tuple(held))
+
     # --- the feed ----------------------------------------------------------------------------------------
     async def _feed_source(self) -> Any:
         s = self.settings
         # a symbol removed from a bot while it holds a trade there keeps its candles until the trade ends; a
         # replayed market also carries the standby bots' series, for a bot taken over while it runs
-        configs = [*(b.config for b in self.bots.values()), *self.standby.values()]
-        symbols = sorted({sym for c in configs for sym in c.symbols} | {
-            sym for b in self.bots.values() for sym in b.held_symbols})
-        intervals = sorted({iv for c in configs for iv in c.intervals})
+        symbols = sorted(self._wanted() | {sym for c in self.standby.values() for sym in c.symbols})
+        intervals = sorted({iv for c in [*(b.config for b in self.bots.values()), *self.standby.values()]
+                            for iv in c.intervals})
         if s.market_feed == "replay":
             assert s.feed_data is not None
             return ReplayFeed(read_candle_dir(s.feed_data, symbols or None, intervals or None))
         if s.market_feed == "synthetic":
             return SyntheticFeed(start=datetime(2026, 1, 1, tzinfo=UTC), intervals=intervals or ("15", "5"))
+        from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR
         from core.market.bybit_feed import BybitFeed
 
         # the first (re)connect backfills everything that closed since the newest stored candle
         seen = {(sym, iv): t for sym in symbols for iv in intervals
                 if (t := await self.candles.last_open_time(sym, iv)) is not None}
-        return BybitFeed(symbols, intervals, clock=_utc_now, last_seen=seen, rest_url=s.bybit_rest_url)
+        return BybitFeed(symbols, intervals, clock=_utc_now, last_seen=seen, rest_url=s.bybit_rest_url,
+                         ws_url=s.bybit_public_ws_url or MAINNET_PUBLIC_LINEAR)
 
     async def _feed(self) -> None:
         """The market feed, supervised. A failure is logged with its traceback and reported once per run of
@@ -747,7 +910,7 @@ class Runtime:
         now = _utc_now()
         added = 0
         try:
-            for symbol in sorted({s for b in self.bots.values() for s in (*b.config.symbols, *b.held_symbols)}):
+            for symbol in sorted(self._wanted()):
                 newest = await store.newest(symbol)
                 await backfill_funding(store, client, symbol, newest or now - timedelta(days=days), now)
                 added += sum(self.funding.add(symbol, ms, rate) for ms, rate in await store.rows(symbol))
@@ -944,6 +1107,21 @@ class _Account:
 def _utc_now() -> datetime:
     """The wall clock the exchange adapters need (the engine itself takes time from the candles)."""
     return datetime.now(UTC)
+
+
+def _universe_notice(bot_id: str, universe: Universe, moved: UniverseChange, held: set[str]) -> Notice:
+    parts = [f"universe of bot {bot_id}: {len(universe.symbols)} symbols"]
+    if moved.added:
+        parts.append("joined " + ", ".join(f"{s} ({m.describe()})" if (m := universe.member(s)) else s
+                                           for s in moved.added))
+    if moved.removed:
+        kept = [s for s in moved.removed if s in held]
+        parts.append("left " + ", ".join(moved.removed) + (
+            f" (no new entries; open trades and phantoms on {', '.join(kept)} run to their end)" if kept else ""))
+    if universe.unavailable:
+        parts.append("included but not trading on Bybit: " + ", ".join(universe.unavailable))
+    return Notice("universe", bot_id, "; ".join(parts),
+                  {"added": list(moved.added), "removed": list(moved.removed), "held": sorted(held)})
 
 
 def _trade_notice(bot_id: str, event: Any) -> Notice:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     bybit_env: Literal["mainnet", "testnet", "demo"] = "mainnet"
     bybit_rest_url: str | None = None  # a relay in front of Bybit's REST API (tests: the fake exchange)
     bybit_private_ws_url: str | None = None  # the same for the private stream
+    bybit_public_ws_url: str | None = None  # the same for the public kline stream
+    # how often the universe job looks at the market; a bot's rule may ask for a longer interval of its own
+    universe_refresh_s: float = Field(default=3600.0, ge=10, le=86_400)
     trading_mode: Literal["paper", "live"] = "paper"
     live_trading_confirm: str | None = None
 
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_api_server", "telegram_webhook_url", "bybit_rest_url", "bybit_private_ws_url",
-                     mode="before")
+                     "bybit_public_ws_url", mode="before")
     @classmethod
     def _blank_url(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

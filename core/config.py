@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 from core.market.candle import INTERVAL_MS, parse_interval
 from core.strategies import STRATEGIES, StrategyParams
 from core.strategies.params import first_error
+from core.universe import UniverseRule, normalize_symbol
 
 BUILTINS = ("trend_pullback", "mean_reversion", "scalp")  # a bot's strategies when its file names none
 
@@ -92,7 +93,8 @@ class BotConfig(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = ""
-    symbols: list[str] = Field(min_length=1)
+    symbols: list[str]  # a fixed list, or empty with a `universe` rule (then it may be left out)
+    universe: UniverseRule | None = None  # the symbols as a rule (core/universe.py), refreshed on a schedule
     slow_interval: str = "15"  # trend pullback and mean reversion
     fast_interval: str = "5"  # scalp
     strategies: dict[str, SerializeAsAny[StrategyParams]] = Field(default_factory=_default_strategies)
@@ -134,15 +136,22 @@ class BotConfig(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     _unloaded: dict[str, UnloadedStrategy] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _symbols_as_rule(cls, data: Any) -> Any:
+        """`symbols: {top: 20, exclude: [...]}` in a file is the rule written where the list would be."""
+        if isinstance(data, dict) and isinstance(data.get("symbols"), dict):
+            if data.get("universe") is not None:
+                raise ValueError("symbols is a rule and universe is set too: write the rule once")
+            data = {**data, "universe": data["symbols"], "symbols": []}
+        if isinstance(data, dict) and data.get("universe") is not None and "symbols" not in data:
+            data = {**data, "symbols": []}  # the rule chooses them; without either, `symbols` is missing
+        return data
+
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
-        out = []
-        for s in value:
-            s = s.strip().upper()
-            if not s.isalnum() or not s.endswith(("USDT", "USDC")):
-                raise ValueError(f"{s!r} is not a USDT/USDC linear perpetual symbol like BTCUSDT")
-            out.append(s)
+        out = [normalize_symbol(s) for s in value]
         if len(set(out)) != len(out):
             raise ValueError("a symbol is listed twice")
         return out
@@ -184,6 +193,10 @@ class BotConfig(BaseModel):
             raise ValueError("fast_interval must be shorter than slow_interval")
         if INTERVAL_MS[self.slow_interval] % INTERVAL_MS[self.fast_interval]:
             raise ValueError("slow_interval must be a whole multiple of fast_interval")
+        if not self.symbols and self.universe is None:
+            raise ValueError("list symbols, or give a universe rule (e.g. universe: {top: 20})")
+        if self.symbols and self.universe is not None:
+            raise ValueError("symbols and universe both set: the universe rule's include list takes fixed symbols")
         if self.risk_pct is None and self.risk_usd is None:
             raise ValueError("set risk_pct or risk_usd")
         if not self.name:

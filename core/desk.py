@@ -27,6 +27,7 @@ from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_cur
 from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
 from core.trader import Closing, Trader
+from core.universe import UniverseView
 
 Role = Literal["admin", "viewer", "system"]
 
@@ -392,6 +393,10 @@ class RuntimeView(Protocol):
         """Perform a recorded recovery decision (core/recovery.py) where the bot is traded."""
         ...
 
+    def universe(self, bot_id: str) -> UniverseView | None:
+        """A bot's universe rule and its current selection (None: not traded here, or its symbols are a list)."""
+        ...
+
 
 @dataclass
 class Desk:
@@ -530,7 +535,7 @@ class Desk:
         symbol = symbol.upper()
         for bid in await self._targets(bot_id):
             engine = self.runtime.engine(bid) if self.runtime else None
-            if engine is None or symbol not in engine.config.symbols:
+            if engine is None or symbol not in engine.symbols:
                 continue
             out: dict[str, Any] = {"bot_id": bid, "symbol": symbol, "intervals": {}}
             btc = engine.market.get(engine.ctx.btc_symbol, engine.config.slow_interval)
@@ -555,6 +560,15 @@ class Desk:
 
     async def recovery(self) -> list[dict[str, Any]]:
         return await self.store.recovery_pending()
+
+    async def universe(self, bot_id: str | None = None) -> list[UniverseView]:
+        """/universe: for each bot traded here whose symbols are a rule, the current set and why each is in."""
+        views = []
+        for bid in await self._targets(bot_id):
+            view = self.runtime.universe(bid) if self.runtime is not None else None
+            if view is not None:
+                views.append(view)
+        return views
 
     async def recovery_announced(self, item_id: int) -> None:
         """The item was delivered to the admins with its buttons: it is not sent again after a restart."""

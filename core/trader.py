@@ -73,7 +73,7 @@ NoticeKind = Literal[
     "trade_open", "trade_close", "entry_rejected", "entry_cancelled", "drawdown_halt", "breaker", "bot_failed",
     "feed_failed", "order_failed", "strategy_failed", "job_failing", "journal_corrupt", "lease_lost", "reconciled",
     "recovery", "recovery_done", "retrain_done", "redis_back", "storage", "backup_offsite_failed", "daily_report",
-    "start", "stop",
+    "start", "stop", "universe",
 ]
 
 

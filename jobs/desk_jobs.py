@@ -125,6 +125,14 @@ class DeskJobs:
             if added:
                 log.info("funding: %d new settlement(s)", added)
 
+    async def universe_refresh(self) -> None:
+        """Bots whose symbols are a rule: selected again over Bybit's tickers; the feed follows, the operator hears
+        of every change."""
+        if self.host.runtime is not None:
+            changes = await self.host.runtime.refresh_universe()
+            if any(changes.values()):
+                log.info("universe: %s", {k: (v.added, v.removed) for k, v in changes.items() if v})
+
     async def ml_retrain_check(self) -> None:
         assert self.host.runtime is not None
         for bot_id, bot in self.bots.items():
@@ -202,6 +210,8 @@ class DeskJobs:
             JobSpec("equity_snapshot", self.equity_snapshots, every(hours=1), misfire_grace_s=600),
             JobSpec("ml_retrain_check", self.ml_retrain_check, every(hours=1), misfire_grace_s=900),
             JobSpec("funding_refresh", self.funding_refresh, every(minutes=30), misfire_grace_s=900),
+            JobSpec("universe_refresh", self.universe_refresh, every(seconds=self.host.settings.universe_refresh_s),
+                    misfire_grace_s=300),
             JobSpec("expire_recovery", self.expire_recovery, every(hours=1), misfire_grace_s=900, desk_wide=True),
             JobSpec("performance_snapshot", self.performance_snapshots,
                     CronTrigger(hour=0, minute=5, timezone=UTC), misfire_grace_s=3600),

@@ -14,7 +14,7 @@ from storage.models import Bot
 # BotConfig fields without a column of their own live in bots.config (JSON)
 IN_CONFIG_JSON = ("win_rate_floor", "breaker_min_outcomes", "loss_cooldown_minutes", "slippage_bps", "taker_fee_pct",
                   "min_level_ticks", "min_reward_r", "margin_mode", "entry_order", "entry_timeout_s", "entry_fallback",
-                  "fallback_max_move_bps", "maker_fee_pct", "extra")
+                  "fallback_max_move_bps", "maker_fee_pct", "universe", "extra")
 
 
 def _columns(config: BotConfig) -> dict[str, Any]:

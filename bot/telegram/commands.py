@@ -24,6 +24,7 @@ from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
 from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
+from core.universe import UniverseView, Why
 
 log = logging.getLogger(__name__)
 
@@ -614,6 +615,34 @@ async def analysis(ctx: Context, symbol: str) -> Reply:
     return Reply("\n".join(parts), buttons=[refresh_row("analysis", a["symbol"])])
 
 
+async def universe(ctx: Context, bot_id: str | None = None) -> Reply:
+    views = await ctx.desk.universe(bot_id)
+    if not views:
+        return Reply("no bot running here has a universe rule: their symbols are fixed lists (see /bots)")
+    return Reply("\n\n".join(_universe_text(v) for v in views))
+
+
+def _universe_text(v: UniverseView) -> str:
+    rule = v.rule
+    floors = [f"turnover ≥ {rd.num(rule.min_turnover_usd, 0)} USDT" if rule.min_turnover_usd else "",
+              f"listed ≥ {rule.min_age_days} days" if rule.min_age_days else "",
+              f"excluding {', '.join(rule.exclude)}" if rule.exclude else ""]
+    head = f"{rd.title('Universe')} — bot {esc(v.bot_id)}: top {rule.top} by 24 h turnover"
+    lines = [head + "".join(f", {esc(f)}" for f in floors if f)]
+    if v.universe is None:
+        return "\n".join([*lines, "not selected yet"])
+    lines.append(f"{len(v.universe.symbols)} symbols, selected {rd.when(v.universe.at)} UTC "
+                 f"({v.universe.eligible} eligible)")
+    rows = [[m.symbol, f"#{m.rank}" if m.why is Why.RANKED else "by hand",
+             rd.num(m.turnover_24h, 0) if m.turnover_24h is not None else "-"] for m in v.universe.members]
+    lines.append(rd.table(rows, ["symbol", "why", "24h turnover"], right=(2,)))
+    if v.universe.unavailable:
+        lines.append(f"included but not trading on Bybit: {esc(', '.join(v.universe.unavailable))}")
+    if v.held:
+        lines.append(f"left, still held until their trades and phantoms end: {esc(', '.join(v.held))}")
+    return "\n".join(lines)
+
+
 # --- the table -------------------------------------------------------------------------------------------------
 def _c(name: str, usage: str, about: str, admin: bool | Callable[[list[str]], bool], parse: Parser,
        handle: Handler) -> Command:
@@ -650,6 +679,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     _c("recovery", "/recovery", "decisions waiting for an admin, with their buttons", False, _none, recovery),
     _c("analysis", "/analysis SYMBOL", "regime, indicators and the latest signal per strategy", False,
        _symbol_required, analysis),
+    _c("universe", "/universe [bot]", "the symbols a universe rule chose now, and why each is in", False, _bot_only,
+       universe),
 )}
 
 

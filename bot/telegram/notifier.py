@@ -43,7 +43,7 @@ ICONS: dict[NoticeKind, str] = {  # one per kind (a test holds it to core.trader
     "feed_failed": "💥", "order_failed": "❗", "job_failing": "⏰", "journal_corrupt": "❗", "start": "🚀",
     "stop": "🏁", "recovery": "🧰", "recovery_done": "🧰", "retrain_done": "🧠", "daily_report": "📊",
     "entry_rejected": "❗", "entry_cancelled": "↩️", "reconciled": "🔁", "strategy_failed": "🧩",
-    "backup_offsite_failed": "🗄️", "lease_lost": "🔑", "redis_back": "🧊", "storage": "💾",
+    "backup_offsite_failed": "🗄️", "lease_lost": "🔑", "redis_back": "🧊", "storage": "💾", "universe": "🌐",
 }
 DEDUPE_KINDS: frozenset[NoticeKind] = frozenset({"drawdown_halt", "breaker", "bot_failed", "feed_failed",
                                                  "job_failing", "order_failed", "strategy_failed"})

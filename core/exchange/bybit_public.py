@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -106,6 +107,51 @@ class PublicSocket(WebSocket):
         except (ValueError, KeyError, TypeError):
             return None
 
+    def subscribe_topics(self, topics: Sequence[str]) -> None:
+        """Subscribe more topics on this open connection (blocking: run it in a thread).
+
+        Not pybit's subscribe(): that one waits in a loop for a connection and raises on a topic it saw before.
+        The request is recorded in `subscriptions` before it is sent, so the reply finds its topics and pybit's
+        own reconnects resend it; the dict is replaced, never mutated, because pybit's thread iterates it when it
+        resubscribes."""
+        if not topics:
+            return
+        req_id = str(uuid.uuid4())
+        message = json.dumps({"op": "subscribe", "req_id": req_id, "args": list(topics)})
+        self.subscriptions: dict[str, str] = {**self.subscriptions, req_id: message}
+        for topic in topics:
+            self.callback_directory[topic] = _ignore
+        self._send(message)
+
+    def unsubscribe_topics(self, topics: Sequence[str]) -> None:
+        """Unsubscribe topics on this open connection, the others untouched (pybit's unsubscribe() resends a whole
+        earlier request, every symbol it named). Forgotten first, so that no reconnect subscribes them again."""
+        gone = set(topics)
+        if not gone:
+            return
+        kept: dict[str, str] = {}
+        for req_id, raw in self.subscriptions.items():
+            args = [a for a in json.loads(raw)["args"] if a not in gone]
+            if args:
+                kept[req_id] = json.dumps({"op": "subscribe", "req_id": req_id, "args": args})
+        self.subscriptions = kept
+        for topic in gone:
+            self.callback_directory.pop(topic, None)
+        self._send(json.dumps({"op": "unsubscribe", "req_id": str(uuid.uuid4()), "args": sorted(gone)}))
+
+    def topics(self) -> set[str]:
+        """The topics this connection asks for (and pybit resends after its reconnects)."""
+        return {a for raw in self.subscriptions.values() for a in json.loads(raw)["args"]}
+
+    def _send(self, message: str) -> None:
+        app = getattr(self, "ws", None)
+        try:
+            if app is None:
+                raise ConnectionError("not connected")
+            app.send(message)
+        except Exception as exc:  # pybit is reconnecting: it resends `subscriptions` once connected
+            log.info("a request waits for pybit's reconnect (%r): %s", exc, message[:120])
+
     @property
     def retired(self) -> bool:
         return self._retired
@@ -174,7 +220,8 @@ class PublicSocket(WebSocket):
 
 
 class KlineClient:
-    """Blocking REST kline queries through pybit HTTP (requests + time.sleep): call it via asyncio.to_thread."""
+    """Blocking public REST queries (klines, funding, instruments, tickers) through pybit HTTP (requests +
+    time.sleep): call it via asyncio.to_thread."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = 10.0) -> None:
         self._endpoint = (endpoint or MAINNET_REST).rstrip("/")
@@ -229,6 +276,32 @@ class KlineClient:
                 raise ValueError(f"funding rate {rate} for {symbol} is not a number")
             out.append((ms, rate))
         return sorted(out)
+
+    def get_instruments(self) -> list[dict[str, Any]]:
+        """Every linear instrument (all statuses), walking get_instruments_info's cursor pages of 1000."""
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(100):  # > 500 linear symbols today: a few pages; the bound guards a cursor that loops
+            page_of = {"cursor": cursor} if cursor else {}
+            reply = self._http().get_instruments_info(category="linear", limit=1000, **page_of)
+            result = reply.get("result") if isinstance(reply, dict) else None
+            page = result.get("list") if isinstance(result, dict) else None
+            if not isinstance(page, list):
+                raise ValueError(f"unexpected instruments reply: {str(reply)[:200]}")
+            rows += [r for r in page if isinstance(r, dict)]
+            cursor = str(result.get("nextPageCursor") or "") if isinstance(result, dict) else ""
+            if not cursor or not page:
+                return rows
+        raise ValueError("instruments-info kept returning a next page cursor")
+
+    def get_tickers(self) -> list[dict[str, Any]]:
+        """Every linear ticker (one request: the endpoint is not paginated)."""
+        reply = self._http().get_tickers(category="linear")
+        result = reply.get("result") if isinstance(reply, dict) else None
+        rows = result.get("list") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError(f"unexpected tickers reply: {str(reply)[:200]}")
+        return [r for r in rows if isinstance(r, dict)]
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,10 @@ How it holds that promise:
   server is pushing again, so whatever closed before it is in REST and whatever closes after is pushed.
   A live candle that still leaves a hole (say the REST call failed) is preceded by a REST fill of the hole.
 - A watchdog replaces a connection that has sent nothing for `silence_timeout` seconds with a fresh one.
+- Symbols join and leave while streaming (`add_symbols`, `remove_symbols`: a universe refresh) by subscribe and
+  unsubscribe requests on the open connections; a new connection is opened only when every shard is full, and a
+  shard left without symbols is closed (an idle connection would look silent to the watchdog and be reopened
+  forever). Pushes that were in flight for a symbol that just left are dropped quietly.
 - Malformed messages are counted per kind in `errors`, logged once per kind per hour, and skipped. Candles
   that parse but are not sane (core/market/sanity.py: absurd values, or not closed yet by the clock) are
   counted per reason in `refused`, logged the same way, and skipped before they can move the dedupe mark:
@@ -149,6 +153,11 @@ def parse_rest_row(symbol: str, interval: str, row: Any) -> Candle:
         raise BadMessage("bad_rest_row", f"{symbol} {interval}: {exc.detail}") from None
 
 
+def _args_chars(keys: Sequence[Key]) -> int:
+    """The subscribed args of `keys` as JSON (quotes and a comma each): Bybit caps it per connection."""
+    return sum(len(f"kline.{i}.{s}") + 3 for s, i in keys)
+
+
 @dataclass
 class _Shard:
     index: int
@@ -194,6 +203,8 @@ class BybitFeed:
             raise ValueError("symbols_per_connection must be >= 1")
         self.intervals = tuple(dict.fromkeys(parse_interval(i) for i in intervals))
         self.symbols = tuple(unique)
+        self._per_connection = symbols_per_connection
+        self._left: set[Key] = set()  # keys unsubscribed while streaming: their late pushes are not errors
         self._clock = clock
         self._ws_url = ws_url
         self._silence_timeout = silence_timeout
@@ -212,8 +223,7 @@ class BybitFeed:
         ]
         for shard in self._shards:
             shard.keys = [(s, i) for i in self.intervals for s in shard.symbols]
-            args = sum(len(f"kline.{i}.{s}") + 3 for s, i in shard.keys)  # as JSON: quotes and a comma
-            if args > MAX_ARGS_CHARS:
+            if (args := _args_chars(shard.keys)) > MAX_ARGS_CHARS:
                 raise ValueError(
                     f"{args} characters of topics on one connection (Bybit allows {MAX_ARGS_CHARS}): "
                     "lower symbols_per_connection"
@@ -341,6 +351,7 @@ class BybitFeed:
             "shards": len(self._shards),
             "connected": sum(1 for s in self._shards if s.socket is not None),
             "connects": sum(s.connects for s in self._shards),
+            "symbols": len(self.symbols),
             "reconnects": self.reconnects,
             "rest_requests": self.rest_requests,
             "backfilled": self.backfilled,
@@ -356,8 +367,80 @@ class BybitFeed:
 
     @property
     def shards(self) -> list[tuple[str, ...]]:
-        """The symbols of each connection, in connection order."""
-        return [s.symbols for s in self._shards]
+        """The symbols of each connection, in connection order (a shard emptied by removals is left out)."""
+        return [s.symbols for s in self._shards if s.symbols]
+
+    # -- the universe changing while streaming ------------------------------------------------------------
+
+    async def add_symbols(self, symbols: Sequence[str], last_seen: Mapping[Key, datetime] | None = None) -> list[str]:
+        """Subscribe `symbols` (those not streamed yet) on the open connections; returns the ones added.
+
+        `last_seen`: where each new (symbol, interval) resumes (the newest candle of its warm-up history): the
+        subscribe reply backfills from there, as at start. Shards with room take them first; a new connection
+        is opened only for what no shard can take."""
+        new = [s for s in dict.fromkeys(x.strip().upper() for x in symbols if x.strip()) if s not in self.symbols]
+        if not new or self._closed:
+            return []
+        for (symbol, interval), seen in (last_seen or {}).items():
+            key = (symbol.upper(), parse_interval(interval))
+            if key[0] in new and closed_by(seen, key[1], self._clock()):
+                self._last[key] = max(self._last.get(key, seen), seen)
+        grown: dict[int, list[Key]] = {}
+        opened: list[_Shard] = []
+        for symbol in new:
+            keys = [(symbol, i) for i in self.intervals]
+            room = [sh for sh in self._shards if len(sh.symbols) < self._per_connection
+                    and _args_chars(sh.keys + keys) <= MAX_ARGS_CHARS]
+            # a shard that carries symbols already (its connection is open) before an emptied one (closed)
+            shard = next((sh for sh in room if sh.symbols or sh in opened), None)
+            if shard is None:
+                shard = room[0] if room else _Shard(len(self._shards), ())
+                if not room:
+                    self._shards.append(shard)
+                opened.append(shard)
+            shard.symbols += (symbol,)
+            shard.keys = shard.keys + keys
+            self._left.difference_update(keys)
+            self._keys.update(keys)
+            if shard not in opened:
+                grown.setdefault(shard.index, []).extend(keys)
+        self.symbols = (*self.symbols, *new)
+        if self._started:
+            for index, keys in grown.items():
+                sock = self._shards[index].socket
+                if sock is not None:  # else the watchdog's reconnect opens it with the shard's symbols
+                    await asyncio.to_thread(sock.subscribe_topics, [f"kline.{i}.{s}" for s, i in keys])
+            await asyncio.gather(*(self._connect(shard) for shard in opened))
+        log.info("bybit feed: %d symbol(s) added (%s)", len(new), ", ".join(new))
+        return new
+
+    async def remove_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Unsubscribe `symbols` on their connections (the others keep streaming); returns the ones removed."""
+        gone = {s.strip().upper() for s in symbols} & set(self.symbols)
+        if not gone or self._closed:
+            return []
+        for shard in self._shards:
+            keys = [k for k in shard.keys if k[0] in gone]
+            if not keys:
+                continue
+            shard.symbols = tuple(s for s in shard.symbols if s not in gone)
+            shard.keys = [k for k in shard.keys if k[0] not in gone]
+            sock = shard.socket
+            if sock is None:
+                continue
+            if shard.symbols:
+                await asyncio.to_thread(sock.unsubscribe_topics, [f"kline.{i}.{s}" for s, i in keys])
+            else:  # nothing left to carry: closed, not left idle (see the module's docstring)
+                shard.socket = None
+                self._sockets.discard(sock)
+                await asyncio.to_thread(sock.retire)
+        for key in [k for k in self._keys if k[0] in gone]:
+            self._keys.discard(key)
+            self._left.add(key)
+            self._last.pop(key, None)  # a symbol that comes back warms up afresh
+        self.symbols = tuple(s for s in self.symbols if s not in gone)
+        log.info("bybit feed: %d symbol(s) removed (%s)", len(gone), ", ".join(sorted(gone)))
+        return sorted(gone)
 
     # -- connections ------------------------------------------------------------------------------------
 
@@ -366,7 +449,7 @@ class BybitFeed:
             return
         self._started = True
         self._loop = asyncio.get_running_loop()
-        await asyncio.gather(*(self._connect(shard) for shard in self._shards))
+        await asyncio.gather(*(self._connect(shard) for shard in self._shards if shard.symbols))
         self._watchdog_task = asyncio.create_task(self._watchdog(), name="bybit-feed-watchdog")
 
     def _from_thread(self, shard: int, sock: PublicSocket, message: Any) -> None:
@@ -408,6 +491,12 @@ class BybitFeed:
             self._opening.discard(opening)
         if self._closed or sock.retired:
             return
+        # symbols that joined the shard while it was connecting: the open subscribed the shard as it was then
+        wanted = {f"kline.{i}.{s}" for s, i in shard.keys}
+        if missing := sorted(wanted - sock.topics()):
+            await asyncio.to_thread(sock.subscribe_topics, missing)
+        if extra := sorted(sock.topics() - wanted):
+            await asyncio.to_thread(sock.unsubscribe_topics, extra)
         shard.socket = sock
         shard.backoff = 1.0
         shard.connects += 1
@@ -435,8 +524,10 @@ class BybitFeed:
             due = [
                 shard
                 for shard in self._shards
-                if (shard.socket is None and now >= shard.retry_at)
-                or (shard.socket is not None and shard.socket.idle_seconds() > self._silence_timeout)
+                if shard.symbols and (
+                    (shard.socket is None and now >= shard.retry_at)
+                    or (shard.socket is not None and shard.socket.idle_seconds() > self._silence_timeout)
+                )
             ]
             results = await asyncio.gather(*(self._reconnect(shard) for shard in due), return_exceptions=True)
             for shard, result in zip(due, results, strict=True):
@@ -459,6 +550,8 @@ class BybitFeed:
             raise BadMessage("bad_shape", f"neither topic nor op: {str(message)[:80]}")
         topic = message["topic"]
         if topic_key(topic) not in self._keys:
+            if topic_key(topic) in self._left:
+                return []  # pushed before the unsubscribe took effect: expected, not an error
             raise BadMessage("unknown_topic", repr(topic)[:80])
         data = message.get("data")
         if not isinstance(data, list):

@@ -163,6 +163,18 @@ async def test_prepare_symbol_is_idempotent_and_a_later_symbol_is_set_too(
     assert not [n for n in desk.notices if n.kind == "bot_failed"]
 
 
+async def test_a_symbol_joining_a_live_bot_gets_the_account_set(desk: Desk, fake: FakeBybit) -> None:
+    """The universe adds a symbol to a running live bot: the feed's join path sets the account for it."""
+    fake.set_price("SOLUSDT", "150")
+    config = BotConfig(id="live", symbols=["BTCUSDT"], mode="live", max_leverage=Decimal(4), margin_mode="cross")
+    runtime = await desk.start(config)
+    assert fake.leverage_of("SOLUSDT") == Decimal(10)  # not the bot's yet: the account as found
+    runtime.bots["live"].config = config.model_copy(update={"symbols": ["BTCUSDT", "SOLUSDT"]})
+    await runtime._prepare_live(["SOLUSDT"])
+    assert fake.leverage_of("SOLUSDT") == Decimal(4) and fake.margin_mode_of("SOLUSDT") == "REGULAR_MARGIN"
+    assert not [n for n in desk.notices if n.kind == "bot_failed"]
+
+
 async def test_two_bots_asking_for_different_account_margin_modes_are_refused(
     desk: Desk, fake: FakeBybit
 ) -> None:

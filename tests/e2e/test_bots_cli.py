@@ -262,3 +262,17 @@ def test_bots_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     assert cli(tmp_path, "remove", "majors", **env).returncode == 0
     assert asyncio.run(_pg(pg_url, "SELECT id, status FROM bots")) == [("alts-scalp", "running")]
     assert asyncio.run(_pg(pg_url, "SELECT count(*) FROM audit_log WHERE actor = 'console'")) == [(6,)]
+
+
+def test_a_bot_whose_symbols_are_a_rule(desk: Path) -> None:
+    """`symbols:` as a rule in a file: stored as the bot's universe (no list), shown as the rule; a bad rule names
+    its field and writes nothing."""
+    path = write(desk, "uni.yaml", {"id": "forager", "symbols": {"top": 20, "exclude": ["dogeusdt"]}})
+    assert cli(desk, "add", str(path)).returncode == 0
+    [(symbols, config)] = sql(desk, "SELECT symbols, config FROM bots WHERE id = 'forager'")
+    assert json.loads(symbols) == [] and json.loads(config)["universe"]["exclude"] == ["DOGEUSDT"]
+    listed = cli(desk, "list").stdout
+    assert "top 20 by turnover minus DOGEUSDT" in listed
+    bad = write(desk, "bad.yaml", {"id": "bad", "universe": {"top": 0}})
+    done = cli(desk, "add", str(bad))
+    assert done.returncode == 1 and any("universe.top" in line for line in error_lines(done))

@@ -22,7 +22,7 @@ MARKERS = {"/start": "hello", "/help": "Commands", "/bots": "Bots", "/status": "
            "/chart": "equity", "/pause": "paused", "/resume": "running", "/close": "lose", "/retrain": "retrain:",
            "/ml_stats": "ML filter", "/phantom_stats": "Phantoms", "/db_stats": "Database", "/health": "Health",
            "/jobs": "Jobs", "/risk": "Risk settings", "/risk set": "risk_pct", "/recovery": "recovery",
-           "/analysis": "Analysis"}
+           "/analysis": "Analysis", "/universe": "universe"}
 EXAMPLES = {"SYMBOL": "BTCUSDT", "KEY": "risk_pct", "VALUE": "1"}
 RAW = re.compile(r"Traceback|Decimal\(|datetime\(|\{'|\['|\bNone\b|\bnan\b|<class |object at 0x|\bTrue\b|\bFalse\b")
 NOTICE = re.compile(r"^\S+ <b>[^<]+</b> · ")  # "🟢 <b>main</b> · opened ...": a notification, not a reply

@@ -7,7 +7,10 @@ Public market data:
 - WebSocket `/v5/public/linear`: subscribe/ping replies in the v5 format, kline pushes by the test,
   dropping connections (close frame or abort), going silent, refusing new connections, raw garbage.
 - REST `GET /v5/market/kline`: newest-first string rows from an in-memory series the test controls.
-- REST `GET /v5/market/instruments-info` (cursor pages) and `GET /v5/market/tickers` (the test sets prices).
+- REST `GET /v5/market/instruments-info` (cursor pages; `list_symbol` sets a listing's status and launchTime) and
+  `GET /v5/market/tickers` (the test sets prices and, with `set_turnover`/`list_symbol`, turnover24h).
+- WebSocket subscribe/unsubscribe on an open connection change that connection's topics (`topics_now()` is the
+  subscription state across open connections; `unsubscribe_requests` what was asked).
 - REST `GET /v5/market/funding/history`: the settlements the test set (`set_funding_history`), newest first, at
   most `limit` (≤ 200) up to `endTime`; a startTime without an endTime is refused, as Bybit does.
 
@@ -143,9 +146,11 @@ class VenueError(Exception):
 
 
 def instrument_row(
-    symbol: str, tick: str, qty_step: str, min_qty: str, min_notional: str = "5", status: str = "Trading"
+    symbol: str, tick: str, qty_step: str, min_qty: str, min_notional: str = "5", status: str = "Trading",
+    launch_ms: int = 1585526400000,
 ) -> dict[str, Any]:
-    """A get_instruments_info row (linear perpetual)."""
+    """A get_instruments_info row (linear perpetual), as https://bybit-exchange.github.io/docs/v5/market/instrument
+    writes it: `status` Trading/PreLaunch/Delivering/Closed, `launchTime` in ms as a string."""
     return {
         "symbol": symbol,
         "contractType": "LinearPerpetual",
@@ -153,7 +158,7 @@ def instrument_row(
         "baseCoin": symbol.removesuffix("USDT"),
         "quoteCoin": "USDT",
         "settleCoin": "USDT",
-        "launchTime": "1585526400000",
+        "launchTime": str(launch_ms),
         "deliveryTime": "0",
         "deliveryFeeRate": "",
         "priceScale": str(max(0, -Decimal(tick).as_tuple().exponent)),  # type: ignore[operator]
@@ -225,6 +230,7 @@ class _Venue:
         self.clock = clock
         self.instruments: dict[str, dict[str, Any]] = {row[0]: instrument_row(*row) for row in DEFAULT_INSTRUMENTS}
         self.prices: dict[str, Decimal] = {}
+        self.turnovers: dict[str, Decimal] = {}  # turnover24h per symbol (tickers)
         self.leverage: dict[str, Decimal] = {}
         # https://bybit-exchange.github.io/docs/v5/account/set-margin-mode: a unified account's margin mode is
         # account-wide (REGULAR_MARGIN = cross, the default; ISOLATED_MARGIN; PORTFOLIO_MARGIN)
@@ -855,6 +861,7 @@ class FakeBybit:
         self.connections_seen = 0
         self.subscribe_requests: list[list[str]] = []
         self.subscribed: Counter[str] = Counter()  # topic -> subscribe requests naming it (all connections)
+        self.unsubscribe_requests: list[list[str]] = []
         self.connection_topics: list[set[str]] = []  # per accepted connection, in order
         self.pings = 0
         self.kline_requests: list[dict[str, str]] = []
@@ -968,6 +975,10 @@ class FakeBybit:
         """Push an arbitrary JSON object to the subscribers of `topic` (e.g. several entries in `data`)."""
         return self._call(self._send_many([(topic, json.dumps(message))]))
 
+    def push_messages(self, messages: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Push many (topic, JSON object) messages in one round on the server's loop (a benchmark's load)."""
+        return self._call(self._send_many([(topic, json.dumps(body)) for topic, body in messages]))
+
     def push_raw(self, text: str | dict[str, Any] | list[Any]) -> int:
         """Send anything (garbage text, wrong shapes) to every live connection."""
         payload = text if isinstance(text, str) else json.dumps(text)
@@ -1000,6 +1011,29 @@ class FakeBybit:
     @property
     def open_connections(self) -> int:
         return sum(1 for c in list(self._conns) if not c.ws.closed)
+
+    def topics_now(self) -> set[str]:
+        """The subscription state: every topic some open public connection is subscribed to now."""
+        return {t for c in list(self._conns) if not c.ws.closed for t in list(c.topics)}
+
+    def topics_per_connection(self) -> list[set[str]]:
+        return [set(c.topics) for c in list(self._conns) if not c.ws.closed]
+
+    # -- test controls: the market directory (tickers, instruments) -------------------------------------
+
+    def list_symbol(self, symbol: str, *, turnover: Decimal | str | int, launched: datetime | None = None,
+                    price: Decimal | str = "1", status: str = "Trading", tick: str = "0.0001", qty_step: str = "1",
+                    min_qty: str = "1") -> None:
+        """A linear USDT perpetual in instruments-info (launched at `launched`) with a ticker's turnover24h."""
+        launch_ms = dt_to_ms(launched) if launched is not None else 1585526400000
+        with self._vlock:
+            self.venue.instruments[symbol] = instrument_row(symbol, tick, qty_step, min_qty, "5", status, launch_ms)
+            self.venue.prices.setdefault(symbol, Decimal(str(price)))
+            self.venue.turnovers[symbol] = Decimal(str(turnover))
+
+    def set_turnover(self, symbol: str, turnover: Decimal | str | int) -> None:
+        with self._vlock:
+            self.venue.turnovers[symbol] = Decimal(str(turnover))
 
     # -- test controls: the private side ----------------------------------------------------------------
 
@@ -1245,11 +1279,17 @@ class FakeBybit:
         if op == "subscribe":
             args = [str(a) for a in request.get("args") or []]
             conn.topics.update(args)
+            # https://bybit-exchange.github.io/docs/v5/ws/connect: subscribe on an open connection adds its topics;
+            # the reply echoes req_id with op "subscribe" and success
             self.subscribe_requests.append(args)
             self.subscribed.update(args)
             reply = {"success": True, "ret_msg": "", "conn_id": conn.id, "req_id": req_id, "op": "subscribe"}
         elif op == "unsubscribe":
-            conn.topics.difference_update(request.get("args") or [])
+            # https://bybit-exchange.github.io/docs/v5/ws/connect: unsubscribe removes the named topics from this
+            # connection only; the connection stays open and its other topics keep coming
+            args = [str(a) for a in request.get("args") or []]
+            self.unsubscribe_requests.append(args)
+            conn.topics.difference_update(args)
             reply = {"success": True, "ret_msg": "", "conn_id": conn.id, "req_id": req_id, "op": "unsubscribe"}
         elif op == "ping":
             self.pings += 1
@@ -1356,13 +1396,17 @@ class FakeBybit:
             return self._error(10001, "params error: category only support linear")
         with self._vlock:
             prices = dict(self.venue.prices)
+            turnovers = dict(self.venue.turnovers)
+        # https://bybit-exchange.github.io/docs/v5/market/tickers: category linear lists every symbol (no pages);
+        # turnover24h is the quote-currency turnover of the last 24 h, as a string
         if "symbol" in q and q["symbol"] not in prices:
             return self._error(10001, "params error: symbol invalid")
         rows = [
             {
                 "symbol": sym, "lastPrice": _s(p), "markPrice": _s(p), "indexPrice": _s(p), "bid1Price": _s(p),
                 "ask1Price": _s(p), "bid1Size": "1", "ask1Size": "1", "prevPrice24h": _s(p), "price24hPcnt": "0",
-                "highPrice24h": _s(p), "lowPrice24h": _s(p), "volume24h": "0", "turnover24h": "0",
+                "highPrice24h": _s(p), "lowPrice24h": _s(p), "volume24h": "0",
+                "turnover24h": _s(turnovers.get(sym, Decimal(0))),
                 "openInterest": "0", "fundingRate": "0.0001", "nextFundingTime": "0",
             }
             for sym, p in sorted(prices.items())

@@ -185,6 +185,9 @@ class FakeRuntime:
     def starting(self, bot_id: str) -> bool:
         return False
 
+    def universe(self, bot_id: str) -> None:
+        return None  # the replay bot's symbols are a fixed list
+
     def set_paused(self, bot_id: str, paused: bool) -> bool:
         self.paused[bot_id] = paused
         return True
@@ -366,10 +369,10 @@ async def test_every_command_as_admin(h: Harness, text: str, expect: str) -> Non
 
 
 def test_help_lists_every_command_with_its_usage() -> None:
-    assert len(COMMANDS) == 22
+    assert len(COMMANDS) == 23
     assert {"start", "help", "bots", "status", "balance", "stats", "daily", "recent", "performance", "chart", "pause",
             "resume", "close", "retrain", "ml_stats", "phantom_stats", "db_stats", "health", "jobs", "risk",
-            "recovery", "analysis"} == set(COMMANDS)
+            "recovery", "analysis", "universe"} == set(COMMANDS)
 
 
 async def test_help_shows_every_usage(h: Harness) -> None:
