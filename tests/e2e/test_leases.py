@@ -60,13 +60,10 @@ def test_one_trader_per_bot_and_takeover(tmp_path: Path, pg_url: str, redis_url:
             time.sleep(0.2)
             body = a.health()[1]
         b = DeskProcess(b_dir, dict(env)).start()
-        b_body = b.wait_healthy()
-        time.sleep(1.0)
-        b_body = b.health()[1]
+        b_body = b.wait_healthy(until=lambda body: body["standby_bots"])  # its bots loaded: a standby
         assert b_body["standby_bots"] == ["main"] and not [x for x in b_body["bots"] if x["running_here"]]
         assert b_body["feed"] == "off"  # the standby consumes nothing of the replayed market
-        time.sleep(3.0)
-        a_body = a.health()[1]
+        a_body = a.wait_healthy(until=lambda body: body["bots"][0].get("candles", 0) > 20_000)  # A trades a while
         assert a_body["feed"] == "running", "A finished before it could be killed"
         a.kill()  # SIGKILL: no shutdown, no release
         killed = time.monotonic()

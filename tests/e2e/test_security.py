@@ -4,7 +4,6 @@ its database or /health."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 from tests.hostproc import DeskProcess, desk_env, run
@@ -18,14 +17,28 @@ SECRETS = {
 }
 
 
+def _stored(tmp_path: Path) -> int:
+    """Candles the desk has written so far (0 before its database exists)."""
+    path = tmp_path / "var" / "phantomdesk.db"
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(path, timeout=5)
+    try:
+        return int(con.execute("SELECT count(*) FROM candles").fetchone()[0])
+    except sqlite3.OperationalError:  # not migrated yet
+        return 0
+    finally:
+        con.close()
+
+
 def test_no_secret_in_logs_database_or_health(tmp_path: Path) -> None:
     env = desk_env(**SECRETS, LOG_LEVEL="DEBUG")
     assert run(["migrate"], tmp_path, env).returncode == 0
     desk = DeskProcess(tmp_path, env).start()
     try:
-        desk.wait_healthy()
-        time.sleep(6)  # the synthetic market trades for a while: signals, phantoms, trades, models
-        health = desk.health()[1]
+        # the synthetic market trades for a while: candles stored, signals, phantoms
+        health = desk.wait_healthy(timeout=120, until=lambda b: (b["bots"] and (b["bots"][0].get("candles") or 0) > 1500
+                                                               and _stored(tmp_path) > 1000))
     finally:
         assert desk.terminate(timeout=20)[0] == 0
     log = desk.output

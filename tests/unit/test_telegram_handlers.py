@@ -72,6 +72,7 @@ from storage.models import AuditLog, MLModel, RecoveryItem
 from storage.models import Bot as BotRow
 from storage.recovery import RecoveryBook
 from tests.conftest import CANDLES
+from tests.fakes.clock import wait_until
 from tests.fakes.telegram import PNG_SIGNATURE, TOKEN, RecordingSession, photo_bytes
 from tests.hostproc import ROOT, desk_env, run
 
@@ -744,8 +745,8 @@ async def test_webhook_checks_the_secret(h: Harness, tmp_path: Path, desk_url: s
         right = await client.post("/telegram/webhook", json=update,
                                   headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"})
         assert right.status == 200
-        await asyncio.sleep(0.3)  # the handler runs in the background of the webhook reply
-    assert any("Trades" in c.text for c in h.session.sent())
+        # the handler runs in the background of the webhook reply
+        await wait_until(lambda: any("Trades" in c.text for c in h.session.sent()), "the /stats reply")
 
 
 async def test_polling_conflict_is_reported_once(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
