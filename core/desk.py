@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from annotated_types import Ge, Gt, Le
 
@@ -23,7 +23,7 @@ from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
 from core.signal import Side
-from core.stats import EquityCurve, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
+from core.stats import EquityCurve, Summary, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
 from core.strategies import StrategyParams
 from core.strategies.regime import regime_of
 from core.trader import Closing, Trader
@@ -96,7 +96,30 @@ class RecoveryResult:
     decided: Decided
     option: str
     effect: Effect | None = None
-    follow_up: list[dict[str, Any]] = field(default_factory=list)  # items the effect raised (their buttons)
+    follow_up: list[PendingItem] = field(default_factory=list)  # items the effect raised (their buttons)
+
+
+class StatsDoc(Summary):
+    """/stats: the summary of a bot's (or every bot's) closed trades over a window."""
+
+    bot_id: str  # "all" for every bot
+    days: int | None
+    capital: Decimal
+    newest_exit: NotRequired[datetime | None]  # a window without trades: when the newest one closed
+
+
+class PendingItem(TypedDict):
+    """A recovery item waiting for an admin's decision, and its buttons."""
+
+    id: int
+    bot_id: str | None  # None: the desk's, not one bot's
+    kind: RecoveryKind
+    critical: bool
+    details: dict[str, Any]
+    options: list[Option]
+    created_at: datetime
+    expires_at: datetime | None
+    announced_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -321,7 +344,7 @@ class DeskStore(Protocol):
     async def phantom_outcomes(self, bot_id: str | None,
                                since: datetime | None) -> list[tuple[datetime, str, bool]]: ...
 
-    async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]: ...
+    async def recovery_pending(self, bot_id: str | None = None) -> list[PendingItem]: ...
 
     async def recovery_announced(self, item_id: int) -> None: ...
 
@@ -331,8 +354,8 @@ class DeskStore(Protocol):
 
     async def decide(self, item_id: int, decision: str, actor: Actor) -> Decided: ...
 
-    async def settle(self, item_id: int, effect: Effect, actor: str, follow_up: list[RecoveryDraft]) -> list[
-            dict[str, Any]]:
+    async def settle(self, item_id: int, effect: Effect, actor: str,
+                     follow_up: list[RecoveryDraft]) -> list[PendingItem]:
         """Record what a decision did (item + audit) and raise the items it leads to; returns those."""
         ...
 
@@ -348,7 +371,7 @@ class DeskStore(Protocol):
 
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None: ...
 
-    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
+    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> Summary:
         """summarize()'s figures over the closed trades (SqlDeskStore keeps their columns in memory: /stats
         over 100,000 trades in milliseconds)."""
         ...
@@ -487,14 +510,14 @@ class Desk:
             out.append(Balance(b.id, trader.equity(), s.equity, s.peak_equity, s.drawdown_pct, today, None))
         return out
 
-    async def stats(self, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
+    async def stats(self, days: int | None = None, bot_id: str | None = None) -> StatsDoc:
         if days is not None and not 1 <= days <= 3650:
             raise BadArgument("days must be between 1 and 3650")
         bid = await self._bot(bot_id)
         since = self.clock() - timedelta(days=days) if days else None
         capital = await self._capital(bid)
-        doc = await self.store.summary(bid, since, capital)
-        doc.update(bot_id=bid or "all", days=days, capital=capital)
+        doc: StatsDoc = {**await self.store.summary(bid, since, capital),
+                         "bot_id": bid or "all", "days": days, "capital": capital}
         if days and not doc["trades"]:  # say when the newest trade closed (a replay's trades are in market time)
             newest = await self.store.recent_trades(bid, 1)
             doc["newest_exit"] = newest[0]["exit_time"] if newest else None
@@ -517,7 +540,7 @@ class Desk:
             raise BadArgument("n must be between 1 and 100")
         return await self.store.recent_trades(await self._bot(bot_id), n)
 
-    async def performance(self, bot_id: str | None = None) -> dict[str, Any]:
+    async def performance(self, bot_id: str | None = None) -> dict[str, dict[str, Summary]]:
         bid = await self._bot(bot_id)
         facts = await self.store.facts(bid, None)
         capital = await self._capital(bid)
@@ -558,7 +581,7 @@ class Desk:
             return out
         raise BadArgument(f"{symbol} is not traded by {'bot ' + bot_id if bot_id else 'any running bot'}")
 
-    async def recovery(self) -> list[dict[str, Any]]:
+    async def recovery(self) -> list[PendingItem]:
         return await self.store.recovery_pending()
 
     async def universe(self, bot_id: str | None = None) -> list[UniverseView]:
@@ -574,9 +597,10 @@ class Desk:
         """The item was delivered to the admins with its buttons: it is not sent again after a restart."""
         await self.store.recovery_announced(item_id)
 
-    async def pending_promotions(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+    async def pending_promotions(self, bot_id: str | None = None) -> list[PendingItem]:
         """Challengers the gate refused, waiting for "promote anyway" or a dismissal."""
-        return [i for i in await self.store.recovery_pending(await self._bot(bot_id)) if i["kind"] == "ml_promote"]
+        items = await self.store.recovery_pending(await self._bot(bot_id))
+        return [i for i in items if i["kind"] is RecoveryKind.ML_PROMOTE]
 
     async def candles_for(self, symbol: str, days: int | None = None, bot_id: str | None = None,
                           limit: int = 200) -> dict[str, Any]:

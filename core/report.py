@@ -18,6 +18,7 @@ from core.market.series import CandleSeries
 from core.phantom import Phantom, PhantomStats, phantom_digest
 from core.stats import (
     MIN_RATIO_DAYS,
+    Summary,
     TradeFacts,
     breakdown,
     buy_and_hold,
@@ -204,7 +205,7 @@ class TradeSummary(TypedDict):
     ledger_digest: str
 
 
-def _group(s: dict[str, Any]) -> Group:
+def _group(s: Summary) -> Group:
     return {"trades": s["trades"], "win_rate": _round(s["win_rate"]), "profit_factor": _round(s["profit_factor"]),
             "expectancy_r": _round(s["expectancy_r"]), "net_pnl": round(s["net_pnl"], 2), "fees": round(s["fees"], 2),
             "funding": round(s["funding"], 2), "avg_holding_h": _round(s["avg_holding_h"], 2)}

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 MIN_RATIO_DAYS = 30  # Sharpe / Sortino / Calmar over fewer days are noise: flagged, not hidden
 
@@ -209,7 +209,40 @@ def buy_and_hold(closes: dict[str, tuple[float, float]], capital: Decimal) -> Bu
     return BuyAndHold(ret, ret * _f(capital), rets)
 
 
-def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, date] | None = None) -> dict[str, Any]:
+class Extreme(TypedDict):
+    id: str
+    net_pnl: float
+
+
+class Summary(TypedDict):
+    """The headline figures of a set of closed trades (`summarize`, and its columnar twin in storage)."""
+
+    trades: int
+    wins: int
+    losses: int
+    win_rate: float | None
+    profit_factor: float | None
+    net_pnl: float
+    gross_profit: float
+    gross_loss: float
+    fees: float
+    funding: float
+    avg_pnl: float | None
+    median_pnl: float | None
+    expectancy_usd: float | None
+    expectancy_r: float | None
+    best_trade: Extreme | None
+    worst_trade: Extreme | None
+    max_drawdown: float
+    max_drawdown_pct: float
+    sharpe: float | None
+    sortino: float | None
+    return_days: int  # the daily returns Sharpe and Sortino rest on
+    avg_holding_h: float | None
+    daily_avg: float | None
+
+
+def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, date] | None = None) -> Summary:
     """The headline figures of a set of closed trades (Sharpe and Sortino over `span`'s days if given)."""
     n = len(trades)
     pnls = [_f(t.net_pnl) for t in trades]
@@ -254,7 +287,7 @@ def summarize(trades: Sequence[TradeFacts], capital: Decimal, span: tuple[date, 
     }
 
 
-def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[str, dict[str, Any]]:
+def breakdown(trades: Sequence[TradeFacts], capital: Decimal, key: str) -> dict[str, Summary]:
     """summarize() per symbol or per strategy."""
     groups: dict[str, list[TradeFacts]] = defaultdict(list)
     for t in trades:

@@ -13,15 +13,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core.market.candle import INTERVAL_MS, BadInterval, interval_label, parse_interval
 from core.market.sanity import refusal_masks
 from core.market.series import FIELDS, CandleSeries
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("timestamp_ms", *FIELDS)
 NAME = re.compile(r"^(?P<base>[A-Z0-9]+)-(?P<quote>[A-Z0-9]+)_(?P<tf>[0-9]+[mhdw])_(?P<exchange>[a-z0-9]+)$",
@@ -69,6 +73,9 @@ def parse_name(path: Path) -> FileName:
 
 
 def load_frame(path: Path) -> pd.DataFrame:
+    """Every cell as text (the careful path: a bad cell is named with its line)."""
+    import pandas as pd  # only for a file the fast path refused: a replay of good files never imports it
+
     if path.suffix.lower() == ".parquet":
         try:
             frame = pq.read_table(path).to_pandas()
@@ -85,18 +92,47 @@ def load_frame(path: Path) -> pd.DataFrame:
         raise BadCandleFile(path, "the file is empty (expected a header line)") from None
 
 
-def _plain_numbers(path: Path) -> pd.DataFrame | None:
-    """The usual file, every cell a number, parsed straight to float64 (several times faster than text then
-    to_numeric); None when anything is not (a blank line, a word, an empty cell, an unreadable file): the
-    careful path then reads it as text to name the line and the reason."""
+def _plain_numbers(path: Path) -> dict[str, np.ndarray] | None:
+    """The usual file, every cell a number, parsed by Arrow straight to float64 columns (several times faster
+    than text then to_numeric); None when anything is not (a blank line, a word, an empty cell, NaN, an
+    unreadable file): the careful path then reads it as text to name the line and the reason."""
     try:
         if path.suffix.lower() == ".parquet":
-            frame = pq.read_table(path).to_pandas().astype(np.float64)
+            table = pq.read_table(path)
         else:
-            frame = pd.read_csv(path, dtype=np.float64, skip_blank_lines=False)
-    except (ValueError, TypeError, UnicodeDecodeError, pa.ArrowException, OSError):  # pandas' errors included
+            with path.open("rb") as f:
+                header = f.readline().decode().strip().split(",")
+            table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                                   convert_options=pacsv.ConvertOptions(
+                                       column_types=dict.fromkeys(header, pa.float64())))
+        columns = {name: table.column(name).cast(pa.float64()) for name in table.column_names}
+    except (ValueError, TypeError, UnicodeDecodeError, pa.ArrowException, OSError):
         return None
-    return None if frame.isna().to_numpy().any() else frame
+    if any(c.null_count for c in columns.values()):
+        return None
+    arrays = {name: _float64s(c) for name, c in columns.items()}
+    return None if any(np.isnan(a).any() for a in arrays.values()) else arrays
+
+
+def _float64s(column: pa.ChunkedArray) -> np.ndarray:
+    """A float64 column without nulls as a numpy view of its buffer (Arrow's own to_numpy imports pandas)."""
+    array = column.combine_chunks()
+    return np.frombuffer(array.buffers()[1], dtype=np.float64, count=len(array), offset=array.offset * 8)
+
+
+def _careful_numbers(path: Path, reasons: dict[int, str]) -> dict[str, np.ndarray]:
+    """Every column of the file as float64 (NaN where a cell is not a number), each such cell in `reasons`."""
+    import pandas as pd
+
+    frame = load_frame(path)
+    out = {}
+    for c in [c for c in (*COLUMNS, "turnover") if c in frame.columns]:
+        number = pd.to_numeric(frame[c].str.strip(), errors="coerce")
+        for i in np.flatnonzero(number.isna().to_numpy()):
+            cell = str(frame[c].iat[i]).strip()
+            reasons.setdefault(int(i), f"{c} is not a number: {cell[:24]!r}" if cell else f"{c} is empty")
+        out[c] = number.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
 
 
 def read_candle_file(path: Path, *, skip_bad: bool = False,
@@ -106,29 +142,21 @@ def read_candle_file(path: Path, *, skip_bad: bool = False,
     `now` (an import into the live desk's store) also refuses candles that had not closed by then; a replay
     of old files has no "now" to compare with."""
     name = parse_name(path)
-    plain = _plain_numbers(path)
-    frame = plain if plain is not None else load_frame(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    reasons: dict[int, str] = {}
+    numbers = _plain_numbers(path)
+    if numbers is None:
+        numbers = _careful_numbers(path, reasons)
+    missing = [c for c in COLUMNS if c not in numbers]
     if missing:
         raise BadCandleFile(path, f"missing column(s) {', '.join(missing)} (header must be {','.join(COLUMNS)})", 1)
-    has_turnover = "turnover" in frame.columns
-    cols = [*COLUMNS, "turnover"] if has_turnover else list(COLUMNS)
-    numbers = {c: frame[c] if plain is not None else pd.to_numeric(frame[c].str.strip(), errors="coerce")
-               for c in cols}
-
-    reasons: dict[int, str] = {}
 
     def flag(mask: np.ndarray, reason: str) -> None:
         for i in np.flatnonzero(mask):
             reasons.setdefault(int(i), reason)
 
-    for c in cols:
-        for i in np.flatnonzero(numbers[c].isna().to_numpy()):
-            cell = str(frame[c].iat[i]).strip()
-            reasons.setdefault(int(i), f"{c} is not a number: {cell[:24]!r}" if cell else f"{c} is empty")
-    ts = numbers["timestamp_ms"].to_numpy(dtype=np.float64, na_value=np.nan)
-    o, h, lo, cl, v = (numbers[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in FIELDS)
-    turnover = numbers["turnover"].to_numpy(dtype=np.float64, na_value=np.nan) if has_turnover else None
+    ts = numbers["timestamp_ms"]
+    o, h, lo, cl, v = (numbers[c] for c in FIELDS)
+    turnover = numbers.get("turnover")
     with np.errstate(invalid="ignore"):
         flag(ts != np.floor(ts), "timestamp_ms is not a whole number of milliseconds")
         flag(np.fmod(ts, INTERVAL_MS[name.interval]) != 0,
@@ -142,7 +170,7 @@ def read_candle_file(path: Path, *, skip_bad: bool = False,
     bad = [BadLine(i + 2, reasons[i]) for i in sorted(reasons)]
     if bad and not skip_bad:
         raise BadCandleFile(path, bad[0].reason, bad[0].line)
-    keep = np.ones(len(frame), dtype=bool)
+    keep = np.ones(len(ts), dtype=bool)
     keep[list(reasons)] = False
     series = CandleSeries(
         name.symbol, name.interval, ts[keep].astype(np.int64), o[keep], h[keep], lo[keep], cl[keep], v[keep],
@@ -188,6 +216,8 @@ def write_candle_file(series: CandleSeries, folder: Path, fmt: str = "csv", exch
     if fmt == "parquet":
         pq.write_table(pa.table(data), tmp, compression="zstd")
     elif fmt == "csv":
+        import pandas as pd
+
         pd.DataFrame(data).to_csv(tmp, index=False)  # shortest round-trip repr of each float
     else:
         raise ValueError(f"unknown format {fmt!r} (csv or parquet)")

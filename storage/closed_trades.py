@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core.stats import sharpe, sortino
+from core.stats import Extreme, Summary, sharpe, sortino
 from storage.models import Trade, TradeStatsCache
 
 US_PER_DAY = 86_400_000_000
@@ -101,7 +101,7 @@ def _us(t: datetime | str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
+def summarize_columns(c: Columns, capital: Decimal) -> Summary:
     """core.stats.summarize over the columns (see its docstring for the definitions)."""
     n = len(c)
     start = float(capital)
@@ -159,7 +159,7 @@ def summarize_columns(c: Columns, capital: Decimal) -> dict[str, Any]:
     }
 
 
-def _extreme(c: Columns, pick: Any) -> dict[str, Any]:
+def _extreme(c: Columns, pick: Any) -> Extreme:
     """Best (max) or worst (min) trade by (net PnL, id), as core.stats breaks ties."""
     value = c.pnl.max() if pick is max else c.pnl.min()
     candidates = np.flatnonzero(c.pnl == value)

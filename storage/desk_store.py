@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, BotRow, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
+from core.desk import Actor, BotRow, PendingItem, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
 from core.recovery import Effect
-from core.stats import TradeFacts
+from core.stats import Summary, TradeFacts
 from storage.bots import config_of, set_status, upsert_bot
 from storage.candle_store import CandleStore
 from storage.closed_trades import ClosedTrades, summarize_columns
@@ -37,7 +37,7 @@ class SqlDeskStore:
         self.candles = CandleStore(engine)
         self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
-        self._all_time: dict[tuple[str | None, Decimal], tuple[Any, dict[str, Any]]] = {}
+        self._all_time: dict[tuple[str | None, Decimal], tuple[Any, Summary]] = {}
 
     async def bots(self) -> list[BotRow]:
         async with self.db.connect() as conn:
@@ -84,7 +84,7 @@ class SqlDeskStore:
     async def warm(self) -> None:
         await self.closed.columns(None)
 
-    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> dict[str, Any]:
+    async def summary(self, bot_id: str | None, since: datetime | None, capital: Decimal) -> Summary:
         """core.stats.summarize of the closed trades, from the in-memory columns (same figures, same shape). All
         time is kept with the columns it was computed from: the same columns object, the same figures (a trade
         closing makes new columns); the Mini App's overview asks every few seconds."""
@@ -94,7 +94,7 @@ class SqlDeskStore:
         kept = self._all_time.get((bot_id, capital))
         if kept is None or kept[0] is not columns:
             kept = self._all_time[(bot_id, capital)] = (columns, summarize_columns(columns, capital))
-        return dict(kept[1])
+        return kept[1].copy()
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
                           limit: int) -> tuple[CandleSeries, list[TradeRecord]]:
@@ -185,10 +185,10 @@ class SqlDeskStore:
             rows = (await conn.execute(query.order_by(PhantomTrade.exit_time, PhantomTrade.id))).all()
         return [(r.exit_time, r.strategy, (r.realized_r or 0) > 0) for r in rows]
 
-    async def recovery_pending(self, bot_id: str | None = None) -> list[dict[str, Any]]:
-        return [{"id": i.id, "bot_id": i.bot_id, "kind": i.kind, "critical": i.critical, "details": i.details,
-                 "options": i.options, "created_at": i.created_at, "expires_at": i.expires_at,
-                 "announced_at": i.announced_at}
+    async def recovery_pending(self, bot_id: str | None = None) -> list[PendingItem]:
+        return [{"id": i.id, "bot_id": i.bot_id, "kind": RecoveryKind(i.kind), "critical": i.critical,
+                 "details": i.details, "options": [Option(o) for o in i.options], "created_at": i.created_at,
+                 "expires_at": i.expires_at, "announced_at": i.announced_at}
                 for i in await self.recovery_book.pending(bot_id)]
 
     async def recovery_announced(self, item_id: int) -> None:
@@ -205,7 +205,7 @@ class SqlDeskStore:
         return await self.recovery_book.decide(item_id, decision, actor.label, actor.id)
 
     async def settle(self, item_id: int, effect: Effect, actor: str,
-                     follow_up: list[RecoveryDraft]) -> list[dict[str, Any]]:
+                     follow_up: list[RecoveryDraft]) -> list[PendingItem]:
         await self.recovery_book.record_effect(item_id, effect.as_json(), actor)
         item = await self.recovery_book.get(item_id)
         created = []

@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
@@ -228,6 +227,8 @@ class SqlEngineStore:
                 select(PhantomTrade).where(PhantomTrade.bot_id == bot_id, PhantomTrade.status == "closed",
                                            PhantomTrade.exit_reason != "gap")
                 .order_by(PhantomTrade.opened_at, PhantomTrade.id))).all()
+        import pandas as pd  # an export only: the engine's saves never need it
+
         frame = pd.DataFrame([{
             "id": r.id, "symbol": r.symbol, "interval": r.interval, "strategy": r.strategy, "side": r.side,
             "opened_at": r.opened_at, "exit_time": r.exit_time, "action": r.action, "outcome": r.outcome,

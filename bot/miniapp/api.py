@@ -26,7 +26,7 @@ from bot.telegram.keyboards import ALREADY_DECIDED, CONFIRM_TTL_S, Confirm, Conf
 from bot.telegram.render import value
 from core.config import BotStatus
 from core.decisions import MEANING, Option
-from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, Role, TradeQuery
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, PendingItem, Role, TradeQuery
 from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
 
@@ -448,7 +448,7 @@ def _decided(ok: bool, status: str, option: str, effect: Any) -> s.ActionResult:
                           lines=[text] if text else [])
 
 
-def _item(item: dict[str, Any]) -> s.RecoveryItem:
+def _item(item: PendingItem) -> s.RecoveryItem:
     raw = item.get("details") or {}
     details = {}
     for k, v in raw.items():

@@ -21,8 +21,8 @@ from bot.telegram.keyboards import Confirmations, app_row, promote_button, recov
 from bot.telegram.render import Reply, esc
 from core.config import BotStatus
 from core.decisions import MEANING, Option
-from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed
-from core.stats import MIN_RATIO_DAYS
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, PendingItem
+from core.stats import MIN_RATIO_DAYS, Summary
 from core.strategies import STRATEGIES
 from core.universe import UniverseView, Why
 
@@ -271,7 +271,7 @@ async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None
         return Reply(f"{rd.title('Stats')} — {esc(scope)}\n{esc(why)}",
                      buttons=[refresh_row("stats", _args(days, bot_id))])
     few = s.get("return_days", 0) < MIN_RATIO_DAYS
-    best, worst = s.get("best_trade") or {}, s.get("worst_trade") or {}
+    best, worst = s["best_trade"], s["worst_trade"]
     pairs = [
         ("Trades", f"{s['trades']} ({s['wins']} won, {s['losses']} lost)"),
         ("Win rate", rd.pct(s["win_rate"])),
@@ -285,7 +285,8 @@ async def stats(ctx: Context, days: int | None = None, bot_id: str | None = None
                              + (f" (over {s.get('return_days', 0)} days: too few to mean much)" if few else "")),
         ("Avg holding", f"{rd.num(s['avg_holding_h'], 1)} h"),
         ("Per day", f"{rd.money(s['daily_avg'])} USDT"),
-        ("Best / worst", f"{rd.money(best.get('net_pnl'))} / {rd.money(worst.get('net_pnl'))}"),
+        ("Best / worst", f"{rd.money(best['net_pnl'] if best else None)} / "
+                         f"{rd.money(worst['net_pnl'] if worst else None)}"),
     ]
     return Reply(f"{rd.title('Stats')} — {esc(scope)}\n{rd.kv(pairs)}",
                  buttons=[refresh_row("stats", _args(days, bot_id))])
@@ -320,7 +321,7 @@ async def recent(ctx: Context, n: int = 10) -> Reply:
                                      right=(5, 6))]))
 
 
-def _breakdown(groups: dict[str, dict[str, Any]], name: str) -> str:
+def _breakdown(groups: dict[str, Summary], name: str) -> str:
     rows = [[k, g["trades"], rd.pct(g["win_rate"]), rd.money(g["net_pnl"]), rd.num(g["profit_factor"]),
              rd.r(g["expectancy_r"])] for k, g in groups.items()]
     return rd.table(rows, [name, "n", "win", "net", "PF", "exp"], right=(1, 2, 3, 4, 5)) if rows else "no trades"
@@ -460,8 +461,8 @@ async def ml_stats(ctx: Context) -> Reply:
         d = item.get("details") or {}
         parts.append(f"⏳ #{item['id']} {esc(item['bot_id'])} {esc(d.get('strategy'))} v{d.get('version')} "
                      f"refused by the gate: {esc(d.get('why') or '')}")
-        if d.get("strategy") and d.get("version") is not None:
-            buttons.append([promote_button(item["bot_id"], d["strategy"], int(d["version"]), int(item["id"]))])
+        if item["bot_id"] and d.get("strategy") and d.get("version") is not None:  # a model is always a bot's
+            buttons.append([promote_button(item["bot_id"], d["strategy"], int(d["version"]), item["id"])])
     return Reply("\n".join(parts), buttons=[*buttons, refresh_row("ml_stats")])
 
 
@@ -573,7 +574,7 @@ async def recovery(ctx: Context) -> list[Reply]:
     return [Reply(recovery_text(item), buttons=recovery_rows(item)) for item in items]
 
 
-def recovery_text(item: dict[str, Any]) -> str:
+def recovery_text(item: PendingItem) -> str:
     details = item.get("details") or {}
     flag = "🚨 critical" if item.get("critical") else "ℹ️"
     lines = [f"{flag} <b>recovery #{item['id']}</b> — {esc(item['kind'])}, bot {esc(item.get('bot_id') or '-')}"]

@@ -20,7 +20,7 @@ from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
 
 from bot.telegram.render import Button, Reply, esc, value
-from core.desk import Actor, BadArgument, NotAllowed, RecoveryResult
+from core.desk import Actor, BadArgument, NotAllowed, PendingItem, RecoveryResult
 
 if TYPE_CHECKING:
     from bot.telegram.commands import Context
@@ -100,7 +100,7 @@ def refresh_row(view: str, args: list[str] | str = "") -> list[Button]:
     return [Button("🔄 Refresh", data)] if fits(data) else []
 
 
-def recovery_rows(item: dict[str, Any]) -> list[list[Button]]:
+def recovery_rows(item: PendingItem) -> list[list[Button]]:
     """One button per option of the item: each option has an effect (core/recovery.py), nothing else is offered."""
     buttons = []
     for option in item.get("options") or []:
