@@ -82,13 +82,13 @@ def run_command(call: Callable[[], int], interrupted: str = "interrupted") -> in
         return EXIT_INTERRUPTED
 
 
-async def ensure_at_head(engine: AsyncEngine) -> None:
+async def ensure_at_head(db: AsyncEngine) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the head check is routine, not news
     from storage.migrations import NotAtHead
     from storage.migrations import ensure_at_head as check
 
     try:
-        await check(engine)
+        await check(db)
     except NotAtHead as exc:
         raise CliError(str(exc), EXIT_NOT_MIGRATED) from None
     except Exception as exc:

@@ -341,7 +341,7 @@ def _changes(old: BotConfig | None, new: BotConfig) -> dict[str, list[Any]]:
     return {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
 
 
-async def _add(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _add(db: AsyncEngine, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from storage.bots import upsert_bot
@@ -351,7 +351,7 @@ async def _add(engine: AsyncEngine, args: argparse.Namespace) -> int:
 
     configs: list[BotConfig] = args.configs
     now = datetime.now(UTC)
-    async with session_factory(engine).begin() as session:
+    async with session_factory(db).begin() as session:
         taken = sorted(await session.scalars(select(Bot.id).where(Bot.id.in_([c.id for c in configs]))))
         if taken:
             which = f"bot {taken[0]!r} already exists" if len(taken) == 1 else \
@@ -376,7 +376,7 @@ def _config_or_none(row: Bot) -> BotConfig | None:
         return None
 
 
-async def _edit(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _edit(db: AsyncEngine, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from storage.bots import upsert_bot
@@ -387,7 +387,7 @@ async def _edit(engine: AsyncEngine, args: argparse.Namespace) -> int:
     configs: list[BotConfig] = args.configs
     now = datetime.now(UTC)
     report = []
-    async with session_factory(engine).begin() as session:
+    async with session_factory(db).begin() as session:
         rows = {r.id: r for r in await session.scalars(select(Bot).where(Bot.id.in_([c.id for c in configs])))}
         missing = [c.id for c in configs if c.id not in rows]
         if missing:
@@ -418,21 +418,21 @@ def _short(value: Any) -> str:
 # -- show / list ---------------------------------------------------------------------------------------------
 
 
-async def _row(engine: AsyncEngine, bot_id: str) -> Bot:
+async def _row(db: AsyncEngine, bot_id: str) -> Bot:
     from storage.db import session_factory
     from storage.models import Bot
 
-    async with session_factory(engine)() as session:
+    async with session_factory(db)() as session:
         row = await session.get(Bot, bot_id)
     if row is None:
         raise CliError(f"no bot {bot_id!r} (see `python -m bot bots list`)")
     return row
 
 
-async def _show(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _show(db: AsyncEngine, args: argparse.Namespace) -> int:
     import yaml
 
-    row = await _row(engine, args.id)
+    row = await _row(db, args.id)
     config = _config_or_none(row)
     if config is None:
         raise CliError(f"bot {args.id!r}: its stored configuration no longer validates; write a new file and "
@@ -475,11 +475,11 @@ def _status(row: Bot) -> str:
     return row.status + since + (f" ({row.status_reason})" if row.status_reason else "")
 
 
-async def _list(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _list(db: AsyncEngine, args: argparse.Namespace) -> int:
     from storage.bots import list_bots
     from storage.db import session_factory
 
-    async with session_factory(engine)() as session:
+    async with session_factory(db)() as session:
         rows = await list_bots(session)
     if args.json:
         print(json.dumps([_listing(r) for r in rows], indent=2))
@@ -518,7 +518,7 @@ def _cascading_tables() -> list[Any]:
                    for fk in t.foreign_keys)]
 
 
-async def _remove(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _remove(db: AsyncEngine, args: argparse.Namespace) -> int:
     from sqlalchemy import delete, func, select
 
     from storage.db import session_factory
@@ -526,7 +526,7 @@ async def _remove(engine: AsyncEngine, args: argparse.Namespace) -> int:
     from storage.recovery import audit
 
     now = datetime.now(UTC)
-    async with session_factory(engine).begin() as session:
+    async with session_factory(db).begin() as session:
         row = await session.get(Bot, args.id)
         if row is None:
             raise CliError(f"no bot {args.id!r} (see `python -m bot bots list`)")
@@ -571,7 +571,7 @@ def _applies_when(row: Bot, now: datetime) -> None:
               "(within 30 s). /pause or /resume in Telegram act at once.")
 
 
-async def _pause(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _pause(db: AsyncEngine, args: argparse.Namespace) -> int:
     from storage.bots import set_status
     from storage.db import session_factory
     from storage.models import Bot
@@ -579,7 +579,7 @@ async def _pause(engine: AsyncEngine, args: argparse.Namespace) -> int:
 
     reason = " ".join(args.reason).strip() or "paused from the console"
     now = datetime.now(UTC)
-    async with session_factory(engine).begin() as session:
+    async with session_factory(db).begin() as session:
         row = await session.get(Bot, args.id)
         if row is None:
             raise CliError(f"no bot {args.id!r} (see `python -m bot bots list`)")
@@ -594,14 +594,14 @@ async def _pause(engine: AsyncEngine, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _resume(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def _resume(db: AsyncEngine, args: argparse.Namespace) -> int:
     from storage.bots import set_status
     from storage.db import session_factory
     from storage.models import Bot
     from storage.recovery import audit
 
     now = datetime.now(UTC)
-    async with session_factory(engine).begin() as session:
+    async with session_factory(db).begin() as session:
         row = await session.get(Bot, args.id)
         if row is None:
             raise CliError(f"no bot {args.id!r} (see `python -m bot bots list`)")

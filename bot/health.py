@@ -25,7 +25,7 @@ HOST_KEY: web.AppKey[Host] = web.AppKey("host")
 
 async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
     try:
-        async with asyncio.timeout(3), host.engine.connect() as conn:
+        async with asyncio.timeout(3), host.db.connect() as conn:
             rows = (await conn.execute(text("SELECT bot_id, status, status_reason, status_since, mode, open_trades "
                                             "FROM bot_status_view"))).all()
             owners = {r.id: r for r in (await conn.execute(

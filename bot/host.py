@@ -59,7 +59,7 @@ def instance_id() -> str:
 @dataclass
 class Host:
     settings: Settings
-    engine: AsyncEngine
+    db: AsyncEngine
     version: str = __version__
     instance: str = field(default_factory=instance_id)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -114,7 +114,7 @@ class Host:
 
     async def storage(self) -> dict[str, Any]:
         """Database size and growth, free disk, journal backlog, and which configured limits they cross."""
-        figures = await storage_health(self.engine, self.settings.data_dir, self.settings.data_dir / "journal")
+        figures = await storage_health(self.db, self.settings.data_dir, self.settings.data_dir / "journal")
         figures["alerts"] = thresholds_exceeded(figures, self.storage_limits())
         return figures
 
@@ -124,8 +124,8 @@ class Host:
         return await health_document(self)
 
 
-async def _newest_candle(engine: AsyncEngine) -> datetime | None:
-    async with engine.connect() as conn:
+async def _newest_candle(db: AsyncEngine) -> datetime | None:
+    async with db.connect() as conn:
         return (await conn.execute(select(func.max(Candle.open_time)))).scalar()
 
 
@@ -196,7 +196,7 @@ async def serve(settings: Settings, *, check_only: bool = False) -> int:
         await engine.dispose()
         return EXIT_FAILURE
 
-    host = Host(settings=settings, engine=engine, redis=redis)
+    host = Host(settings=settings, db=engine, redis=redis)
     host.newest_candle = newest
     host.leases = Leases(engine, host.instance, settings.data_dir / "leases", host.redis, settings.lease_ttl_s)
     host.runtime = Runtime(settings, engine, host.redis, host.notify, host.leases, stopping=stop)

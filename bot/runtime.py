@@ -131,20 +131,20 @@ class BotRuntime:
 class Runtime:
     """Every bot of this process, the feed they share, and what the desk needs to steer them."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis | None, notify: Notify,
+    def __init__(self, settings: Settings, db: AsyncEngine, redis: Redis | None, notify: Notify,
                  leases: Leases | None = None, stopping: asyncio.Event | None = None) -> None:
         """`stopping`: the host's stop event (SIGTERM), so that a start-up in progress ends early too."""
         self.settings = settings
         self.leases = leases
         self.standby: dict[str, BotConfig] = {}  # bots another process holds: taken over when it stops
         # the processes on this database, to share the bots out fairly (core/placement.py)
-        self.instances = Instances(engine, leases.instance, _utc_now()) if leases is not None else None
+        self.instances = Instances(db, leases.instance, _utc_now()) if leases is not None else None
         self.leading = True  # the first of the live processes by id: it runs the desk-wide jobs
-        self.db = engine
+        self.db = db
         self.redis = redis
         self.notify = notify
         self.bots: dict[str, BotRuntime] = {}
-        self.candles = CandleStore(engine)
+        self.candles = CandleStore(db)
         self.newest_candle: datetime | None = None
         self.feed_task: asyncio.Task[Any] | None = None
         self.lease_task: asyncio.Task[Any] | None = None

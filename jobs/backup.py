@@ -5,7 +5,7 @@ the bucket gets the same retention. A failure raises: the scheduler records it i
 admins after three in a row; an off-site failure raises `OffsiteError`, which the desk reports at once.
 The scheduler wiring comes with the scheduler (jobs/desk_jobs.py), e.g.
 
-    JobSpec("backup", lambda: daily_backup(host.engine, settings.data_dir / "backups"),
+    JobSpec("backup", lambda: daily_backup(host.db, settings.data_dir / "backups"),
             CronTrigger(hour=0, minute=40, timezone=UTC), misfire_grace_s=3600)
 """
 
@@ -25,12 +25,12 @@ from storage.offsite import Offsite
 log = logging.getLogger("phantomdesk.jobs")
 
 
-async def daily_backup(engine: AsyncEngine, directory: Path, *, now: datetime | None = None, daily: int = 7,
+async def daily_backup(db: AsyncEngine, directory: Path, *, now: datetime | None = None, daily: int = 7,
                        weekly: int = 4, verify: bool = True, offsite: Offsite | None = None) -> dict[str, Any]:
     """Write, verify, upload (with `offsite`) and prune; returns what it did (archive, bytes, rows, verified,
     deleted, and off-site: key, deleted)."""
     now = now or datetime.now(UTC)
-    archive = await create_backup(engine, directory, now)
+    archive = await create_backup(db, directory, now)
     rows: int | None = None
     if verify:
         report = await verify_backup(archive)

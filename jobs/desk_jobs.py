@@ -36,7 +36,7 @@ class JobHost(Protocol):
     """What the jobs use of the process that runs them."""
 
     settings: Settings
-    engine: AsyncEngine
+    db: AsyncEngine
     instance: str
     redis: Redis | None
     runtime: Runtime | None
@@ -56,7 +56,7 @@ def _now() -> datetime:
 class DeskJobs:
     def __init__(self, host: JobHost) -> None:
         self.host = host
-        self.snapshots = Snapshots(host.engine)
+        self.snapshots = Snapshots(host.db)
         self.redis_was_up: bool | None = None
         self.storage_alerts: list[str] = []
 
@@ -68,7 +68,7 @@ class DeskJobs:
         """Proof of life for every bot this process trades (its leases renew on their own, faster), and
         pause/resume decided elsewhere (the console, another replica's Telegram) applied here."""
         now = _now()
-        async with session_factory(self.host.engine).begin() as session:
+        async with session_factory(self.host.db).begin() as session:
             for bot_id in self.bots:
                 await session.execute(update(Bot).where(Bot.id == bot_id).values(
                     last_heartbeat=now, owner_instance=self.host.instance))
@@ -147,7 +147,7 @@ class DeskJobs:
                 await self.host.runtime.reconcile(bot_id)
 
     async def expire_recovery(self) -> None:
-        expired = await RecoveryBook(self.host.engine).expire()
+        expired = await RecoveryBook(self.host.db).expire()
         if expired:
             log.info("%d recovery item(s) expired undecided", expired)
 
@@ -161,7 +161,7 @@ class DeskJobs:
             up = True
         except (RedisError, OSError):
             up = False
-        store = SqlEngineStore(self.host.engine, redis)
+        store = SqlEngineStore(self.host.db, redis)
         if up and self.redis_was_up is False:
             rebuilt = {bot_id: await store.rebuild_redis(bot_id) for bot_id in self.bots}
             log.info("Redis is back: hot state rebuilt from the database %s", rebuilt)
@@ -177,7 +177,7 @@ class DeskJobs:
         s = self.host.settings
         offsite = Offsite(s.backup_s3_url, s.backup_s3_endpoint, s.backup_s3_region) if s.backup_s3_url else None
         try:
-            done = await daily_backup(self.host.engine, s.backups, offsite=offsite)
+            done = await daily_backup(self.host.db, s.backups, offsite=offsite)
         except OffsiteError as exc:  # the archive is safe on this disk only: the admins hear of it now
             self.host.notify(Notice("backup_offsite_failed", "", f"{exc}; the verified archive is on this disk only"))
             raise

@@ -40,11 +40,11 @@ class JobSpec:
 
 
 class JobRecorder:
-    def __init__(self, engine: AsyncEngine, notify: Callable[[Notice], None],
+    def __init__(self, db: AsyncEngine, notify: Callable[[Notice], None],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  leads: Callable[[], bool] = lambda: True) -> None:
         """`leads()`: this process leads the desk's replicas (runs the desk-wide jobs)."""
-        self.sessions = session_factory(engine)
+        self.sessions = session_factory(db)
         self.notify = notify
         self.clock = clock
         self.leads = leads

@@ -249,10 +249,10 @@ async def _export(conn: AsyncConnection, zf: zipfile.ZipFile, table: Table, now:
 
 
 @asynccontextmanager
-async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def _snapshot(db: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One connection reading one consistent state of the database."""
-    async with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+    async with db.connect() as conn:
+        if db.dialect.name == "postgresql":
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         else:
@@ -276,27 +276,27 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-async def create_backup(engine: AsyncEngine, directory: Path, now: datetime | None = None) -> Path:
+async def create_backup(db: AsyncEngine, directory: Path, now: datetime | None = None) -> Path:
     """Write every table to a new archive in `directory`; returns its path."""
     from storage.migrations import current_revision
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
     final = await asyncio.to_thread(_target, directory, now)
     partial = directory / f".{final.name}.partial"
-    revision = await current_revision(engine)
+    revision = await current_revision(db)
     if revision is None:
         raise BackupError("the database has no schema (run `python -m bot migrate`): nothing to back up")
-    size = await database_size(engine)
+    size = await database_size(db)
     entries = []
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            async with _snapshot(engine) as conn:
+            async with _snapshot(db) as conn:
                 for table in tables():
                     entries.append(await _export(conn, zf, table, now))
                     log.debug("backup: %s, %d rows", table.name, entries[-1]["rows"])
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "created_at": now.isoformat(),
-                "alembic_revision": revision, "source": {"dialect": engine.dialect.name, "database_bytes": size},
+                "alembic_revision": revision, "source": {"dialect": db.dialect.name, "database_bytes": size},
                 "content_hash": "sha256 of each row's canonical text, summed mod 2**256; numerics as doubles",
                 "tables": entries,
             }

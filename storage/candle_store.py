@@ -325,16 +325,16 @@ class CandleStore:
     `clock` is "now" for `history` (the warm-up of a live bot): a stored candle that had not closed by then
     is skipped. storage/ may read the wall clock; tests inject their own."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.engine = engine
+    def __init__(self, db: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.engine = db
         self.clock = clock
         self.refused: Counter[Refusal] = Counter()  # stored candles skipped on reads, per reason
-        self.dialect = engine.dialect.name  # "postgresql" | "sqlite"
+        self.dialect = db.dialect.name  # "postgresql" | "sqlite"
         if self.dialect not in {"postgresql", "sqlite"}:
             raise ValueError(f"CandleStore supports PostgreSQL and SQLite, not {self.dialect}")
         # the exact text SQLAlchemy stores for a time on SQLite, for the raw executemany path
-        time_type = TABLE.c.open_time.type.dialect_impl(engine.dialect)
-        self._sqlite_time: Callable[[Any], Any] = time_type.bind_processor(engine.dialect) or str
+        time_type = TABLE.c.open_time.type.dialect_impl(db.dialect)
+        self._sqlite_time: Callable[[Any], Any] = time_type.bind_processor(db.dialect) or str
         self._statement = upsert_statement(self.dialect)
 
     # ---- writes ------------------------------------------------------------------------------------

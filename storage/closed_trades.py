@@ -181,8 +181,8 @@ class _Entry:
 class ClosedTrades:
     """Per bot (or None: every bot), the closed trades' columns, refreshed by watermark."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.db = engine
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
         self._entries: dict[str | None, _Entry] = {}
         self._locks: dict[str | None, asyncio.Lock] = {}
         self.reloads = 0  # full loads (for tests and the benchmark)

@@ -86,5 +86,5 @@ def dialect_insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(db: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(db, expire_on_commit=False)

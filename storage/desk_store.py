@@ -29,13 +29,13 @@ from storage.recovery import RecoveryBook, audit
 
 
 class SqlDeskStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.db = engine
-        self.sessions = session_factory(engine)
-        self.recovery_book = RecoveryBook(engine)
-        self.phantoms = SqlEngineStore(engine)
-        self.candles = CandleStore(engine)
-        self.closed = ClosedTrades(engine)  # /stats without scanning the trades table (storage/closed_trades.py)
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
+        self.sessions = session_factory(db)
+        self.recovery_book = RecoveryBook(db)
+        self.phantoms = SqlEngineStore(db)
+        self.candles = CandleStore(db)
+        self.closed = ClosedTrades(db)  # /stats without scanning the trades table (storage/closed_trades.py)
         self.storage_fn: Any = None  # the host's storage figures (disk, journal backlog, growth)
         self._all_time: dict[tuple[str | None, Decimal], tuple[Any, Summary]] = {}
 

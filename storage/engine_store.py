@@ -108,8 +108,8 @@ def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]
 
 
 class SqlEngineStore:
-    def __init__(self, engine: AsyncEngine, redis: Redis | None = None) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine, redis: Redis | None = None) -> None:
+        self.sessions = session_factory(db)
         self.redis = redis
 
     def _mirror_state(self) -> _MirrorState:

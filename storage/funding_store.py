@@ -17,8 +17,8 @@ from storage.models import FundingRate
 
 
 class FundingStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine) -> None:
+        self.sessions = session_factory(db)
 
     async def upsert(self, symbol: str, rows: Iterable[tuple[int, Decimal]]) -> int:
         """Settlements (ms, rate) of one symbol; a settlement already stored is left as it is."""

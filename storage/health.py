@@ -39,19 +39,19 @@ class StorageLimits:
     max_db_growth_bytes_per_day: int | None = None
 
 
-def sqlite_path(engine: AsyncEngine) -> Path | None:
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+def sqlite_path(db: AsyncEngine) -> Path | None:
+    database = db.url.database
+    if db.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
     return Path(database)
 
 
-async def database_size(engine: AsyncEngine) -> int | None:
+async def database_size(db: AsyncEngine) -> int | None:
     """Bytes the database takes: pg_database_size on PostgreSQL; the file and its WAL on SQLite."""
-    if engine.dialect.name == "postgresql":
-        async with engine.connect() as conn:
+    if db.dialect.name == "postgresql":
+        async with db.connect() as conn:
             return int((await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar_one())
-    path = sqlite_path(engine)
+    path = sqlite_path(db)
     if path is None:
         return None
     # the WAL holds committed pages not yet checkpointed into the main file: they are part of the size
@@ -128,15 +128,15 @@ def growth(history: Path, size: int, now: datetime) -> dict[str, Any]:
     return out
 
 
-async def storage_health(engine: AsyncEngine, data_dir: Path, journal_dir: Path, *,
+async def storage_health(db: AsyncEngine, data_dir: Path, journal_dir: Path, *,
                          now: datetime | None = None) -> dict[str, Any]:
     """The storage figures, flat (they go into /health as they are). A database that does not answer
     gives db_bytes None and db_error; the disk and journal figures are still there."""
     now = now or datetime.now(UTC)
-    figures: dict[str, Any] = {"db_dialect": engine.dialect.name, "db_bytes": None, "db_error": None}
+    figures: dict[str, Any] = {"db_dialect": db.dialect.name, "db_bytes": None, "db_error": None}
     try:
         async with asyncio.timeout(10):
-            figures["db_bytes"] = await database_size(engine)
+            figures["db_bytes"] = await database_size(db)
     except Exception as exc:  # the health answer must not fail because the database does not
         figures["db_error"] = type(exc).__name__
         log.warning("storage health: database size unavailable: %s", type(exc).__name__)

@@ -30,8 +30,8 @@ class LiveInstances:
 
 
 class Instances:
-    def __init__(self, engine: AsyncEngine, instance: str, started_at: datetime) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine, instance: str, started_at: datetime) -> None:
+        self.sessions = session_factory(db)
         self.instance = instance
         self.started_at = started_at
 

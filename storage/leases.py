@@ -56,7 +56,7 @@ class Lease:
 
 @dataclass
 class Leases:
-    engine: AsyncEngine
+    db: AsyncEngine
     instance: str
     lock_dir: Path
     redis: Redis | None = None
@@ -71,7 +71,7 @@ class Leases:
         if bot_id in self.held:
             return True
         lease = Lease(bot_id)
-        if is_sqlite(str(self.engine.url)):
+        if is_sqlite(str(self.db.url)):
             self.lock_dir.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(self.lock_dir / f"{bot_id}.lock"))
             try:
@@ -80,7 +80,7 @@ class Leases:
                 return False
             lease.file = lock
         else:
-            conn = await self.engine.connect()
+            conn = await self.db.connect()
             try:
                 got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(bot_id)})).scalar()
                 await conn.commit()

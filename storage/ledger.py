@@ -70,9 +70,9 @@ def order_row(o: OrderRecord) -> dict[str, Any]:
 
 
 class SqlLedger:
-    def __init__(self, engine: AsyncEngine, journal: Journal, redis: Redis | None = None) -> None:
-        self.engine = engine
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine, journal: Journal, redis: Redis | None = None) -> None:
+        self.engine = db
+        self.sessions = session_factory(db)
         self.journal = journal
         self.redis = redis
         self.held: deque[LedgerEvent] = deque()  # neither the database nor the journal took them

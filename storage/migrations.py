@@ -39,13 +39,13 @@ def head_revision() -> str:
     return head
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
+async def current_revision(db: AsyncEngine) -> str | None:
+    async with db.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
 
-async def ensure_at_head(engine: AsyncEngine) -> str:
-    current, head = await current_revision(engine), head_revision()
+async def ensure_at_head(db: AsyncEngine) -> str:
+    current, head = await current_revision(db), head_revision()
     if current != head:
         raise NotAtHead(
             f"the database is at migration {current or 'none (empty)'}, this code needs {head}: "

@@ -60,8 +60,8 @@ def _where(bot_id: str, strategy: str) -> tuple[Any, ...]:
 
 
 class SqlModelRegistry:
-    def __init__(self, engine: AsyncEngine, key: bytes, redis: Redis | None = None) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine, key: bytes, redis: Redis | None = None) -> None:
+        self.sessions = session_factory(db)
         self.key = key
         self.redis = redis
 
@@ -266,9 +266,9 @@ class SqlModelRegistry:
         return None if value is None else int(value)
 
 
-async def learning_phantoms(engine: AsyncEngine, bot_id: str) -> list[Phantom]:
+async def learning_phantoms(db: AsyncEngine, bot_id: str) -> list[Phantom]:
     """Closed phantoms WITH their features (closed_phantoms leaves them out): the filter's data."""
-    async with session_factory(engine)() as session:
+    async with session_factory(db)() as session:
         rows = (await session.scalars(select(PhantomTrade).where(
             PhantomTrade.bot_id == bot_id, PhantomTrade.status == "closed"))).all()
     return [phantom_of(r) for r in rows]

@@ -33,8 +33,8 @@ def audit(session: AsyncSession, actor: str, action: str, bot_id: str | None = N
 
 
 class RecoveryBook:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine) -> None:
+        self.sessions = session_factory(db)
 
     async def raise_item(self, bot_id: str | None, kind: str, *, dedupe_key: str, details: dict[str, Any],
                          options: list[str], critical: bool = True, ttl: timedelta = DEFAULT_TTL,

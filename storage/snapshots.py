@@ -17,8 +17,8 @@ from storage.models import AuditLog, BotState, EquitySnapshot, JobRun, Performan
 
 
 class Snapshots:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.sessions = session_factory(engine)
+    def __init__(self, db: AsyncEngine) -> None:
+        self.sessions = session_factory(db)
 
     async def state(self, bot_id: str, trader: Trader, counters: dict[str, Any], now: datetime,
                     kind: str = "scheduled") -> None:

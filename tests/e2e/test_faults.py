@@ -60,7 +60,7 @@ async def _desk(tmp_path: Path, sqlite_url: str, notices: list[Notice]) -> tuple
     db = create_engine(settings.database_url, null_pool=True)
     runtime = Runtime(settings, db, None, notices.append)
     runtime.feed_retry_s = 0.05
-    return runtime, Host(settings=settings, engine=db, runtime=runtime)
+    return runtime, Host(settings=settings, db=db, runtime=runtime)
 
 
 async def _served(host: Host, test: Callable[[Health], Awaitable[None]]) -> None:
@@ -115,7 +115,7 @@ async def test_a_dead_feed_shows_and_comes_back(tmp_path: Path, sqlite_url: str,
         await _served(host, test)
     finally:
         await runtime.stop()
-        await host.engine.dispose()
+        await host.db.dispose()
     assert [n.kind for n in notices if n.kind == "feed_failed"] == ["feed_failed"]
     assert "ConnectionError: market socket closed" in next(n.text for n in notices if n.kind == "feed_failed")
     failures = [r for r in caplog.records if r.getMessage().startswith("market feed failed")]
@@ -150,7 +150,7 @@ async def test_a_dead_bot_shows(tmp_path: Path, sqlite_url: str) -> None:
         await _served(host, test)
     finally:
         await runtime.stop()
-        await host.engine.dispose()
+        await host.db.dispose()
     assert [n.kind for n in notices if n.kind == "bot_failed"] == ["bot_failed"]
 
 
@@ -168,7 +168,7 @@ async def test_a_live_feed_that_hears_nothing_shows(tmp_path: Path, sqlite_url: 
     db = create_engine(settings.database_url, null_pool=True)
     with FakeBybit() as fake:  # its REST answers the backfill; Bybit's stream cannot be reached from here
         runtime = Runtime(settings.model_copy(update={"bybit_rest_url": fake.url}), db, None, lambda n: None)
-        host = Host(settings=settings, engine=db, runtime=runtime)
+        host = Host(settings=settings, db=db, runtime=runtime)
 
         async def test(health: Health) -> None:
             await runtime.start()

@@ -88,7 +88,7 @@ async def test_a_universe_follows_the_market(fake: FakeBybit, api: FakeBotAPI, t
             {"id": "uni", "symbols": {"top": 20, "exclude": [EXCLUDED]}}))
     notices: list[Notice] = []
     runtime = Runtime(settings, db, None, notices.append)
-    host = SimpleNamespace(settings=settings, engine=db, runtime=runtime, notify=notices.append, redis=None)
+    host = SimpleNamespace(settings=settings, db=db, runtime=runtime, notify=notices.append, redis=None)
     refresh = next(spec for spec in DeskJobs(host).specs() if spec.id == "universe_refresh")  # type: ignore[arg-type]
     desk = Desk(SqlDeskStore(db), runtime, clock=lambda: datetime.now(UTC))
     bot_api = build_bot(settings)

@@ -385,7 +385,7 @@ async def test_a_failing_upload_is_alerted_and_the_local_archive_kept(replayed_s
                         backup_s3_endpoint=s3_server_url)
     engine = create_engine(replayed_sqlite, null_pool=True)
     try:
-        jobs = DeskJobs(SimpleNamespace(engine=engine, settings=settings, notify=notices.append))  # type: ignore[arg-type]
+        jobs = DeskJobs(SimpleNamespace(db=engine, settings=settings, notify=notices.append))  # type: ignore[arg-type]
         with pytest.raises(OffsiteError, match=rf"s3://{bucket}-gone/desk/ failed \(NoSuchBucket"):
             await jobs.backup()
     finally:

@@ -185,7 +185,7 @@ async def test_a_missed_mirror_write_is_repaired_by_the_watch_job(pg_url: str, r
         assert desk_store.stale_bots() == {"it"}
         await asyncio.sleep(1.1)
         await admin.hset("pd:it:phantoms", victim.id, "{}")  # whether or not the stalled HDEL ran: it missed
-        host = SimpleNamespace(engine=db, redis=flaky, runtime=SimpleNamespace(bots={"it": None}),
+        host = SimpleNamespace(db=db, redis=flaky, runtime=SimpleNamespace(bots={"it": None}),
                                notify=lambda notice: None)
         jobs = DeskJobs(host)  # type: ignore[arg-type]
         jobs.redis_was_up = True  # no outage seen: only the missed write calls for a rebuild

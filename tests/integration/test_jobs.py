@@ -126,7 +126,7 @@ async def test_heartbeat_applies_a_status_changed_elsewhere(db_url: str) -> None
 
     runtime = SimpleNamespace(bots={"j": SimpleNamespace(trader=trader)}, set_paused=set_paused,
                               finish_decisions=finish_decisions)
-    host = SimpleNamespace(engine=db, runtime=runtime, instance="test-1", settings=None)
+    host = SimpleNamespace(db=db, runtime=runtime, instance="test-1", settings=None)
     jobs = DeskJobs(host)  # type: ignore[arg-type]
     try:
         await jobs.heartbeat()
