@@ -345,7 +345,7 @@ HAPPY = [
     ("/phantom_stats", "Phantoms"), ("/phantom_stats BTCUSDT", "BTCUSDT"), ("/db_stats", "candles"),
     ("/health", "refused telegram users"), ("/jobs", "job"), ("/risk", "risk_pct"), ("/risk replay", "max_leverage"),
     ("/recovery", "no recovery item"), ("/analysis BTCUSDT", "Analysis"), ("/retrain", "queued"),
-    ("/retrain scalp", "scalp"), ("/pause replay calm down", "paused"), ("/resume all", "running"),
+    ("/retrain scalp", "queued"), ("/pause replay calm down", "paused"), ("/resume all", "running"),
     ("/risk set max_positions 4", "max_positions 5 → <b>4</b>"), ("/close BTCUSDT", "Close <b>1</b> position"),
     ("/chart equity", "equity"), ("/chart daily 30", "daily"), ("/chart winrate", "winrate"),
     ("/chart phantoms", "phantoms"), ("/chart calibration", "calibration"), ("/chart BTCUSDT", "BTCUSDT"),
@@ -370,7 +370,6 @@ async def test_every_command_as_admin(h: Harness, text: str, expect: str) -> Non
 
 
 def test_help_lists_every_command_with_its_usage() -> None:
-    assert len(COMMANDS) == 23
     assert {"start", "help", "bots", "status", "balance", "stats", "daily", "recent", "performance", "chart", "pause",
             "resume", "close", "retrain", "ml_stats", "phantom_stats", "db_stats", "health", "jobs", "risk",
             "recovery", "analysis", "universe"} == set(COMMANDS)
