@@ -337,7 +337,7 @@ class DeskStore(Protocol):
 
     async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]: ...
 
-    async def recent_trades(self, bot_id: str | None, n: int) -> list[dict[str, Any]]: ...
+    async def recent_trades(self, bot_id: str | None, n: int) -> list[TradeRow]: ...
 
     async def phantom_stats(self, bot_id: str | None) -> PhantomStats: ...
 
@@ -520,7 +520,7 @@ class Desk:
                          "bot_id": bid or "all", "days": days, "capital": capital}
         if days and not doc["trades"]:  # say when the newest trade closed (a replay's trades are in market time)
             newest = await self.store.recent_trades(bid, 1)
-            doc["newest_exit"] = newest[0]["exit_time"] if newest else None
+            doc["newest_exit"] = newest[0].exit_time if newest else None
         return doc
 
     async def _capital(self, bot_id: str | None) -> Decimal:
@@ -535,7 +535,7 @@ class Desk:
         today = self.clock().date()
         return [(d, pnl.get(d, 0.0)) for d in (today - timedelta(days=k) for k in range(n - 1, -1, -1))]
 
-    async def recent(self, n: int = 10, bot_id: str | None = None) -> list[dict[str, Any]]:
+    async def recent(self, n: int = 10, bot_id: str | None = None) -> list[TradeRow]:
         if not 1 <= n <= 100:
             raise BadArgument("n must be between 1 and 100")
         return await self.store.recent_trades(await self._bot(bot_id), n)

@@ -126,16 +126,9 @@ class SqlDeskStore:
         return [{"bot_id": r.bot_id, "period": r.period, "trades": r.trades, "wins": r.wins,
                  "win_rate": r.win_rate, "net_pnl": r.net_pnl, "profit_factor": r.profit_factor} for r in rows]
 
-    async def recent_trades(self, bot_id: str | None, n: int) -> list[dict[str, Any]]:
-        query = select(Trade).where(Trade.status == "closed").order_by(desc(Trade.exit_time), desc(Trade.id)).limit(n)
-        if bot_id is not None:
-            query = query.where(Trade.bot_id == bot_id)
-        async with self.sessions() as session:
-            rows = (await session.scalars(query)).all()
-        return [{"id": t.id, "bot_id": t.bot_id, "symbol": t.symbol, "strategy": t.strategy, "side": t.side,
-                 "entry": t.entry_price, "exit": t.exit_price, "qty": t.qty, "exit_reason": t.exit_reason,
-                 "net_pnl": t.net_pnl, "realized_r": t.realized_r, "entry_time": t.entry_time,
-                 "exit_time": t.exit_time} for t in rows]
+    async def recent_trades(self, bot_id: str | None, n: int) -> list[TradeRow]:
+        """The newest closed trades: the first page of the trades list."""
+        return (await self.trades_page(TradeQuery(bot_id=bot_id, limit=n))).rows
 
     async def trades_page(self, query: TradeQuery) -> TradePage:
         """One keyset page on (exit_time, id) descending, and the filter's count."""

@@ -305,7 +305,7 @@ async def daily(ctx: Context, n: int = 7) -> Reply:
     lines = [f"{rd.title('Daily PnL')} — last {n} days by the wall clock (UTC), total {rd.money(total)} USDT",
              rd.table(rows, ["day", "pnl", "cumulative"], right=(1, 2))]
     if not any(pnl for _, pnl in days) and (newest := await ctx.desk.recent(1)):
-        lines.append(f"no trade closed in these days; the newest closed {rd.when(newest[0]['exit_time'])} UTC (a "
+        lines.append(f"no trade closed in these days; the newest closed {rd.when(newest[0].exit_time)} UTC (a "
                      "replay's trades carry their market's time) — /stats shows all time")
     return Reply("\n".join(lines), buttons=[refresh_row("daily", str(n))])
 
@@ -314,8 +314,8 @@ async def recent(ctx: Context, n: int = 10) -> Reply:
     trades = await ctx.desk.recent(n)
     if not trades:
         return Reply("no closed trades yet")
-    rows = [[rd.when(t["exit_time"])[5:], t["symbol"], t["side"][0].upper(), t.get("strategy") or "-",
-             t.get("exit_reason") or "-", rd.r(t.get("realized_r")), rd.money(t.get("net_pnl"))] for t in trades]
+    rows = [[rd.when(t.exit_time)[5:], t.symbol, t.side[0].upper(), t.strategy or "-", t.exit_reason or "-",
+             rd.r(t.realized_r), rd.money(t.net_pnl)] for t in trades]
     return Reply("\n".join([f"{rd.title('Recent trades')} — last {len(trades)}",
                             rd.table(rows, ["exit (UTC)", "symbol", "", "strategy", "why", "R", "pnl"],
                                      right=(5, 6))]))
