@@ -18,7 +18,9 @@ from annotated_types import Ge, Gt, Le
 from core.config import BotConfig, BotMode, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
 from core.engine import Engine
+from core.ledger import TradeRecord
 from core.lifecycle import HELD_STATES, LIVE_STATES, TradeStatus
+from core.market.series import CandleSeries
 from core.ml.verdict import worth_asking
 from core.phantom import PhantomStats
 from core.recovery import Effect, Item, Outcome
@@ -120,6 +122,23 @@ class PendingItem(TypedDict):
     created_at: datetime
     expires_at: datetime | None
     announced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PnlChart:
+    points: list[tuple[datetime, float]]
+    capital: Decimal
+    daily: dict[date, float]
+
+
+@dataclass(frozen=True)
+class SymbolChart:
+    """/chart SYMBOL: its newest candles on the bot's slow interval, and the bot's trades among them."""
+
+    symbol: str
+    interval: str
+    series: CandleSeries
+    trades: list[TradeRecord]
 
 
 @dataclass(frozen=True)
@@ -381,7 +400,7 @@ class DeskStore(Protocol):
         ...
 
     async def candles_for(self, symbol: str, interval: str, days: int | None,
-                          limit: int) -> tuple[Any, list[Any]]: ...
+                          limit: int) -> tuple[CandleSeries, list[TradeRecord]]: ...
 
     async def trades_page(self, query: TradeQuery) -> TradePage: ...
 
@@ -603,7 +622,7 @@ class Desk:
         return [i for i in items if i["kind"] is RecoveryKind.ML_PROMOTE]
 
     async def candles_for(self, symbol: str, days: int | None = None, bot_id: str | None = None,
-                          limit: int = 200) -> dict[str, Any]:
+                          limit: int = 200) -> SymbolChart:
         """/chart SYMBOL: the newest candles of a traded symbol (slow interval; the last `days` before the
         newest stored candle, at most `limit`) and the bot's trades among them."""
         symbol = symbol.upper()
@@ -614,8 +633,7 @@ class Desk:
         if days is not None and not 1 <= days <= 3650:
             raise BadArgument("days must be between 1 and 3650")
         series, trades = await self.store.candles_for(symbol, config.slow_interval, days, limit)
-        return {"symbol": symbol, "interval": config.slow_interval, "series": series,
-                "trades": [t for t in trades if t.bot_id == config.id]}
+        return SymbolChart(symbol, config.slow_interval, series, [t for t in trades if t.bot_id == config.id])
 
     async def trades(self, query: TradeQuery) -> TradePage:
         """The trades table: closed trades filtered by bot, symbol, strategy and exit reason, paged."""
@@ -670,22 +688,23 @@ class Desk:
                             "risk_usd": config.risk_usd, "max_position_notional": config.max_position_notional})
         return out
 
-    async def chart_data(self, kind: str, days: int | None = None, bot_id: str | None = None) -> dict[str, Any]:
-        """The data of /chart equity|daily|winrate|phantoms; symbol charts come from `candles_for`."""
+    async def pnl_chart(self, days: int | None = None, bot_id: str | None = None) -> PnlChart:
+        """/chart equity and /chart daily: the closed trades' equity curve and daily PnL over the window."""
         bid = await self._bot(bot_id)
-        since = self.clock() - timedelta(days=days) if days else None
-        if kind in ("equity", "daily"):
-            facts = await self.store.facts(bid, since)
-            capital = await self._capital(bid)
-            return {"points": equity_curve(facts, capital), "capital": capital, "daily": daily_pnl(facts)}
-        if kind == "winrate":
-            return {"outcomes": await self.store.phantom_outcomes(bid, since)}
-        if kind == "phantoms":
-            stats = await self.store.phantom_stats(bid)
-            return {"groups": {s: stats.by(strategy=s) for s in stats.strategies()}}
-        if kind == "calibration":
-            return await self.store.ml_stats(bid)
-        raise BadArgument(f"unknown chart {kind!r}")
+        facts = await self.store.facts(bid, self.clock() - timedelta(days=days) if days else None)
+        capital = await self._capital(bid)
+        return PnlChart(equity_curve(facts, capital), capital, daily_pnl(facts))
+
+    async def phantom_outcomes(self, days: int | None = None,
+                               bot_id: str | None = None) -> list[tuple[datetime, str, bool]]:
+        """/chart winrate: every closed phantom's (exit time, strategy, won?) over the window."""
+        return await self.store.phantom_outcomes(await self._bot(bot_id), self.clock() - timedelta(days=days)
+                                                 if days else None)
+
+    async def phantom_groups(self, bot_id: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """/chart phantoms: per strategy, the phantoms' figures by action."""
+        stats = await self.store.phantom_stats(await self._bot(bot_id))
+        return {s: stats.by(strategy=s) for s in stats.strategies()}
 
     # --- acting -----------------------------------------------------------------------------------------------
     async def pause(self, target: str | None, reason: str | None, actor: Actor) -> list[str]:

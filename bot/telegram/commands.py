@@ -337,29 +337,26 @@ async def performance(ctx: Context, bot_id: str | None = None) -> Reply:
 async def chart(ctx: Context, kind: str, days: int | None = None) -> Reply:
     span = f"last {days} days" if days else "all time"
     if kind in ("equity", "daily"):
-        data = await ctx.desk.chart_data(kind, days)
-        png = (await charts.render(charts.equity_chart, data["points"], data["capital"], f"Equity ({span})")
+        pnl = await ctx.desk.pnl_chart(days)
+        png = (await charts.render(charts.equity_chart, pnl.points, pnl.capital, f"Equity ({span})")
                if kind == "equity" else
-               await charts.render(charts.daily_pnl_chart, data["daily"], f"Daily PnL ({span})"))
+               await charts.render(charts.daily_pnl_chart, pnl.daily, f"Daily PnL ({span})"))
     elif kind == "winrate":
-        data = await ctx.desk.chart_data("winrate", days)
-        png = await charts.render(charts.win_rate_chart, data["outcomes"])
+        png = await charts.render(charts.win_rate_chart, await ctx.desk.phantom_outcomes(days))
     elif kind == "phantoms":
-        data = await ctx.desk.chart_data("phantoms", days)
-        png = await charts.render(charts.phantom_outcomes_chart, data["groups"])
+        png = await charts.render(charts.phantom_outcomes_chart, await ctx.desk.phantom_groups())
     elif kind == "calibration":
-        data = await ctx.desk.chart_data("calibration", days)
-        model = _calibration_model(data)
+        model = _calibration_model(await ctx.desk.ml_stats())
         if model is None:
             return Reply("no ML model trained yet: nothing to calibrate")
         title = f"ML calibration — {model['bot_id']} {model['strategy']} v{model['version']}" + (
             " (champion)" if model.get("champion") else " (newest, not promoted)")
         png = await charts.render(charts.calibration_chart, model.get("metrics") or {}, None, title)
     else:
-        data = await ctx.desk.candles_for(kind, days, limit=200)
-        png = await charts.render(charts.candles_chart, data["series"], data["trades"], symbol=data["symbol"],
-                                  interval=data["interval"], max_candles=max(200, min(len(data["series"]), 500)))
-        span = f"{esc(data['interval'])}m candles" + (f", last {days} days" if days else "")
+        chart = await ctx.desk.candles_for(kind, days, limit=200)
+        png = await charts.render(charts.candles_chart, chart.series, chart.trades, symbol=chart.symbol,
+                                  interval=chart.interval, max_candles=max(200, min(len(chart.series), 500)))
+        span = f"{esc(chart.interval)}m candles" + (f", last {days} days" if days else "")
     return Reply(f"📈 <b>{esc(kind)}</b> — {span}", photo=png, photo_name=f"{kind.lower()}.png")
 
 
