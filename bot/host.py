@@ -27,7 +27,7 @@ from bot.health import health_routes
 from bot.runtime import Runtime
 from bot.sentry import setup_sentry
 from bot.settings import Settings
-from core.desk import Desk
+from core.desk import Desk, JobStatus
 from core.trader import Notice
 from jobs.desk_jobs import DeskJobs
 from jobs.scheduler import JobRecorder, install, listing
@@ -102,7 +102,7 @@ class Host:
         if self.notifier is not None:
             await self.notifier.stop()
 
-    async def job_listing(self) -> list[dict[str, Any]]:
+    async def job_listing(self) -> list[JobStatus]:
         if self.scheduler is None or self.jobs is None:
             return []
         return listing(self.scheduler, self.jobs)

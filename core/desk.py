@@ -125,6 +125,18 @@ class PendingItem(TypedDict):
 
 
 @dataclass(frozen=True)
+class JobStatus:
+    """/jobs: a job's last run and, where a scheduler runs it here, its next one."""
+
+    job_id: str
+    last_status: str | None  # ok | error | missed | running; None: not run yet
+    last_run: datetime | None
+    next_run: datetime | None  # None: no scheduler in this process (the console reads the recorded runs)
+    last_error: str | None
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True)
 class PnlChart:
     points: list[tuple[datetime, float]]
     capital: Decimal
@@ -384,7 +396,7 @@ class DeskStore(Protocol):
 
     async def db_stats(self) -> dict[str, Any]: ...
 
-    async def job_runs(self) -> list[dict[str, Any]]: ...
+    async def job_runs(self) -> list[JobStatus]: ...
 
     async def ml_stats(self, bot_id: str | None) -> dict[str, Any]: ...
 
@@ -446,7 +458,7 @@ class Desk:
     runtime: RuntimeView | None
     clock: Callable[[], datetime]
     health_fn: Callable[[], Awaitable[dict[str, Any]]] | None = None
-    jobs_fn: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    jobs_fn: Callable[[], Awaitable[list[JobStatus]]] | None = None
     _bot_ids: list[str] = field(default_factory=list)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -660,7 +672,7 @@ class Desk:
     async def health(self) -> dict[str, Any]:
         return await self.health_fn() if self.health_fn else {}
 
-    async def jobs(self) -> list[dict[str, Any]]:
+    async def jobs(self) -> list[JobStatus]:
         return await self.jobs_fn() if self.jobs_fn else await self.store.job_runs()
 
     async def ml_stats(self, bot_id: str | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.desk import JobStatus
 from core.trader import Notice
 from storage.db import session_factory
 from storage.models import JobRun
@@ -125,12 +126,11 @@ def install(scheduler: AsyncIOScheduler, specs: list[JobSpec], recorder: JobReco
     scheduler.add_listener(recorder.on_missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
 
 
-def listing(scheduler: AsyncIOScheduler, recorder: JobRecorder) -> list[dict[str, Any]]:
+def listing(scheduler: AsyncIOScheduler, recorder: JobRecorder) -> list[JobStatus]:
     """/jobs: every job's next run, last status and last error."""
     out = []
     for job in sorted(scheduler.get_jobs(), key=lambda j: j.id):
         last = recorder.last.get(job.id, {})
-        out.append({"job_id": job.id, "next_run": job.next_run_time, "last_status": last.get("status"),
-                    "last_run": last.get("at"), "last_error": last.get("error"),
-                    "consecutive_failures": recorder.failures[job.id]})
+        out.append(JobStatus(job.id, last.get("status"), last.get("at"), job.next_run_time, last.get("error"),
+                             recorder.failures[job.id]))
     return out

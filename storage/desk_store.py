@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, BotRow, PendingItem, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
+from core.desk import Actor, BotRow, JobStatus, PendingItem, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
@@ -227,13 +227,12 @@ class SqlDeskStore:
         storage = await self.storage_fn() if self.storage_fn is not None else {}
         return {"candles": asdict(stats), "rows": counts, "storage": storage}
 
-    async def job_runs(self) -> list[dict[str, Any]]:
+    async def job_runs(self) -> list[JobStatus]:
         async with self.sessions() as session:
             latest = select(JobRun.job_id, func.max(JobRun.id).label("id")).group_by(JobRun.job_id).subquery()
             rows = (await session.scalars(select(JobRun).join(latest, JobRun.id == latest.c.id)
                                           .order_by(JobRun.job_id))).all()
-        return [{"job_id": r.job_id, "last_status": r.status, "started": r.started_at, "finished": r.finished_at,
-                 "error": r.error} for r in rows]
+        return [JobStatus(r.job_id, r.status, _utc(r.started_at), None, r.error) for r in rows]
 
     async def ml_stats(self, bot_id: str | None) -> dict[str, Any]:
         query = select(MLModel).where(MLModel.is_champion.is_(True)).order_by(MLModel.bot_id, MLModel.strategy)

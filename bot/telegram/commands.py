@@ -530,10 +530,8 @@ async def jobs(ctx: Context) -> Reply:
     if not runs:
         return Reply("no job has run yet")
     # a host lists its scheduler (last run and next run); without one, the last recorded runs
-    rows = [[j.get("job_id") or j.get("id"), j.get("last_status") or "not run yet",
-             rd.when(j.get("last_run") or j.get("started")) if (j.get("last_run") or j.get("started")) else "–",
-             rd.when(j["next_run"]) if j.get("next_run") else "–",
-             (j.get("last_error") or j.get("error") or "")[:40]] for j in runs]
+    rows = [[j.job_id, j.last_status or "not run yet", rd.when(j.last_run) if j.last_run else "–",
+             rd.when(j.next_run) if j.next_run else "–", (j.last_error or "")[:40]] for j in runs]
     return Reply("\n".join([rd.title("Jobs"), rd.table(rows, ["job", "last", "last run (UTC)", "next run (UTC)",
                                                               "error"])]))
 

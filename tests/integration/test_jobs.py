@@ -56,9 +56,9 @@ async def test_three_failures_one_alert_and_the_rest_keeps_running(db_url: str) 
             await asyncio.sleep(0.1)
             if recorder.failures["broken"] >= 5:
                 break
-        rows = {r["job_id"]: r for r in listing(scheduler, recorder)}
-        assert rows["broken"]["last_status"] == "error" and rows["healthy"]["last_status"] == "ok"
-        assert rows["broken"]["next_run"] is not None and "exchange said no" in rows["broken"]["last_error"]
+        rows = {r.job_id: r for r in listing(scheduler, recorder)}
+        assert rows["broken"].last_status == "error" and rows["healthy"].last_status == "ok"
+        assert rows["broken"].next_run is not None and "exchange said no" in (rows["broken"].last_error or "")
     finally:
         scheduler.shutdown(wait=False)
     try:

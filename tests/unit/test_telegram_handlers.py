@@ -45,7 +45,7 @@ from bot.telegram.keyboards import Confirm, Recovery, Refresh, fits
 from bot.telegram.notifier import ICONS, Notifier, seconds_until
 from core.config import BotConfig
 from core.decisions import Option
-from core.desk import RISK_KEYS, Actor, BadArgument, Desk, RetrainQueued
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, JobStatus, RetrainQueued
 from core.engine import Engine
 from core.exchange.paper import PaperBroker
 from core.instruments import Instruments
@@ -1068,10 +1068,8 @@ async def test_jobs_tell_a_next_run_from_a_last_run(h: Harness) -> None:
     """A job that never ran says so; its next run is not shown as when it started."""
     later, earlier = datetime(2026, 12, 1, 0, 40, tzinfo=UTC), datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
 
-    async def listing() -> list[dict[str, Any]]:
-        return [{"job_id": "backup", "next_run": later, "last_status": None, "last_run": None, "last_error": None},
-                {"job_id": "heartbeat", "next_run": later, "last_status": "ok", "last_run": earlier,
-                 "last_error": None}]
+    async def listing() -> list[JobStatus]:
+        return [JobStatus("backup", None, None, later, None), JobStatus("heartbeat", "ok", earlier, later, None)]
 
     h.desk.jobs_fn = listing
     [reply] = await h.send(ADMIN, "/jobs")
