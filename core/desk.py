@@ -137,6 +137,16 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class RiskRow:
+    """/risk of one bot: every setting `/risk set` may change (RISK_KEYS), and the two it shows beside them."""
+
+    bot_id: str
+    settings: dict[str, Decimal | int | float | None]  # key -> value, in RISK_KEYS order
+    risk_usd: Decimal | None
+    max_position_notional: Decimal | None
+
+
+@dataclass(frozen=True)
 class PnlChart:
     points: list[tuple[datetime, float]]
     capital: Decimal
@@ -691,13 +701,13 @@ class Desk:
                                     str(metrics.get("why") or ""), not promoted and worth_asking(metrics)))
         return out
 
-    async def risk(self, bot_id: str | None = None) -> list[dict[str, Any]]:
+    async def risk(self, bot_id: str | None = None) -> list[RiskRow]:
         out = []
         for bid in await self._targets(bot_id):
             config = await self.store.bot_config(bid)
             if config is not None:
-                out.append({"bot_id": bid, **{k: getattr(config, k) for k in RISK_KEYS},
-                            "risk_usd": config.risk_usd, "max_position_notional": config.max_position_notional})
+                out.append(RiskRow(bid, {k: getattr(config, k) for k in RISK_KEYS}, config.risk_usd,
+                                   config.max_position_notional))
         return out
 
     async def pnl_chart(self, days: int | None = None, bot_id: str | None = None) -> PnlChart:

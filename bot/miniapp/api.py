@@ -193,8 +193,8 @@ class MiniAppApi:
     async def risk(self, request: web.Request) -> web.Response:
         out = []
         for row in await self.desk.risk(_text(request, "bot")):
-            out.append(s.BotRisk(bot_id=row["bot_id"], settings=[
-                s.RiskSetting(key=k, value=row.get(k), low=spec.low, high=spec.high, low_open=spec.low_open,
+            out.append(s.BotRisk(bot_id=row.bot_id, settings=[
+                s.RiskSetting(key=k, value=row.settings[k], low=spec.low, high=spec.high, low_open=spec.low_open,
                               danger=spec.danger)
                 for k, spec in RISK_KEYS.items()]))
         return _json_list(out)

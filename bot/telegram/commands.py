@@ -541,9 +541,8 @@ async def risk(ctx: Context, bot_id: str | None = None, key: str | None = None, 
         rows = await ctx.desk.risk(bot_id)
         parts = [rd.title("Risk settings")]
         for r in rows:
-            pairs = [(k, r.get(k)) for k in RISK_KEYS]
-            pairs += [("risk_usd", r.get("risk_usd")), ("max_position_notional", r.get("max_position_notional"))]
-            parts += [f"<b>{esc(r['bot_id'])}</b>", rd.table([[k, rd.value(v)] for k, v in pairs], right=(1,))]
+            pairs = [*r.settings.items(), ("risk_usd", r.risk_usd), ("max_position_notional", r.max_position_notional)]
+            parts += [f"<b>{esc(r.bot_id)}</b>", rd.table([[k, rd.value(v)] for k, v in pairs], right=(1,))]
         parts.append("change: <code>/risk set KEY VALUE [bot]</code>")
         return Reply("\n".join(parts))
     assert value is not None

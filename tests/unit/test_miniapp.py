@@ -382,9 +382,9 @@ async def test_a_risk_change_is_validated_when_asked_and_applied_when_confirmed(
     assert "unknown key" in (await app.post("/api/actions/risk", {"key": "x", "value": "1"}, status=400))["error"]
     ask = await app.post("/api/actions/risk", {"key": "max_leverage", "value": "25", "bot": "replay"})
     assert "danger level" in ask["lines"][0]
-    assert (await app.desk.risk("replay"))[0]["max_leverage"] != Decimal(25)
+    assert (await app.desk.risk("replay"))[0].settings["max_leverage"] != Decimal(25)
     assert (await app.confirm(ask))["lines"] == ["replay: max_leverage 10 → 25"]
-    assert (await app.desk.risk("replay"))[0]["max_leverage"] == Decimal(25)
+    assert (await app.desk.risk("replay"))[0].settings["max_leverage"] == Decimal(25)
     assert "error" in await app.post("/api/actions/nothing", {}, status=404)
     resp = await app.client.post("/api/actions/pause", data="[", headers=app.auth(ADMIN))
     assert resp.status == 400

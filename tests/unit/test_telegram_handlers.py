@@ -568,10 +568,10 @@ async def test_forged_confirm_is_refused(h: Harness) -> None:
 async def test_dangerous_risk_setting_needs_confirmation(h: Harness) -> None:
     sent = await h.send(ADMIN, "/risk set risk_pct 5")
     assert "danger level" in sent[0].text
-    assert (await h.desk.risk("replay"))[0]["risk_pct"] == Decimal(1)
+    assert (await h.desk.risk("replay"))[0].settings["risk_pct"] == Decimal(1)
     answer, edits = await h.press(ADMIN, sent[0].callback_data[0])
     assert answer == "applied" and "risk_pct 1 → <b>5</b>" in edits[0].text
-    assert (await h.desk.risk("replay"))[0]["risk_pct"] == Decimal(5)
+    assert (await h.desk.risk("replay"))[0].settings["risk_pct"] == Decimal(5)
     assert (await h.press(ADMIN, sent[0].callback_data[0]))[0] == "already decided"
     assert len(await _audit(h.store, "risk_set")) == 1
 
