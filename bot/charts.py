@@ -40,7 +40,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from core.ledger import TradeRecord
 from core.market.candle import INTERVAL_MS, interval_label
 from core.market.series import CandleSeries
-from core.phantom import Phantom, PhantomStats
+from core.phantom import ActionFigures, Phantom, PhantomStats
 from core.report import closed_facts
 from core.stats import TradeFacts, max_drawdown
 
@@ -54,7 +54,7 @@ WIN_RATE_WINDOW = 50
 MIN_POINTS = 10  # a rolling win rate over fewer outcomes than this is noise: start the line after it
 
 CalibrationBin = Mapping[str, Any] | tuple[float, float, int]  # metrics.calibration_curve row, or (p, rate, n)
-GroupFigures = Mapping[str, Mapping[str, Mapping[str, Any]]]  # strategy -> action -> PhantomStats figures
+GroupFigures = Mapping[str, ActionFigures]  # strategy -> its PhantomStats figures by action
 Candles = CandleSeries | Mapping[str, np.ndarray]  # or arrays: open_ms, open, high, low, close
 
 
@@ -114,7 +114,7 @@ def win_outcomes(phantoms: Iterable[Phantom]) -> list[tuple[datetime, str, bool]
             if p.status == "closed" and p.exit_time is not None and p.exit_reason != "gap"]
 
 
-def phantom_groups(phantoms: Iterable[Phantom]) -> dict[str, dict[str, dict[str, Any]]]:
+def phantom_groups(phantoms: Iterable[Phantom]) -> dict[str, ActionFigures]:
     """strategy -> action -> {total, wins, win_rate, avg_r, sum_r}: the /phantom_stats figures."""
     stats = PhantomStats()
     for p in phantoms:

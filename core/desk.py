@@ -22,7 +22,7 @@ from core.ledger import TradeRecord
 from core.lifecycle import HELD_STATES, LIVE_STATES, TradeStatus
 from core.market.series import CandleSeries
 from core.ml.verdict import worth_asking
-from core.phantom import PhantomStats
+from core.phantom import ActionFigures, PhantomStats
 from core.recovery import Effect, Item, Outcome
 from core.signal import Side
 from core.stats import EquityCurve, Summary, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
@@ -144,6 +144,15 @@ class RiskRow:
     settings: dict[str, Decimal | int | float | None]  # key -> value, in RISK_KEYS order
     risk_usd: Decimal | None
     max_position_notional: Decimal | None
+
+
+@dataclass(frozen=True)
+class PhantomReport:
+    """/phantom_stats: closed shadow trades of every strategy (or of one symbol), taken vs not."""
+
+    symbol: str | None
+    all: ActionFigures
+    by_strategy: dict[str, ActionFigures]
 
 
 @dataclass(frozen=True)
@@ -587,13 +596,13 @@ class Desk:
         capital = await self._capital(bid)
         return {"by_symbol": breakdown(facts, capital, "symbol"), "by_strategy": breakdown(facts, capital, "strategy")}
 
-    async def phantom_stats(self, symbol: str | None = None, bot_id: str | None = None) -> dict[str, Any]:
+    async def phantom_stats(self, symbol: str | None = None, bot_id: str | None = None) -> PhantomReport:
         stats = await self.store.phantom_stats(await self._bot(bot_id))
         if symbol is not None and symbol.upper() not in stats.symbols():
             raise BadArgument(f"no phantoms for {symbol.upper()} (symbols: {', '.join(stats.symbols()) or 'none'})")
         sym = symbol.upper() if symbol else None
-        return {"symbol": sym, "all": stats.by(symbol=sym),
-                "by_strategy": {s: stats.by(strategy=s, symbol=sym) for s in stats.strategies()}}
+        return PhantomReport(sym, stats.by(symbol=sym),
+                             {s: stats.by(strategy=s, symbol=sym) for s in stats.strategies()})
 
     async def analysis(self, symbol: str, bot_id: str | None = None) -> dict[str, Any]:
         symbol = symbol.upper()
@@ -723,7 +732,7 @@ class Desk:
         return await self.store.phantom_outcomes(await self._bot(bot_id), self.clock() - timedelta(days=days)
                                                  if days else None)
 
-    async def phantom_groups(self, bot_id: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    async def phantom_groups(self, bot_id: str | None = None) -> dict[str, ActionFigures]:
         """/chart phantoms: per strategy, the phantoms' figures by action."""
         stats = await self.store.phantom_stats(await self._bot(bot_id))
         return {s: stats.by(strategy=s) for s in stats.strategies()}

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from core.funding import FundingSchedule
 from core.funding import funding_r as settlement_r
@@ -285,10 +285,29 @@ class GroupStats:
         self.wins += (p.realized_r or 0) > 0
         self.r_sum += p.realized_r or 0.0
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> GroupFigures:
         return {"total": self.total, "wins": self.wins,
                 "win_rate": self.wins / self.total if self.total else None,
                 "avg_r": self.r_sum / self.total if self.total else None, "sum_r": round(self.r_sum, 6)}
+
+
+class GroupFigures(TypedDict):
+    total: int
+    wins: int
+    win_rate: float | None
+    avg_r: float | None
+    sum_r: float
+
+
+@dataclass(frozen=True)
+class ActionFigures:
+    """Closed phantoms' figures per action (EXECUTED, REJECTED, BLOCKED) and over "ALL", and the what-if."""
+
+    actions: dict[str, GroupFigures]
+    what_if_rejected_r: float  # the R the rejected signals would have made had they been taken
+
+    def get(self, action: str) -> GroupFigures | None:
+        return self.actions.get(action)
 
 
 @dataclass
@@ -303,8 +322,8 @@ class PhantomStats:
         key = (p.strategy, p.symbol, p.action)
         (self.groups.get(key) or self.groups.setdefault(key, GroupStats())).add(p)
 
-    def by(self, strategy: str | None = None, symbol: str | None = None) -> dict[str, dict[str, Any]]:
-        """{action: figures} summed over the matching groups, plus "ALL"."""
+    def by(self, strategy: str | None = None, symbol: str | None = None) -> ActionFigures:
+        """Figures per action summed over the matching groups, plus "ALL", and the what-if."""
         out: dict[str, GroupStats] = {}
         for (s, sym, action), g in self.groups.items():
             if (strategy and s != strategy) or (symbol and sym != symbol):
@@ -314,10 +333,8 @@ class PhantomStats:
                 acc.total += g.total
                 acc.wins += g.wins
                 acc.r_sum += g.r_sum
-        figures = {k: v.as_dict() for k, v in out.items()}
-        # what-if: the R the rejected signals would have made had they been taken
-        figures["what_if_rejected_r"] = {"sum_r": out["REJECTED"].r_sum if "REJECTED" in out else 0.0}
-        return figures
+        return ActionFigures({k: v.as_dict() for k, v in out.items()},
+                             out["REJECTED"].r_sum if "REJECTED" in out else 0.0)
 
     def strategies(self) -> list[str]:
         return sorted({k[0] for k in self.groups})

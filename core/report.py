@@ -441,7 +441,7 @@ def report_blocks(title: str, doc: dict[str, Any], stats: PhantomStats) -> list[
     for strategy in stats.strategies():
         groups = stats.by(strategy=strategy)
         parts = [f"{action.lower()} {g['total']} at {_pct(g['win_rate'])} {_r(g['avg_r'])}"
-                 for action, g in groups.items() if action in OUTCOMES]
+                 for action, g in groups.actions.items() if action in OUTCOMES]
         blocks.append(f"  {strategy:<16}" + "; ".join(parts))
     if "signal_reasons" in doc:
         blocks.append(_signal_table(doc))

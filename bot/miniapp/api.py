@@ -27,6 +27,7 @@ from bot.telegram.render import value
 from core.config import BotStatus
 from core.decisions import MEANING, Option
 from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, PendingItem, Role, TradeQuery
+from core.phantom import ActionFigures
 from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
 
@@ -155,16 +156,15 @@ class MiniAppApi:
     async def phantoms(self, request: web.Request) -> web.Response:
         data = await self.desk.phantom_stats(_text(request, "symbol"), _text(request, "bot"))
 
-        def group(figures: dict[str, Any], action: str) -> s.PhantomGroup | None:
+        def group(figures: ActionFigures, action: str) -> s.PhantomGroup | None:
             found = figures.get(action)
-            return s.PhantomGroup.model_validate(found) if found and found.get("total") else None
+            return s.PhantomGroup.model_validate(found) if found and found["total"] else None
 
         rows = [s.PhantomStrategy(strategy=name, executed=group(f, "EXECUTED"), rejected=group(f, "REJECTED"),
                                   blocked=group(f, "BLOCKED"), all=group(f, "ALL"))
-                for name, f in data["by_strategy"].items()]
-        every = data["all"]
-        return _json(s.Phantoms(symbol=data["symbol"], strategies=rows, total=group(every, "ALL"),
-                                what_if_rejected_r=every.get("what_if_rejected_r", {}).get("sum_r", 0.0)))
+                for name, f in data.by_strategy.items()]
+        return _json(s.Phantoms(symbol=data.symbol, strategies=rows, total=group(data.all, "ALL"),
+                                what_if_rejected_r=data.all.what_if_rejected_r))
 
     async def recovery(self, request: web.Request) -> web.Response:
         return _json_list([_item(i) for i in await self.desk.recovery()])

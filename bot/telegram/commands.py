@@ -466,7 +466,7 @@ async def ml_stats(ctx: Context) -> Reply:
 async def phantom_stats(ctx: Context, symbol: str | None = None) -> Reply:
     data = await ctx.desk.phantom_stats(symbol)
     rows = []
-    for strategy, figures in data["by_strategy"].items():
+    for strategy, figures in data.by_strategy.items():
         first = True
         for action in ("EXECUTED", "REJECTED", "BLOCKED", "ALL"):
             f = figures.get(action)
@@ -474,9 +474,8 @@ async def phantom_stats(ctx: Context, symbol: str | None = None) -> Reply:
                 rows.append([strategy if first else "", action.lower(), f["total"], rd.pct(f["win_rate"]),
                              rd.r(f["avg_r"]), rd.num(f["sum_r"], 1)])
                 first = False
-    every = data["all"]
-    what_if = every.get("what_if_rejected_r", {}).get("sum_r", 0.0)
-    head = f"{rd.title('Phantoms')} — {esc(data['symbol'] or 'every symbol')}, closed shadow trades"
+    what_if = data.all.what_if_rejected_r
+    head = f"{rd.title('Phantoms')} — {esc(data.symbol or 'every symbol')}, closed shadow trades"
     table = rd.table(rows, ["strategy", "action", "n", "win", "avg", "sum R"], right=(2, 3, 4, 5)) if rows \
         else "no closed phantoms yet"
     return Reply("\n".join([head, table, f"what-if: the rejected signals would have made {rd.num(what_if, 1)} R"]),

@@ -302,8 +302,8 @@ async def test_the_equity_curve_ends_where_the_trades_do(app: App) -> None:
 async def test_every_screen_answers(app: App) -> None:
     phantoms = await app.get("/api/phantoms", VIEWER)
     stats = await app.desk.phantom_stats()
-    assert {s["strategy"] for s in phantoms["strategies"]} == set(stats["by_strategy"])
-    assert phantoms["total"]["total"] == stats["all"]["ALL"]["total"]
+    assert {s["strategy"] for s in phantoms["strategies"]} == set(stats.by_strategy)
+    assert phantoms["total"]["total"] == stats.all.actions["ALL"]["total"]
     assert (await app.get("/api/phantoms?symbol=btcusdt"))["symbol"] == "BTCUSDT"
     models = await app.get("/api/models", VIEWER)
     assert models["latest"] and {m["strategy"] for m in models["latest"]} <= {"trend_pullback", "mean_reversion",

@@ -136,8 +136,8 @@ def test_stats_and_digest() -> None:
     for p in (win, lose):
         stats.add(p)
     by = stats.by(strategy="trend_pullback")
-    assert by["EXECUTED"]["win_rate"] == 1.0 and by["REJECTED"]["win_rate"] == 0.0
-    assert by["what_if_rejected_r"]["sum_r"] == -1.0 and by["ALL"]["total"] == 2
+    assert by.actions["EXECUTED"]["win_rate"] == 1.0 and by.actions["REJECTED"]["win_rate"] == 0.0
+    assert by.what_if_rejected_r == -1.0 and by.actions["ALL"]["total"] == 2
     assert book.win_rate("trend_pullback") == (0.5, 2)
     digest = phantom_digest([win, lose])
     assert digest == phantom_digest([lose, win])  # independent of order
