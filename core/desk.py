@@ -17,7 +17,7 @@ from annotated_types import Ge, Gt, Le
 
 from core.config import BotConfig, BotMode, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.engine import Engine
+from core.engine import Decision, Engine
 from core.ledger import TradeRecord
 from core.lifecycle import HELD_STATES, LIVE_STATES, TradeStatus
 from core.market.series import CandleSeries
@@ -27,7 +27,7 @@ from core.recovery import Effect, Item, Outcome
 from core.signal import Side
 from core.stats import EquityCurve, Summary, TradeFacts, breakdown, daily_pnl, equity_curve, equity_drawdown
 from core.strategies import StrategyParams
-from core.strategies.regime import regime_of
+from core.strategies.regime import Regime, regime_of
 from core.trader import Closing, Trader
 from core.universe import UniverseView
 
@@ -153,6 +153,27 @@ class PhantomReport:
     symbol: str | None
     all: ActionFigures
     by_strategy: dict[str, ActionFigures]
+
+
+@dataclass(frozen=True)
+class IntervalView:
+    """/analysis of one interval: the last close, the regime the strategies see, the indicators."""
+
+    close: float
+    time: datetime  # when that candle closed
+    candles: int  # seen so far
+    regime: Regime
+    indicators: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """/analysis SYMBOL: what the bot trading it sees now, per interval, and its latest signal per strategy."""
+
+    bot_id: str
+    symbol: str
+    intervals: dict[str, IntervalView]
+    latest_signals: dict[str, Decision]
 
 
 @dataclass(frozen=True)
@@ -385,7 +406,6 @@ class DeskStore(Protocol):
 
     async def facts(self, bot_id: str | None, since: datetime | None) -> list[TradeFacts]: ...
 
-    async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]: ...
 
     async def recent_trades(self, bot_id: str | None, n: int) -> list[TradeRow]: ...
 
@@ -604,13 +624,14 @@ class Desk:
         return PhantomReport(sym, stats.by(symbol=sym),
                              {s: stats.by(strategy=s, symbol=sym) for s in stats.strategies()})
 
-    async def analysis(self, symbol: str, bot_id: str | None = None) -> dict[str, Any]:
+    async def analysis(self, symbol: str, bot_id: str | None = None) -> Analysis:
         symbol = symbol.upper()
         for bid in await self._targets(bot_id):
             engine = self.runtime.engine(bid) if self.runtime else None
             if engine is None or symbol not in engine.symbols:
                 continue
-            out: dict[str, Any] = {"bot_id": bid, "symbol": symbol, "intervals": {}}
+            out = Analysis(bid, symbol, {}, {strategy: d for (sym, strategy), d in engine.latest_signals.items()
+                                             if sym == symbol})
             btc = engine.market.get(engine.ctx.btc_symbol, engine.config.slow_interval)
             for interval in engine.config.intervals:
                 s = engine.market.get(symbol, interval)
@@ -618,16 +639,8 @@ class Desk:
                     continue
                 params = next(iter(engine.config.strategies.values()), StrategyParams())  # regime thresholds
                 regime = regime_of(s, engine.market.get(engine.ctx.btc_symbol, interval) or btc, params)
-                out["intervals"][interval] = {
-                    "close": s.last_candle.close, "time": s.last_candle.close_time, "candles": s.ind.n,
-                    "regime": {"trend": regime.trend, "ranging": regime.ranging, "volatile": regime.volatile,
-                               "atr_percentile": regime.atr_percentile, "btc_trend": regime.btc_trend},
-                    "indicators": s.ind.snapshot()}
-            out["latest_signals"] = {
-                strategy: {"side": d.signal.side, "time": d.signal.time, "entry": d.signal.entry,
-                           "stop_loss": d.signal.stop_loss, "take_profit": d.signal.take_profit,
-                           "action": d.action, "reason": d.reason}
-                for (sym, strategy), d in engine.latest_signals.items() if sym == symbol}
+                out.intervals[interval] = IntervalView(s.last_candle.close, s.last_candle.close_time, s.ind.n, regime,
+                                                       s.ind.snapshot())
             return out
         raise BadArgument(f"{symbol} is not traded by {'bot ' + bot_id if bot_id else 'any running bot'}")
 

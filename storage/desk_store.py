@@ -24,7 +24,7 @@ from storage.closed_trades import ClosedTrades, summarize_columns
 from storage.db import cells, session_factory
 from storage.engine_store import SqlEngineStore
 from storage.instances import trader_of
-from storage.models import Bot, BotState, JobRun, MLModel, PhantomTrade, Trade, TradeStatsCache
+from storage.models import Bot, BotState, JobRun, MLModel, PhantomTrade, Trade
 from storage.recovery import RecoveryBook, audit
 
 
@@ -116,15 +116,6 @@ class SqlDeskStore:
         async with self.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         return series, [TradeRecord(**{c.name: getattr(r, c.name) for c in cols}) for r in rows]
-
-    async def stats_cache(self, bot_id: str | None) -> list[dict[str, Any]]:
-        async with self.sessions() as session:
-            query = select(TradeStatsCache)
-            if bot_id is not None:
-                query = query.where(TradeStatsCache.bot_id == bot_id)
-            rows = (await session.scalars(query)).all()
-        return [{"bot_id": r.bot_id, "period": r.period, "trades": r.trades, "wins": r.wins,
-                 "win_rate": r.win_rate, "net_pnl": r.net_pnl, "profit_factor": r.profit_factor} for r in rows]
 
     async def recent_trades(self, bot_id: str | None, n: int) -> list[TradeRow]:
         """The newest closed trades: the first page of the trades list."""

@@ -584,29 +584,27 @@ def recovery_text(item: PendingItem) -> str:
 
 async def analysis(ctx: Context, symbol: str) -> Reply:
     a = await ctx.desk.analysis(symbol)
-    parts = [f"{rd.title('Analysis')} — {esc(a['symbol'])} (bot {esc(a['bot_id'])})"]
-    if not a["intervals"]:
+    parts = [f"{rd.title('Analysis')} — {esc(a.symbol)} (bot {esc(a.bot_id)})"]
+    if not a.intervals:
         parts.append("no candle of this symbol seen yet")
-    for interval, doc in a["intervals"].items():
-        g = doc["regime"]
-        parts.append(f"<b>{esc(interval)}m</b> close {rd.price(doc['close'])} at {rd.when(doc['time'])} UTC · "
-                     f"trend {_TREND.get(g['trend'], '?')}, {'ranging' if g['ranging'] else 'not ranging'}, "
-                     f"{'volatile' if g['volatile'] else 'calm'}, ATR percentile "
-                     f"{rd.pct(g['atr_percentile'], ratio=g['atr_percentile'] <= 1, digits=0)}, "
-                     f"BTC {_TREND.get(g['btc_trend'], '?')}")
-        ind = doc["indicators"]
-        parts.append(rd.table([[k, rd.num(v, 1) if k in OSCILLATORS else rd.level(v)] for k, v in ind.items()],
-                              right=(1,)))
-    signals = a.get("latest_signals") or {}
-    if signals:
-        rows = [[s, d["side"], rd.when(d["time"])[5:], rd.price(d["entry"]), rd.price(d["stop_loss"]),
-                 rd.price(d["take_profit"]), d["action"].lower(), (d.get("reason") or "")[:30]]
-                for s, d in signals.items()]
+    for interval, view in a.intervals.items():
+        g = view.regime
+        parts.append(f"<b>{esc(interval)}m</b> close {rd.price(view.close)} at {rd.when(view.time)} UTC · "
+                     f"trend {_TREND.get(g.trend, '?')}, {'ranging' if g.ranging else 'not ranging'}, "
+                     f"{'volatile' if g.volatile else 'calm'}, ATR percentile "
+                     f"{rd.pct(g.atr_percentile, ratio=g.atr_percentile <= 1, digits=0)}, "
+                     f"BTC {_TREND.get(g.btc_trend, '?')}")
+        parts.append(rd.table([[k, rd.num(v, 1) if k in OSCILLATORS else rd.level(v)]
+                               for k, v in view.indicators.items()], right=(1,)))
+    if a.latest_signals:
+        rows = [[s, d.signal.side, rd.when(d.signal.time)[5:], rd.price(d.signal.entry), rd.price(d.signal.stop_loss),
+                 rd.price(d.signal.take_profit), d.action.lower(), (d.reason or "")[:30]]
+                for s, d in a.latest_signals.items()]
         parts += ["<b>latest signal per strategy</b>",
                   rd.table(rows, ["strategy", "side", "time", "entry", "SL", "TP", "action", "why"])]
     else:
         parts.append("no signal on this symbol yet")
-    return Reply("\n".join(parts), buttons=[refresh_row("analysis", a["symbol"])])
+    return Reply("\n".join(parts), buttons=[refresh_row("analysis", a.symbol)])
 
 
 async def universe(ctx: Context, bot_id: str | None = None) -> Reply:
