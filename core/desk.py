@@ -176,6 +176,56 @@ class Analysis:
     latest_signals: dict[str, Decision]
 
 
+@dataclass(frozen=True, slots=True)
+class IntervalStats:
+    interval: str
+    symbols: int
+    candles: int
+    oldest: datetime  # open time of the oldest candle of this interval
+    newest: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CandleStats:
+    """The candle store's figures behind `/db_stats`."""
+
+    backend: str  # "postgresql" | "sqlite"
+    symbols: int
+    candles: int
+    intervals: list[IntervalStats]
+    gaps: int  # holes inside stored series (see `CandleStore.gaps`)
+    missing_candles: int  # candles those holes lack
+    table_bytes: int | None  # the candles table with its indexes (None where the backend cannot say)
+    database_bytes: int  # PostgreSQL: pg_database_size; SQLite: page_count * page_size
+    file_bytes: int | None = None  # SQLite: the database file plus its WAL on disk
+
+
+@dataclass(frozen=True)
+class DbStats:
+    """/db_stats: the candle store's figures, rows per table, and the storage document (disk, database size)."""
+
+    candles: CandleStats
+    rows: dict[str, int]
+    storage: dict[str, Any]
+
+
+class ModelDoc(TypedDict):
+    bot_id: str
+    strategy: str
+    version: int
+    trained_at: datetime | None
+    samples: int | None
+    metrics: dict[str, Any]  # what the training recorded: walk-forward figures, the gate's verdict, calibration
+    champion: bool
+
+
+class MLStats(TypedDict):
+    """/ml_stats: the champions in force, and the newest model of each strategy (champion or not)."""
+
+    models: list[ModelDoc]
+    latest: list[ModelDoc]
+
+
 @dataclass(frozen=True)
 class PnlChart:
     points: list[tuple[datetime, float]]
@@ -433,11 +483,11 @@ class DeskStore(Protocol):
         """A halt resumed by command: its pending drawdown_halt item is decided "resume" too."""
         ...
 
-    async def db_stats(self) -> dict[str, Any]: ...
+    async def db_stats(self) -> DbStats: ...
 
     async def job_runs(self) -> list[JobStatus]: ...
 
-    async def ml_stats(self, bot_id: str | None) -> dict[str, Any]: ...
+    async def ml_stats(self, bot_id: str | None) -> MLStats: ...
 
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None: ...
 
@@ -698,7 +748,7 @@ class Desk:
         exit_ms, pnl = await self.store.pnl_series(bid, since)
         return equity_drawdown(exit_ms, pnl, await self._capital(bid), points)
 
-    async def db_stats(self) -> dict[str, Any]:
+    async def db_stats(self) -> DbStats:
         return await self.store.db_stats()
 
     async def health(self) -> dict[str, Any]:
@@ -707,7 +757,7 @@ class Desk:
     async def jobs(self) -> list[JobStatus]:
         return await self.jobs_fn() if self.jobs_fn else await self.store.job_runs()
 
-    async def ml_stats(self, bot_id: str | None = None) -> dict[str, Any]:
+    async def ml_stats(self, bot_id: str | None = None) -> MLStats:
         return await self.store.ml_stats(await self._bot(bot_id))
 
     async def ml_verdicts(self, days: int = 1) -> list[ModelVerdict]:

@@ -34,7 +34,6 @@ import math
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.desk import CandleStats, IntervalStats
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
 from core.market.sanity import Refusal, sane_series
 from core.market.series import FIELDS, CandleSeries, Gap
@@ -72,30 +72,6 @@ SQLITE_CHUNK_ROWS = 50_000  # rows per executemany, so a progress bar moves and 
 DEFAULT_RETENTION: dict[str, timedelta] = {"3": timedelta(days=30), "15": timedelta(days=180)}
 
 ProgressFn = Callable[[int], None]  # called with the number of candles just written
-
-
-@dataclass(frozen=True, slots=True)
-class IntervalStats:
-    interval: str
-    symbols: int
-    candles: int
-    oldest: datetime  # open time of the oldest candle of this interval
-    newest: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DbStats:
-    """The figures behind `/db_stats`."""
-
-    backend: str  # "postgresql" | "sqlite"
-    symbols: int
-    candles: int
-    intervals: list[IntervalStats]
-    gaps: int  # holes inside stored series (see `CandleStore.gaps`)
-    missing_candles: int  # candles those holes lack
-    table_bytes: int | None  # the candles table with its indexes (None where the backend cannot say)
-    database_bytes: int  # PostgreSQL: pg_database_size; SQLite: page_count * page_size
-    file_bytes: int | None = None  # SQLite: the database file plus its WAL on disk
 
 
 # --------------------------------------------------------------------------------------------------
@@ -568,7 +544,7 @@ class CandleStore:
             rows = (await conn.execute(stmt)).all()
         return [Gap(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
-    async def stats(self) -> DbStats:
+    async def stats(self) -> CandleStats:
         t = TABLE.c
         per_interval = (select(t.interval, func.count(distinct(t.symbol)), func.count(), func.min(t.open_time),
                                func.max(t.open_time)).group_by(t.interval))
@@ -594,6 +570,6 @@ class CandleStore:
                 if path and path != ":memory:":
                     file_bytes = sum(p.stat().st_size for p in (Path(path), Path(path + "-wal")) if p.exists())
         gaps = await self.gaps()
-        return DbStats(self.dialect, symbols, sum(i.candles for i in intervals), intervals, len(gaps),
+        return CandleStats(self.dialect, symbols, sum(i.candles for i in intervals), intervals, len(gaps),
                        sum(g.missing for g in gaps), table_bytes, database_bytes, file_bytes)
 

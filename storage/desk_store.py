@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import BotConfig, BotStatus
 from core.decisions import Decided, Option, RecoveryDraft, RecoveryKind
-from core.desk import Actor, BotRow, JobStatus, PendingItem, SavedState, TradeFacets, TradePage, TradeQuery, TradeRow
+from core.desk import (
+    Actor,
+    BotRow,
+    DbStats,
+    JobStatus,
+    MLStats,
+    ModelDoc,
+    PendingItem,
+    SavedState,
+    TradeFacets,
+    TradePage,
+    TradeQuery,
+    TradeRow,
+)
 from core.ledger import TradeRecord
 from core.market.series import CandleSeries
 from core.phantom import PhantomStats
@@ -209,14 +221,14 @@ class SqlDeskStore:
                     await self.recovery_book.record_effect(item.id, {"state": "done", "text": "resumed by command"},
                                                            actor.label)
 
-    async def db_stats(self) -> dict[str, Any]:
+    async def db_stats(self) -> DbStats:
         stats = await self.candles.stats()
         async with self.db.connect() as conn:
             counts = {}
             for table in ("signals", "phantom_trades", "trades", "orders", "recovery_items", "audit_log", "job_runs"):
-                counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()
+                counts[table] = int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar() or 0)
         storage = await self.storage_fn() if self.storage_fn is not None else {}
-        return {"candles": asdict(stats), "rows": counts, "storage": storage}
+        return DbStats(stats, counts, storage)
 
     async def job_runs(self) -> list[JobStatus]:
         async with self.sessions() as session:
@@ -225,7 +237,7 @@ class SqlDeskStore:
                                           .order_by(JobRun.job_id))).all()
         return [JobStatus(r.job_id, r.status, _utc(r.started_at), None, r.error) for r in rows]
 
-    async def ml_stats(self, bot_id: str | None) -> dict[str, Any]:
+    async def ml_stats(self, bot_id: str | None) -> MLStats:
         query = select(MLModel).where(MLModel.is_champion.is_(True)).order_by(MLModel.bot_id, MLModel.strategy)
         if bot_id is not None:
             query = query.where(MLModel.bot_id == bot_id)
@@ -243,7 +255,7 @@ class SqlDeskStore:
             rows = (await session.scalars(query)).all()
             latest = (await session.scalars(latest_query)).all()
 
-        def doc(r: MLModel) -> dict[str, Any]:
+        def doc(r: MLModel) -> ModelDoc:
             return {"bot_id": r.bot_id, "strategy": r.strategy, "version": r.version, "trained_at": r.trained_at,
                     "samples": r.n_samples, "metrics": r.metrics, "champion": bool(r.is_champion)}
 

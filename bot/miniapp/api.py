@@ -26,7 +26,7 @@ from bot.telegram.keyboards import ALREADY_DECIDED, CONFIRM_TTL_S, Confirm, Conf
 from bot.telegram.render import value
 from core.config import BotStatus
 from core.decisions import MEANING, Option
-from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, PendingItem, Role, TradeQuery
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, ModelDoc, NotAllowed, PendingItem, Role, TradeQuery
 from core.phantom import ActionFigures
 from core.stats import MIN_RATIO_DAYS
 from core.strategies import STRATEGIES
@@ -177,18 +177,17 @@ class MiniAppApi:
             if d.get("strategy") and d.get("version") is not None:
                 pending.append(s.Promotion(item_id=item["id"], bot_id=item["bot_id"], strategy=d["strategy"],
                                            version=int(d["version"]), why=d.get("why")))
-        return _json(s.Models(champions=[_model(m) for m in data.get("models", [])],
-                              latest=[_model(m) for m in data.get("latest", [])], pending=pending))
+        return _json(s.Models(champions=[_model(m) for m in data["models"]],
+                              latest=[_model(m) for m in data["latest"]], pending=pending))
 
     async def system(self, request: web.Request) -> web.Response:
         health = await self.desk.health()
         db = await self.desk.db_stats()
-        candles = db.get("candles") or {}
         return _json(s.System(status=health.get("status", "unknown"), faults=[str(f) for f in health.get("faults", [])],
                               database=health.get("database"), redis=health.get("redis"), feed=health.get("feed"),
-                              jobs=[s.Job.model_validate(j) for j in await self.desk.jobs()], rows=db.get("rows", {}),
-                              candles=candles.get("candles", 0), candle_gaps=candles.get("gaps", 0),
-                              storage=s.Storage.model_validate(db.get("storage") or {})))
+                              jobs=[s.Job.model_validate(j) for j in await self.desk.jobs()], rows=db.rows,
+                              candles=db.candles.candles, candle_gaps=db.candles.gaps,
+                              storage=s.Storage.model_validate(db.storage)))
 
     async def risk(self, request: web.Request) -> web.Response:
         out = []
@@ -463,10 +462,10 @@ def _item(item: PendingItem) -> s.RecoveryItem:
                           created_at=item.get("created_at"), expires_at=item.get("expires_at"))
 
 
-def _model(m: dict[str, Any]) -> s.MLModel:
-    metrics = m.get("metrics") or {}
+def _model(m: ModelDoc) -> s.MLModel:
+    metrics = m["metrics"] or {}
     check = metrics.get("challenger")
-    return s.MLModel(bot_id=m["bot_id"], strategy=m["strategy"], version=m["version"], trained_at=m.get("trained_at"),
-                     samples=m.get("samples"), champion=bool(m.get("champion")), promoted=metrics.get("promoted"),
+    return s.MLModel(bot_id=m["bot_id"], strategy=m["strategy"], version=m["version"], trained_at=m["trained_at"],
+                     samples=m["samples"], champion=m["champion"], promoted=metrics.get("promoted"),
                      why=metrics.get("why"), challenger=s.ModelCheck.model_validate(check) if check else None)
 

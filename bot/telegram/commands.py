@@ -21,7 +21,7 @@ from bot.telegram.keyboards import Confirmations, app_row, promote_button, recov
 from bot.telegram.render import Reply, esc
 from core.config import BotStatus
 from core.decisions import MEANING, Option
-from core.desk import RISK_KEYS, Actor, BadArgument, Desk, NotAllowed, PendingItem
+from core.desk import RISK_KEYS, Actor, BadArgument, Desk, MLStats, ModelDoc, NotAllowed, PendingItem
 from core.stats import MIN_RATIO_DAYS, Summary
 from core.strategies import STRATEGIES
 from core.universe import UniverseView, Why
@@ -360,11 +360,11 @@ async def chart(ctx: Context, kind: str, days: int | None = None) -> Reply:
     return Reply(f"📈 <b>{esc(kind)}</b> — {span}", photo=png, photo_name=f"{kind.lower()}.png")
 
 
-def _calibration_model(data: dict[str, Any]) -> dict[str, Any] | None:
+def _calibration_model(data: MLStats) -> ModelDoc | None:
     """The champion with the most samples; without one, the newest model with a calibration."""
-    champions = sorted(data.get("models", []), key=lambda m: m.get("samples") or 0, reverse=True)
-    latest = [m for m in data.get("latest", []) if (m.get("metrics") or {}).get("calibration")]
-    pool = [m for m in champions if (m.get("metrics") or {}).get("calibration")] or latest
+    champions = sorted(data["models"], key=lambda m: m["samples"] or 0, reverse=True)
+    latest = [m for m in data["latest"] if (m["metrics"] or {}).get("calibration")]
+    pool = [m for m in champions if (m["metrics"] or {}).get("calibration")] or latest
     return pool[0] if pool else None
 
 
@@ -484,11 +484,10 @@ async def phantom_stats(ctx: Context, symbol: str | None = None) -> Reply:
 
 async def db_stats(ctx: Context) -> Reply:
     data = await ctx.desk.db_stats()
-    c = data["candles"]
-    pairs = [("backend", c.get("backend")), ("candles", f"{c.get('candles', 0):,} in {c.get('symbols', 0)} symbols"),
-             ("gaps", f"{c.get('gaps', 0)} ({c.get('missing_candles', 0):,} candles missing)"),
-             ("database", _bytes(c.get("database_bytes")))]
-    rows = [[k, f"{v:,}"] for k, v in data["rows"].items()]
+    c = data.candles
+    pairs = [("backend", c.backend), ("candles", f"{c.candles:,} in {c.symbols} symbols"),
+             ("gaps", f"{c.gaps} ({c.missing_candles:,} candles missing)"), ("database", _bytes(c.database_bytes))]
+    rows = [[k, f"{v:,}"] for k, v in data.rows.items()]
     return Reply("\n".join([rd.title("Database"), rd.kv(pairs), rd.table(rows, ["table", "rows"], right=(1,))]))
 
 
