@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy import select, text
 
+from core.desk import BotHealth, HealthDoc
 from storage.hotstate import redis_status
 from storage.instances import trader_of
 from storage.models import Bot
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 HOST_KEY: web.AppKey[Host] = web.AppKey("host")
 
 
-async def _database(host: Host) -> tuple[str, list[dict[str, Any]]]:
+async def _database(host: Host) -> tuple[str, list[BotHealth]]:
     try:
         async with asyncio.timeout(3), host.db.connect() as conn:
             rows = (await conn.execute(text("SELECT bot_id, status, status_reason, status_since, mode, open_trades "
@@ -46,7 +47,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
-async def health_document(host: Host) -> dict[str, Any]:
+async def health_document(host: Host) -> HealthDoc:
     database, bots = await _database(host)
     runtime = host.runtime
     for b in bots:
@@ -65,7 +66,7 @@ async def health_document(host: Host) -> dict[str, Any]:
             b["fault"] = running.ledger.fault  # trades held in memory: no new positions until it clears
     newest = host.newest_candle
     faults = runtime.faults() if runtime else []
-    body = {
+    body: HealthDoc = {
         "status": "ok" if database == "ok" and not faults else "error",
         "faults": faults,
         "candles_refused": runtime.refused_candles() if runtime else {},

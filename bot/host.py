@@ -27,7 +27,7 @@ from bot.health import health_routes
 from bot.runtime import Runtime
 from bot.sentry import setup_sentry
 from bot.settings import Settings
-from core.desk import Desk, JobStatus
+from core.desk import Desk, HealthDoc, JobStatus
 from core.trader import Notice
 from jobs.desk_jobs import DeskJobs
 from jobs.scheduler import JobRecorder, install, listing
@@ -118,7 +118,7 @@ class Host:
         figures["alerts"] = thresholds_exceeded(figures, self.storage_limits())
         return figures
 
-    async def health_doc(self) -> dict[str, Any]:
+    async def health_doc(self) -> HealthDoc:
         from bot.health import health_document
 
         return await health_document(self)

@@ -226,6 +226,48 @@ class MLStats(TypedDict):
     latest: list[ModelDoc]
 
 
+class BotHealth(TypedDict):
+    """A bot in /health: its row, and where this process trades it, how far it is."""
+
+    id: str
+    status: str
+    reason: str | None
+    since: str | None
+    mode: str
+    open_trades: int
+    traded_by: str | None
+    running_here: NotRequired[bool]
+    error: NotRequired[str | None]
+    candles: NotRequired[int]
+    skipped_before_checkpoint: NotRequired[int]  # only warmed: the bot had traded them before
+    backlog: NotRequired[int]  # candles queued, not yet processed
+    unsaved: NotRequired[int]  # processed, not yet in the database
+    fault: NotRequired[str | None]  # trades held in memory: no new positions until it clears
+
+
+class HealthDoc(TypedDict):
+    """GET /health (and /health in Telegram): 200 only when `status` is ok."""
+
+    status: str  # ok | error
+    faults: list[str]
+    candles_refused: dict[str, int]
+    version: str
+    database: str
+    redis: str
+    scheduler: str
+    telegram: str | None
+    telegram_refused: dict[str, Any] | None
+    bots: list[BotHealth]
+    newest_candle_age_s: float | None
+    uptime_s: float
+    instance: str
+    leading: bool  # runs the desk-wide jobs (backup, daily report)
+    storage: dict[str, Any]
+    standby_bots: list[str]
+    feed: str
+    feed_restarts: int
+
+
 @dataclass(frozen=True)
 class PnlChart:
     points: list[tuple[datetime, float]]
@@ -546,7 +588,7 @@ class Desk:
     store: DeskStore
     runtime: RuntimeView | None
     clock: Callable[[], datetime]
-    health_fn: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    health_fn: Callable[[], Awaitable[HealthDoc]] | None = None
     jobs_fn: Callable[[], Awaitable[list[JobStatus]]] | None = None
     _bot_ids: list[str] = field(default_factory=list)
 
@@ -751,8 +793,9 @@ class Desk:
     async def db_stats(self) -> DbStats:
         return await self.store.db_stats()
 
-    async def health(self) -> dict[str, Any]:
-        return await self.health_fn() if self.health_fn else {}
+    async def health(self) -> HealthDoc | None:
+        """None without a host (the console reading a database): nothing runs here to be healthy."""
+        return await self.health_fn() if self.health_fn else None
 
     async def jobs(self) -> list[JobStatus]:
         return await self.jobs_fn() if self.jobs_fn else await self.store.job_runs()

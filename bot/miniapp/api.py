@@ -183,8 +183,10 @@ class MiniAppApi:
     async def system(self, request: web.Request) -> web.Response:
         health = await self.desk.health()
         db = await self.desk.db_stats()
-        return _json(s.System(status=health.get("status", "unknown"), faults=[str(f) for f in health.get("faults", [])],
-                              database=health.get("database"), redis=health.get("redis"), feed=health.get("feed"),
+        if health is None:  # the Mini App is served by a host: this cannot be, but say so rather than crash
+            return _json(s.Error(error="no host health in this process"), 503)
+        return _json(s.System(status=health["status"], faults=health["faults"], database=health["database"],
+                              redis=health["redis"], feed=health["feed"],
                               jobs=[s.Job.model_validate(j) for j in await self.desk.jobs()], rows=db.rows,
                               candles=db.candles.candles, candle_gaps=db.candles.gaps,
                               storage=s.Storage.model_validate(db.storage)))

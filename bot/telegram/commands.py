@@ -504,6 +504,8 @@ def _bytes(n: int | None) -> str:
 
 async def health(ctx: Context) -> Reply:
     doc = await ctx.desk.health()
+    if doc is None:
+        return Reply(f"{rd.title('Health')}\nno host health in this process (the console reads the database)")
     auth = ctx.extras.get("auth")
     # ages and uptimes as durations, not raw seconds
     scalars = [(k, "yes" if v else "no") if isinstance(v, bool) else (k.removesuffix("_s"), rd.duration(v))
@@ -512,7 +514,7 @@ async def health(ctx: Context) -> Reply:
     faults = doc.get("faults") or []
     if auth is not None:
         scalars.append(("refused telegram users", f"{auth.refused_total} (last hour replies: {auth.replies})"))
-    parts = [rd.title("Health"), rd.kv(scalars) if scalars else "no host health in this process"]
+    parts = [rd.title("Health"), rd.kv(scalars)]
     parts += [f"⚠️ {esc(f)}" for f in faults]
     bots_ = doc.get("bots") or []
     if bots_:
