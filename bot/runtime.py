@@ -37,7 +37,7 @@ from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
 from core.live import LiveVenue, OrderKind, OrderOutcome, apply_outcome, reconcile_once, run_orders
-from core.market.candle import Candle, dt_to_ms, ms_to_dt
+from core.market.candle import Candle, Feed, dt_to_ms, ms_to_dt
 from core.market.replay import ReplayFeed, sort_key
 from core.market.synthetic import SyntheticFeed
 from core.ml.filter import FilterSettings, MLScorer
@@ -426,7 +426,7 @@ class Runtime:
     async def _pump(self, bot: BotRuntime) -> None:
         """Fills, funding and order states from the private stream, written to the ledger as they arrive."""
         assert bot.venue is not None
-        async for event in bot.venue.broker.events():  # type: ignore[attr-defined]
+        async for event in bot.venue.broker.events():
             async with bot.lock:
                 if isinstance(event, Fill):
                     bot.trader.on_fill(event)
@@ -731,7 +731,7 @@ class Runtime:
         return UniverseView(bot.id, bot.config.universe, bot.universe, tuple(held))
 
     # --- the feed ----------------------------------------------------------------------------------------
-    async def _feed_source(self) -> Any:
+    async def _feed_source(self) -> Feed:
         s = self.settings
         # a symbol removed from a bot while it holds a trade there keeps its candles until the trade ends; a
         # replayed market also carries the standby bots' series, for a bot taken over while it runs
@@ -824,9 +824,7 @@ class Runtime:
                     await asyncio.sleep(ahead)  # paced in small batches: a sleep per candle is too coarse
         finally:
             with contextlib.suppress(Exception):
-                close = getattr(source, "close", None)
-                if close is not None:
-                    await close()
+                await source.close()
 
     async def _store_pending(self) -> None:
         """The candles fed since the last write, in one transaction; kept for the next try while the database

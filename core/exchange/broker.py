@@ -7,6 +7,7 @@ unknown result the desk looks the order up by that id before it would ever send 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -219,4 +220,8 @@ class Broker(Protocol):
 
     async def last_price(self, symbol: str) -> Decimal:
         """The symbol's last traded price (a mark for estimates)."""
+        ...
+
+    def events(self) -> AsyncIterator[Fill | FundingFee | OrderState | Position]:
+        """The account's private stream, parsed: each fill, funding fee, order state and position once."""
         ...

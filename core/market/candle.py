@@ -81,3 +81,7 @@ class Feed(Protocol):
     async def history(self, symbol: str, interval: str, limit: int) -> list[Candle]:
         """The latest `limit` closed candles before the stream starts, oldest first."""
         ...
+
+    async def close(self) -> None:
+        """Let go of what the feed holds (connections); a replayed market holds nothing."""
+        ...

@@ -97,6 +97,9 @@ class ReplayFeed:
                 return list(before.take(slice(max(0, len(before) - limit), len(before))).candles())
         return []
 
+    async def close(self) -> None:
+        """Nothing to let go of: the series are in memory."""
+
     def describe(self) -> str:
         first = ms_to_dt(int(min(s.open_ms[0] for s in self._streamed if len(s)))) if len(self) else None
         return f"{len(self)} candles from {first:%Y-%m-%d} in {len(self._streamed)} series" if first else "no candles"
