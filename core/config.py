@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from core.market.candle import INTERVAL_MS, parse_interval
 from core.strategies import STRATEGIES, StrategyParams
 from core.strategies.params import first_error
-from core.universe import UniverseRule, normalize_symbol
+from core.universe import UniverseRule, symbol_list
 
 BUILTINS = ("trend_pullback", "mean_reversion", "scalp")  # a bot's strategies when its file names none
 
@@ -151,10 +151,7 @@ class BotConfig(BaseModel):
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
-        out = [normalize_symbol(s) for s in value]
-        if len(set(out)) != len(out):
-            raise ValueError("a symbol is listed twice")
-        return out
+        return symbol_list(value)
 
     @field_validator("slow_interval", "fast_interval", mode="before")
     @classmethod

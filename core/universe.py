@@ -27,6 +27,14 @@ def normalize_symbol(text: str) -> str:
     return s
 
 
+def symbol_list(texts: list[str]) -> list[str]:
+    """A list of symbols as written in a bot's file: each normalized, none twice (a ValueError says which)."""
+    out = [normalize_symbol(s) for s in texts]
+    if len(set(out)) != len(out):
+        raise ValueError("a symbol is listed twice")
+    return out
+
+
 class UniverseRule(BaseModel):
     """`universe:` in a bot's file, instead of a `symbols:` list."""
 
@@ -43,10 +51,7 @@ class UniverseRule(BaseModel):
     @field_validator("include", "exclude")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
-        out = [normalize_symbol(s) for s in value]
-        if len(set(out)) != len(out):
-            raise ValueError("a symbol is listed twice")
-        return out
+        return symbol_list(value)
 
     @model_validator(mode="after")
     def _disjoint(self) -> UniverseRule:
