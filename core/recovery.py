@@ -212,13 +212,22 @@ async def _close_unknown(item: Item, account: Account) -> Effect:
     return await _send_close(item, account, trade, trade.record.qty)
 
 
-async def _mismatch_now(item: Item, account: Account) -> tuple[OpenTrade, Position] | Effect:
-    d = item.details
-    tid, symbol = str(d["trade_id"]), str(d["symbol"])
+async def _trade_now(item: Item, account: Account) -> tuple[OpenTrade, Position | None] | Effect:
+    """The item's trade, still open, and the exchange's position on its symbol now (an Effect if it closed)."""
+    tid, symbol = str(item.details["trade_id"]), str(item.details["symbol"])
     trade = _held(account.trader, tid)
     if trade is None:
         return Effect(Outcome.CHANGED, f"{symbol}: trade {tid} is no longer open: nothing done")
-    p = await _position(account, symbol)
+    return trade, await _position(account, symbol)
+
+
+async def _mismatch_now(item: Item, account: Account) -> tuple[OpenTrade, Position] | Effect:
+    d = item.details
+    tid, symbol = str(d["trade_id"]), str(d["symbol"])
+    found = await _trade_now(item, account)
+    if isinstance(found, Effect):
+        return found
+    trade, p = found
     if p is None or p.side != trade.record.side:
         return Effect(Outcome.CHANGED, f"{symbol}: the exchange holds no {trade.record.side} position any more: "
                                        "nothing done; the desk looks again")
@@ -266,12 +275,11 @@ async def _close_unprotected(item: Item, account: Account) -> Effect:
 
 
 async def _mark_closed(item: Item, account: Account) -> Effect:
-    d = item.details
-    tid, symbol = str(d["trade_id"]), str(d["symbol"])
-    trade = _held(account.trader, tid)
-    if trade is None:
-        return Effect(Outcome.CHANGED, f"{symbol}: trade {tid} is no longer open: nothing done")
-    p = await _position(account, symbol)
+    tid, symbol = str(item.details["trade_id"]), str(item.details["symbol"])
+    found = await _trade_now(item, account)
+    if isinstance(found, Effect):
+        return found
+    trade, p = found
     if p is not None and p.side == trade.record.side:
         return Effect(Outcome.CHANGED, f"{symbol}: the exchange holds a {_describe(p)} position again: nothing done; "
                                        "the desk looks again")

@@ -28,7 +28,7 @@ from typing import Any
 from pybit.unified_trading import WebSocket
 
 from core.exchange.broker import TERMINAL_STATUSES, Fill, FundingFee, OrderSide, OrderState, Position, Side
-from core.exchange.bybit_public import PublicSocket, Sink
+from core.exchange.bybit_public import PublicSocket, Sink, end_watchdog
 from core.exchange.messages import BadMessage
 from core.market.candle import MAX_MS, ms_to_dt
 
@@ -359,10 +359,7 @@ class PrivateStream:
             return
         self._closed = True
         self._closing.set()
-        if self._watchdog_task is not None:
-            done, _ = await asyncio.wait({self._watchdog_task}, timeout=30)
-            if not done:
-                self._watchdog_task.cancel()
+        await end_watchdog(self._watchdog_task)
         sock, self._socket = self._socket, None
         if sock is not None:
             await asyncio.to_thread(sock.retire)

@@ -7,6 +7,7 @@ through `asyncio.to_thread` and receives messages through a thread-safe `sink`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -31,6 +32,14 @@ Sink = Callable[["PublicSocket", Any], None]
 def _ignore(_message: Any) -> None:
     """pybit wants a per-topic callback; ours is never called because _on_message takes every frame."""
 
+
+
+async def end_watchdog(task: asyncio.Task[Any] | None, within: float = 30.0) -> None:
+    """A closing stream's watchdog: it sees the closing flag and ends; cancelled if it has not within `within`."""
+    if task is not None:
+        done, _ = await asyncio.wait({task}, timeout=within)
+        if not done:
+            task.cancel()
 
 class PublicSocket(WebSocket):
     """One pybit public linear WebSocket carrying the kline topics of a shard of symbols.

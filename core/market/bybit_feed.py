@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket
+from core.exchange.bybit_public import MAINNET_PUBLIC_LINEAR, KlineClient, PublicSocket, end_watchdog
 from core.exchange.messages import BadMessage
 from core.market.candle import INTERVAL_MS, MAX_MS, Candle, dt_to_ms, ms_to_dt, parse_interval
 from core.market.sanity import Refusal, closed_by, describe, refusal
@@ -326,10 +326,7 @@ class BybitFeed:
             return
         self._closed = True
         self._closing.set()
-        if self._watchdog_task is not None:
-            done, _ = await asyncio.wait({self._watchdog_task}, timeout=30)
-            if not done:
-                self._watchdog_task.cancel()
+        await end_watchdog(self._watchdog_task)
         if self._opening:
             await asyncio.wait(set(self._opening), timeout=30)
         sockets = list(self._sockets)
