@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -60,10 +60,15 @@ class Candle:
     close: float
     volume: float
     turnover: float | None = None
+    # the open time in ms, computed once: the engine asks for it several times per candle
+    _ms: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ms", dt_to_ms(self.open_time))
 
     @property
     def open_ms(self) -> int:
-        return dt_to_ms(self.open_time)
+        return self._ms
 
     @property
     def close_time(self) -> datetime:
