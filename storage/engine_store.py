@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,7 +32,6 @@ from storage.models import Signal as SignalRow
 
 log = logging.getLogger(__name__)
 
-MAX_PARAMS = 30_000  # under asyncpg's 32,767 bind parameters per statement
 BLOCKED_TTL_S = 8 * 86_400
 PHANTOM_UPDATABLE = ("status", "outcome", "exit_reason", "exit_price", "exit_time", "realized_r", "pnl_pct", "mfe_r",
                      "mae_r", "tp1_time", "candles_seen", "funding_r", "action", "reason", "was_executed",
@@ -99,14 +97,6 @@ def phantom_of(row: Any) -> Phantom:
     return p
 
 
-def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
-    if not rows:
-        return
-    size = max(1, MAX_PARAMS // len(rows[0]))
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
-
-
 class SqlEngineStore:
     def __init__(self, db: AsyncEngine, redis: Redis | None = None) -> None:
         self.sessions = session_factory(db)
@@ -146,17 +136,16 @@ class SqlEngineStore:
         now = datetime.now(UTC)
         async with self.sessions.begin() as session:
             insert = dialect_insert(session)
-            signals = [signal_row(d, now) for d in batch.decisions]
-            for chunk in _chunks(signals):
-                stmt = insert(SignalRow).values(chunk)
+            # one statement per table, executed over all the rows (SQLAlchemy batches them into multi-row
+            # INSERTs and caches the compiled form): no statement is compiled anew per batch
+            if signals := [signal_row(d, now) for d in batch.decisions]:
+                stmt = insert(SignalRow)
                 await session.execute(stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE}))
-            phantoms = [phantom_row(p, now) for p in batch.phantoms.values()]
-            for chunk in _chunks(phantoms):
-                stmt = insert(PhantomTrade).values(chunk)
-                stmt = stmt.on_conflict_do_update(index_elements=["id"],
-                                                  set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE})
-                await session.execute(stmt)
+                    index_elements=["id"], set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE}), signals)
+            if phantoms := [phantom_row(p, now) for p in batch.phantoms.values()]:
+                stmt = insert(PhantomTrade)
+                await session.execute(stmt.on_conflict_do_update(
+                    index_elements=["id"], set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE}), phantoms)
             if batch.checkpoint is not None:
                 await self._write_checkpoint(session, bot_id, batch.checkpoint, now)
 
