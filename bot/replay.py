@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, text
 
 from bot.settings import Settings, normalize_database_url
@@ -64,6 +65,7 @@ from core.report import (
 from core.runner import paper_engine, run
 from core.stats import equity_curve
 from core.strategies import STRATEGIES
+from core.strategies.params import first_error
 from core.trader import Trader
 from core.universe import UniverseRule
 from core.universe_replay import SeriesDirectory, UniverseGate
@@ -231,8 +233,8 @@ def _universe_rule(args: argparse.Namespace) -> UniverseRule | None:
         return None
     try:
         return UniverseRule.model_validate_json(text)
-    except ValueError as exc:
-        raise ReplayError(f"--universe: {exc}") from None
+    except ValidationError as exc:  # one line naming the field (bad JSON reads as one too)
+        raise ReplayError(f"--universe: {first_error(exc)}") from None
 
 
 async def _gated(candles: AsyncIterator[Candle], engine: Engine, gate: UniverseGate | None) -> AsyncIterator[Candle]:

@@ -57,3 +57,17 @@ def test_the_gate_reselects_at_fixed_market_times_only() -> None:
     assert gate.at(start + 30 * 60_000) is None  # before the next hour: no selection at all
     gate.at(dt_to_ms(NOW) + 3_600_000)
     assert gate.current is not None and gate.current.at == NOW + timedelta(hours=1)
+
+
+def test_a_bad_universe_argument_is_one_line_naming_the_field() -> None:
+    import argparse
+
+    import pytest
+
+    from bot.replay import ReplayError, _universe_rule
+
+    for text, says in (('{"top": 0}', "--universe: top: "), ('{"top": 5', "--universe: Invalid JSON"),
+                       ('{"exclude": ["BTC"]}', "--universe: exclude: 'BTC' is not")):
+        with pytest.raises(ReplayError) as caught:
+            _universe_rule(argparse.Namespace(universe=text))
+        assert str(caught.value).startswith(says) and "\n" not in str(caught.value)
