@@ -977,8 +977,16 @@ class Desk:
         if self.runtime is None:
             raise BadArgument("no bot is running in this process")
         symbol = None if target.lower() == "all" else target.upper()
-        return [p for s in await self.status(bot_id) for p in s.positions
-                if p.status in LIVE_STATES and (symbol is None or p.symbol == symbol)]
+        found = [p for s in await self.status(bot_id) for p in s.positions
+                 if p.status in LIVE_STATES and (symbol is None or p.symbol == symbol)]
+        if not found:  # a bot another replica trades holds its positions there: not "nothing to close"
+            runtime = self.runtime
+            elsewhere = [f"{b.id} (traded by {b.traded_by})" for b in await self.store.bots()
+                         if b.id in await self._targets(bot_id) and b.traded_by and runtime.trader(b.id) is None]
+            if elsewhere:
+                raise BadArgument(f"{', '.join(elsewhere)}: traded by another process, whose positions this one "
+                                  "cannot see or close; send /close again (a replica that trades it will list them)")
+        return found
 
     async def record_press(self, actor: Actor, button: str, outcome: str) -> None:
         """Every button press, whatever it did, in audit_log with the user id."""

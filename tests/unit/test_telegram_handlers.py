@@ -558,6 +558,22 @@ async def test_close_cancelled_and_expired(h: Harness) -> None:
     assert h.runtime is not None and h.runtime.closed == []
 
 
+async def test_close_of_a_bot_another_replica_trades_says_so(h: Harness) -> None:
+    """Not "nothing to close": this process cannot see the positions of a bot another replica holds."""
+    async with h.store.sessions.begin() as session:
+        await upsert_bot(session, BotConfig(id="remote", name="remote", symbols=["BTCUSDT"]))
+    async with h.store.sessions.begin() as session:
+        row = await session.get(BotRow, "remote")
+        assert row is not None
+        row.owner_instance, row.last_heartbeat = "replica-2", datetime.now(UTC)
+    [reply] = await h.send(ADMIN, "/close all remote")
+    assert "remote (traded by replica-2)" in reply.text and "nothing to close" not in reply.text
+    assert not reply.callback_data  # no button: nothing here could act on it
+    assert h.runtime is not None and h.runtime.closed == []
+    [local] = await h.send(ADMIN, "/close all replay")  # a bot traded here lists its positions as before
+    assert "Close <b>1</b> position" in local.text
+
+
 async def test_forged_confirm_is_refused(h: Harness) -> None:
     assert (await h.press(ADMIN, Confirm(action="close", target="all", token="nope1234").pack()))[0] == \
         "already decided"
