@@ -980,9 +980,9 @@ class Desk:
         found = [p for s in await self.status(bot_id) for p in s.positions
                  if p.status in LIVE_STATES and (symbol is None or p.symbol == symbol)]
         if not found:  # a bot another replica trades holds its positions there: not "nothing to close"
-            runtime = self.runtime
+            runtime, targets = self.runtime, set(await self._targets(bot_id))
             elsewhere = [f"{b.id} (traded by {b.traded_by})" for b in await self.store.bots()
-                         if b.id in await self._targets(bot_id) and b.traded_by and runtime.trader(b.id) is None]
+                         if b.id in targets and b.traded_by and runtime.trader(b.id) is None]
             if elsewhere:
                 raise BadArgument(f"{', '.join(elsewhere)}: traded by another process, whose positions this one "
                                   "cannot see or close; send /close again (a replica that trades it will list them)")

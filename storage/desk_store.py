@@ -130,22 +130,17 @@ class SqlDeskStore:
         return series, [TradeRecord(**{c.name: getattr(r, c.name) for c in cols}) for r in rows]
 
     async def recent_trades(self, bot_id: str | None, n: int) -> list[TradeRow]:
-        """The newest closed trades: the first page of the trades list."""
-        return (await self.trades_page(TradeQuery(bot_id=bot_id, limit=n))).rows
+        """The newest closed trades: the first page of the trades list (without its count)."""
+        query = TradeQuery(bot_id=bot_id, limit=n)
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_page(query, _where(query)))).all()
+        return [TradeRow(*cells(r)) for r in rows[:n]]
 
     async def trades_page(self, query: TradeQuery) -> TradePage:
         """One keyset page on (exit_time, id) descending, and the filter's count."""
-        where = [Trade.status == "closed"]
-        for column, wanted in ((Trade.bot_id, query.bot_id), (Trade.symbol, query.symbol),
-                               (Trade.strategy, query.strategy), (Trade.exit_reason, query.exit_reason)):
-            if wanted is not None:
-                where.append(column == wanted)
-        page = select(*TRADE_ROW).where(*where)
-        if query.before is not None:
-            page = page.where(tuple_(Trade.exit_time, Trade.id) < tuple_(*query.before))
-        page = page.order_by(desc(Trade.exit_time), desc(Trade.id)).limit(query.limit + 1)
+        where = _where(query)
         async with self.db.connect() as conn:
-            rows = (await conn.execute(page)).all()
+            rows = (await conn.execute(_page(query, where))).all()
             total = (await conn.execute(select(func.count()).select_from(Trade).where(*where))).scalar_one()
         return TradePage([TradeRow(*cells(r)) for r in rows[:query.limit]], int(total), len(rows) > query.limit)
 
@@ -264,6 +259,24 @@ class SqlDeskStore:
     async def audit(self, actor: str, action: str, bot_id: str | None, details: dict[str, Any]) -> None:
         async with self.sessions.begin() as session:
             audit(session, actor, action, bot_id, _jsonable(details))
+
+
+def _where(query: TradeQuery) -> list[Any]:
+    """The closed trades a query's filters keep."""
+    where: list[Any] = [Trade.status == "closed"]
+    for column, wanted in ((Trade.bot_id, query.bot_id), (Trade.symbol, query.symbol),
+                           (Trade.strategy, query.strategy), (Trade.exit_reason, query.exit_reason)):
+        if wanted is not None:
+            where.append(column == wanted)
+    return where
+
+
+def _page(query: TradeQuery, where: list[Any]) -> Any:
+    """The page's rows, newest exit first, one more than the limit (is there a next page?)."""
+    page = select(*TRADE_ROW).where(*where)
+    if query.before is not None:
+        page = page.where(tuple_(Trade.exit_time, Trade.id) < tuple_(*query.before))
+    return page.order_by(desc(Trade.exit_time), desc(Trade.id)).limit(query.limit + 1)
 
 
 # the columns of core.desk.TradeRow, in its order
