@@ -158,9 +158,11 @@ class Halts:
         self.halts = [Halt.from_json(h) for h in self.engine.extra.get("halts", [])]
 
     def on_result(self, result: CandleResult) -> None:
+        state = self.trader.state
+        if not result.notices and (self.resume_after is None or not state.halted):
+            return  # most candles: nothing to look at
         assert self.engine.after is not None
         now = ms_to_dt(self.engine.after[0])  # the close of the candle just processed: its signals' time
-        state = self.trader.state
         if any(n.kind == "drawdown_halt" for n in result.notices):
             self.halts.append(Halt(now, state.halt_reason or "drawdown guard"))
         elif (self.resume_after is not None and state.halted and self.halts and self.halts[-1].resumed_at is None

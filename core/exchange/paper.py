@@ -91,7 +91,9 @@ class PaperBroker:
         self.pending: dict[str, OrderIntent] = {}  # symbol -> entry or close waiting for the next open
         self.held: dict[str, PaperPosition] = {}  # symbol -> the open position
         self.orders: dict[str, OrderState] = {}
-        self.closes: dict[str, Decimal] = {}  # symbol -> last close seen
+        # symbol -> the last close seen, on the tick grid when read: most candles' closes are never read (a float
+        # until then; its instrument is known from that candle on, so the price is the one rounding it at once gives)
+        self.closes: dict[str, float | Decimal] = {}
         self.schedule = funding or FundingSchedule()  # not `funding`: that is the Broker method below
         self.funded_until: dict[str, int] = {}  # symbol -> settlements up to this time (ms) are applied
         self.seq = 0
@@ -128,7 +130,7 @@ class PaperBroker:
         if candle.interval != self.watch_interval:
             return []
         events: list[VenueEvent] = self._settle(candle.symbol, candle.open_ms)
-        inst = self.instruments.get(candle.symbol, candle.open)
+        self.instruments.get(candle.symbol, candle.open)  # known from its first candle's open (see `closes`)
         intent = self.pending.pop(candle.symbol, None)
         if intent is not None and intent.order_type == "Limit":
             events.extend(self._work_limit(intent, candle))
@@ -137,8 +139,17 @@ class PaperBroker:
         position = self.held.get(candle.symbol)  # possibly opened at this very open
         if position is not None and (fill := self._protective(position, candle)) is not None:
             events.append(fill)
-        self.closes[candle.symbol] = inst.price(candle.close)
+        self.closes[candle.symbol] = candle.close
         return events
+
+    def _close(self, symbol: str, default: Decimal) -> Decimal:
+        """The last close seen of `symbol` on its tick grid (`default` before any)."""
+        last = self.closes.get(symbol)
+        if last is None:
+            return default
+        if isinstance(last, float):
+            last = self.closes[symbol] = self.instruments.get(symbol, last).price(last)
+        return last
 
     def _work_limit(self, intent: OrderIntent, candle: Candle) -> list[VenueEvent]:
         """A resting post-only limit entry through one candle (the fill model above)."""
@@ -186,7 +197,7 @@ class PaperBroker:
         for t, rate in self.schedule.between(symbol, after, until_ms):
             if t <= position.opened_ms:
                 continue
-            mark = self.closes.get(symbol, position.entry_price)
+            mark = self._close(symbol, position.entry_price)
             fee = funding_fee(position.qty, mark, rate, position.side).quantize(FEE_STEP)
             self.balance_usd -= fee
             out.append(FundingFee(f"paper-funding-{symbol}-{t}", symbol, fee, ms_to_dt(t), rate))
@@ -271,7 +282,7 @@ class PaperBroker:
     def equity(self) -> Decimal:
         unrealized = Decimal(0)
         for p in self.held.values():
-            last = self.closes.get(p.symbol, p.entry_price)
+            last = self._close(p.symbol, p.entry_price)
             unrealized += (last - p.entry_price) * p.qty * (1 if p.side == "long" else -1)
         return self.balance_usd + unrealized
 
@@ -280,8 +291,8 @@ class PaperBroker:
         return {"balance": str(self.balance_usd), "seq": self.seq,
                 "positions": [p.as_json() for p in self.held.values()],
                 "pending": [_intent_json(i) for i in self.pending.values()],
-                "last_price": {k: str(v) for k, v in self.closes.items()}, "funded_until": dict(self.funded_until),
-                "deadlines": dict(self.deadlines)}
+                "last_price": {k: str(self._close(k, Decimal(0))) for k in self.closes},
+                "funded_until": dict(self.funded_until), "deadlines": dict(self.deadlines)}
 
     def restore(self, doc: dict[str, Any]) -> None:
         self.balance_usd = Decimal(doc["balance"])
@@ -332,7 +343,9 @@ class PaperBroker:
         return []
 
     async def last_price(self, symbol: str) -> Decimal:
-        return self.closes[symbol]
+        if symbol not in self.closes:
+            raise KeyError(symbol)
+        return self._close(symbol, Decimal(0))
 
 
 def _beyond(price: Decimal, intent: OrderIntent) -> bool:

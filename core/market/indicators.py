@@ -25,7 +25,6 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import mul
 
 NAN = math.nan
 
@@ -33,12 +32,16 @@ NAN = math.nan
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     """Mean and population standard deviation of a small window, for any finite values.
 
-    The plain sums first (the numbers this code always gave); only when they overflow (values beyond
-    ~1e154) again in units of 2**e, a power-of-two scale that loses no precision, so nothing overflows."""
+    The plain sums first (the numbers this code always gave: the squares are added in the same order, in a loop
+    that builds no list); only when they overflow (values beyond ~1e154) again in units of 2**e, a power-of-two
+    scale that loses no precision, so nothing overflows."""
     n = len(xs)
     mean = sum(xs) / n
-    d = [x - mean for x in xs]
-    var = sum(map(mul, d, d)) / n  # the same products summed in the same order as a generator, faster
+    var = 0.0
+    for x in xs:
+        d = x - mean
+        var += d * d
+    var /= n
     if math.isfinite(var):
         return mean, math.sqrt(var)
     e = math.frexp(max(abs(x) for x in xs))[1]
@@ -61,16 +64,20 @@ class IndicatorConfig:
     vol_z: int = 20
     swing: int = 2
 
+    def __post_init__(self) -> None:
+        if min(self.ema_fast, self.ema_mid, self.ema_slow, self.atr, self.rsi, self.bb, self.adx, self.vol_z,
+               self.swing) < 1:
+            raise ValueError(f"indicator windows must be at least 1: {self}")
+
 
 class Indicators:
     """The indicator state of one (symbol, interval); `update` once per closed candle, in order."""
 
     __slots__ = (
-        "_a_adx", "_a_atr", "_a_fast", "_a_mid", "_a_rsi", "_a_slow", "_adx_seeded", "_closes", "_highs", "_lows",
-        "_vols", "adx", "atr", "avg_gain", "avg_loss", "bb_lower", "bb_mid", "bb_std", "bb_upper", "cfg",
+        "_a_adx", "_a_atr", "_a_fast", "_a_mid", "_a_rsi", "_a_slow", "_adx_seeded", "_bb", "_bb_n", "_closes",
+        "_highs", "_lows", "_swing_ms", "_vols", "_vz", "_vz_n", "adx", "atr", "avg_gain", "avg_loss", "cfg",
         "ema_fast", "ema_mid", "ema_slow", "minus_di", "n", "plus_di", "prev_close", "prev_high", "prev_low", "rsi",
-        "sm_minus", "sm_plus", "sm_tr", "swing_high", "swing_high_ms", "swing_low", "swing_low_ms", "vol_z",
-        "_swing_ms",
+        "sm_minus", "sm_plus", "sm_tr", "swing_high", "swing_high_ms", "swing_low", "swing_low_ms",
     )
 
     def __init__(self, cfg: IndicatorConfig = IndicatorConfig()) -> None:
@@ -80,11 +87,12 @@ class Indicators:
         self.n = 0
         self.ema_fast = self.ema_mid = self.ema_slow = self.atr = NAN
         self.rsi = self.avg_gain = self.avg_loss = NAN
-        self.bb_mid = self.bb_upper = self.bb_lower = self.bb_std = NAN
+        self._bb: tuple[float, float, float, float] = (NAN, NAN, NAN, NAN)  # mid, std, upper, lower
+        self._bb_n = self._vz_n = 0  # `n` when they were last computed
         self.adx = self.plus_di = self.minus_di = NAN
         self.sm_plus = self.sm_minus = self.sm_tr = NAN
         self._adx_seeded = False
-        self.vol_z = NAN
+        self._vz = NAN
         self.prev_close = self.prev_high = self.prev_low = NAN
         self.swing_high = self.swing_low = NAN
         self.swing_high_ms = self.swing_low_ms = -1
@@ -139,18 +147,10 @@ class Indicators:
                 self.adx += self._a_adx * (dx - self.adx)
             else:
                 self.adx, self._adx_seeded = dx, True
-        # Bollinger and volume z-score over fixed windows (computed directly: exact, and n is small)
-        closes = self._closes
-        closes.append(close)
-        if len(closes) == closes.maxlen:
-            mean, std = mean_std(closes)
-            k = self.cfg.bb_k
-            self.bb_mid, self.bb_std, self.bb_upper, self.bb_lower = mean, std, mean + k * std, mean - k * std
-        vols = self._vols
-        vols.append(volume)
-        if len(vols) == vols.maxlen:
-            vmean, vstd = mean_std(vols)
-            self.vol_z = (volume - vmean) / vstd if vstd > 0 else 0.0
+        # Bollinger and volume z-score: their windows here, the values computed when read (most candles never
+        # read them: see the properties below)
+        self._closes.append(close)
+        self._vols.append(volume)
         # swings: the middle of the last 2k+1 candles
         highs, lows, times = self._highs, self._lows, self._swing_ms
         highs.append(high)
@@ -158,13 +158,51 @@ class Indicators:
         times.append(open_ms)
         if len(highs) == highs.maxlen:
             k = self.cfg.swing
-            mid_h, mid_l = highs[k], lows[k]
-            if all(mid_h > h for i, h in enumerate(highs) if i != k):
-                self.swing_high, self.swing_high_ms = mid_h, times[k]
-            if all(mid_l < lo for i, lo in enumerate(lows) if i != k):
-                self.swing_low, self.swing_low_ms = mid_l, times[k]
+            hs, ls = tuple(highs), tuple(lows)
+            if hs[k] > max(hs[:k]) and hs[k] > max(hs[k + 1:]):
+                self.swing_high, self.swing_high_ms = hs[k], times[k]
+            if ls[k] < min(ls[:k]) and ls[k] < min(ls[k + 1:]):
+                self.swing_low, self.swing_low_ms = ls[k], times[k]
         self.prev_close, self.prev_high, self.prev_low = close, high, low
         self.n = n + 1
+
+    # Bollinger(n, k) and the volume z-score of the windows held now: the same numbers as computing them at every
+    # update (the windows only change there), computed once per candle and only for the candles that read them.
+    def _bollinger(self) -> tuple[float, float, float, float]:
+        if self._bb_n != self.n:
+            closes = self._closes
+            if len(closes) == closes.maxlen:  # NaN until the window is full
+                mean, std = mean_std(closes)
+                k = self.cfg.bb_k
+                self._bb = (mean, std, mean + k * std, mean - k * std)
+            self._bb_n = self.n
+        return self._bb
+
+    @property
+    def bb_mid(self) -> float:
+        return self._bollinger()[0]
+
+    @property
+    def bb_std(self) -> float:
+        return self._bollinger()[1]
+
+    @property
+    def bb_upper(self) -> float:
+        return self._bollinger()[2]
+
+    @property
+    def bb_lower(self) -> float:
+        return self._bollinger()[3]
+
+    @property
+    def vol_z(self) -> float:
+        if self._vz_n != self.n:
+            vols = self._vols
+            if len(vols) == vols.maxlen:  # NaN until the window is full
+                vmean, vstd = mean_std(vols)
+                self._vz = (vols[-1] - vmean) / vstd if vstd > 0 else 0.0
+            self._vz_n = self.n
+        return self._vz
 
     def snapshot(self) -> dict[str, float]:
         """The current values by name (reports, /analysis, tests)."""

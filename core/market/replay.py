@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import numpy as np
 
 from core.market.candle import INTERVAL_MS, Candle, ms_to_dt
-from core.market.series import CandleSeries, Gap
+from core.market.series import CandleSeries, Gap, Rows
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class ReplayFeed:
         return len(self._which) - self._skip
 
     def candles(self) -> Iterator[Candle]:
-        streamed = self._streamed
+        rows = [Rows(s) for s in self._streamed]
         for w, r in zip(self._which[self._skip:].tolist(), self._row[self._skip:].tolist(), strict=True):
-            yield streamed[w].candle(r)
+            yield rows[w].candle(r)
 
     async def stream(self) -> AsyncIterator[Candle]:
         for i, candle in enumerate(self.candles()):

@@ -74,13 +74,14 @@ class CandleSeries:
                                        turnover=None if self.turnover is None else self.turnover[index])
 
     def candle(self, i: int) -> Candle:
-        return Candle(self.symbol, self.interval, ms_to_dt(int(self.open_ms[i])), float(self.open[i]),
-                      float(self.high[i]), float(self.low[i]), float(self.close[i]), float(self.volume[i]),
-                      None if self.turnover is None else float(self.turnover[i]))
+        return Candle.at(self.symbol, self.interval, self.open_ms.item(i), self.open.item(i), self.high.item(i),
+                         self.low.item(i), self.close.item(i), self.volume.item(i),
+                         None if self.turnover is None else self.turnover.item(i))
 
     def candles(self) -> Iterator[Candle]:
+        rows = Rows(self)
         for i in range(len(self)):
-            yield self.candle(i)
+            yield rows.candle(i)
 
     @classmethod
     def from_candles(cls, symbol: str, interval: str, candles: list[Candle]) -> CandleSeries:
@@ -88,3 +89,36 @@ class CandleSeries:
         known = None if any(t is None for t in turnover) else np.array(turnover, dtype=np.float64)
         return cls.of_columns(symbol, interval, np.array([c.open_ms for c in candles], dtype=np.int64),
                               (np.array([getattr(c, f) for c in candles], dtype=np.float64) for f in FIELDS), known)
+
+
+class Rows:
+    """The candles of one series by row, its columns turned into Python numbers a block of rows at a time: a
+    replay walks each series forward, so every row is converted once, in bulk (reading numpy arrays one element
+    at a time was most of the cost of a replayed candle), and memory stays bounded however long the series."""
+
+    BLOCK = 512
+
+    __slots__ = ("_c", "_end", "_h", "_l", "_ms", "_o", "_start", "_t", "_v", "series")
+
+    def __init__(self, series: CandleSeries) -> None:
+        self.series = series
+        self._start = self._end = 0  # the rows [start, end) are held as lists
+        self._ms: list[int] = []
+        self._o = self._h = self._l = self._c = self._v = []
+        self._t: list[float] | None = None
+
+    def candle(self, i: int) -> Candle:
+        if not self._start <= i < self._end:
+            self._load(i)
+        j = i - self._start
+        t = self._t
+        return Candle.at(self.series.symbol, self.series.interval, self._ms[j], self._o[j], self._h[j], self._l[j],
+                         self._c[j], self._v[j], None if t is None else t[j])
+
+    def _load(self, i: int) -> None:
+        s, end = self.series, i + self.BLOCK
+        self._start, self._end = i, min(end, len(s))
+        self._ms = s.open_ms[i:end].tolist()
+        self._o, self._h, self._l = s.open[i:end].tolist(), s.high[i:end].tolist(), s.low[i:end].tolist()
+        self._c, self._v = s.close[i:end].tolist(), s.volume[i:end].tolist()
+        self._t = None if s.turnover is None else s.turnover[i:end].tolist()

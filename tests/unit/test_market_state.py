@@ -50,6 +50,24 @@ def test_incremental_equals_vectorized_on_real_data(path: Path) -> None:
         np.testing.assert_allclose(a[ok], b[ok], rtol=1e-9, atol=1e-9, err_msg=n)
 
 
+def test_bollinger_and_volume_z_read_now_and_then_equal_reading_every_candle() -> None:
+    """They are computed when read (most candles never read them): a reader that looks only every few candles gets
+    exactly what one reading every candle gets, not a value left over from an earlier read."""
+    s, _ = read_candle_file(REAL[0])
+    every, sometimes = Indicators(), Indicators()
+    names = ("bb_mid", "bb_std", "bb_upper", "bb_lower", "vol_z")
+    compared = 0
+    for i in range(3000):
+        row = (int(s.open_ms[i]), float(s.high[i]), float(s.low[i]), float(s.close[i]), float(s.volume[i]))
+        every.update(*row)
+        sometimes.update(*row)
+        now = [getattr(every, n) for n in names]
+        if i % 7 == 3:
+            assert [getattr(sometimes, n) for n in names] == now or i < 20  # NaN until the windows fill
+            compared += i >= 20
+    assert compared > 400
+
+
 def test_indicator_hand_values() -> None:
     ind = Indicators()
     for i, (h, lo, c) in enumerate([(11, 9, 10), (12, 10, 11), (11.5, 10.5, 11)]):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.market.candle import INTERVAL_MS, Candle, dt_to_ms
+from core.market.candle import INTERVAL_MS, Candle, dt_to_ms, ms_to_dt
 from core.market.replay import ReplayFeed, sort_key
-from core.market.series import CandleSeries
+from core.market.series import FIELDS, CandleSeries, Rows
 from storage.candle_files import read_candle_dir
 from tests.conftest import CANDLES
 
@@ -95,3 +95,22 @@ def test_series_from_candles_round_trip() -> None:
     again = CandleSeries.from_candles("XUSDT", "15", list(s.candles()))
     assert list(again.candles()) == list(s.candles())
     assert Path(BINANCE).exists()
+
+
+def test_candles_carry_each_rows_values_across_conversion_blocks(binance: list[CandleSeries]) -> None:
+    """The feed converts each series a block of rows at a time (core.market.series.Rows): every candle still
+    carries its own row's values, at block edges too, and equals the one built from that row alone."""
+    btc = [s.window(None, int(s.open_ms[0]) + 2 * Rows.BLOCK * INTERVAL_MS["15"]) for s in binance
+           if s.symbol == "BTCUSDT" and s.interval in ("5", "15")]
+    got: dict[str, list[Candle]] = {}
+    for c in ReplayFeed(btc).candles():
+        got.setdefault(c.interval, []).append(c)
+    for s in btc:
+        candles = got[s.interval]
+        assert len(candles) == len(s) > Rows.BLOCK
+        for field in ("open", "high", "low", "close", "volume"):
+            assert [getattr(c, field) for c in candles] == getattr(s, field).tolist()
+        for i in (0, Rows.BLOCK - 1, Rows.BLOCK, Rows.BLOCK + 1, len(s) - 1):
+            assert candles[i] == s.candle(i) == Candle(s.symbol, s.interval, ms_to_dt(int(s.open_ms[i])),
+                                                       *(float(getattr(s, f)[i]) for f in FIELDS))
+            assert candles[i].open_ms == int(s.open_ms[i])
