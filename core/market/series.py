@@ -104,7 +104,11 @@ class Rows:
         self.series = series
         self._start = self._end = 0  # the rows [start, end) are held as lists
         self._ms: list[int] = []
-        self._o = self._h = self._l = self._c = self._v = []
+        self._o: list[float] = []
+        self._h: list[float] = []
+        self._l: list[float] = []
+        self._c: list[float] = []
+        self._v: list[float] = []
         self._t: list[float] | None = None
 
     def candle(self, i: int) -> Candle:
