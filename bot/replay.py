@@ -311,7 +311,7 @@ async def _replay(args: argparse.Namespace, settings: Settings,
 
         with progress.running():
             report = await run(engine, _gated(feed.stream(), engine, gate), run_store, ledger=ledger,
-                               flush_every=args.flush_every, on_result=on_result,
+                               flush_every=args.flush_every, on_result=on_result, ledger_batched=True,
                                history=history_before(series, start_ms, WARMUP_CANDLES),
                                after_restore=halts.restored)
         while (await ledger.flush_journal()).remaining:  # noqa: ASYNC110 - the database must take the backlog

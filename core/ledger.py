@@ -108,9 +108,10 @@ def _typed(cls: type, doc: dict[str, Any]) -> Any:
 
 
 class Ledger(Protocol):
-    async def record(self, event: LedgerEvent) -> str:
-        """Write one event durably; returns where it landed ("db" or "journal"), or "held": nothing
-        could take it yet (a full disk), it waits in memory and is written first next time."""
+    async def record(self, *events: LedgerEvent) -> str:
+        """Write events durably, in order (one transaction for them all); returns where the last landed ("db" or
+        "journal"), or "held": nothing could take it yet (a full disk), it waits in memory and is written first
+        next time."""
         ...
 
 
@@ -122,10 +123,11 @@ class MemoryLedger:
         self.trades: dict[str, TradeRecord] = {}
         self.opening_stop: dict[str, Decimal | None] = {}
 
-    async def record(self, event: LedgerEvent) -> str:
-        if event.kind == "open":
-            self.opening_stop.setdefault(event.trade.id, event.trade.stop_loss)
-        self.trades[event.trade.id] = event.trade
+    async def record(self, *events: LedgerEvent) -> str:
+        for event in events:
+            if event.kind == "open":
+                self.opening_stop.setdefault(event.trade.id, event.trade.stop_loss)
+            self.trades[event.trade.id] = event.trade
         return "memory"
 
     def closed(self) -> list[TradeRecord]:

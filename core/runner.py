@@ -13,7 +13,7 @@ from core.engine import CandleResult, Engine
 from core.exchange.paper import PaperBroker
 from core.funding import FundingSchedule
 from core.instruments import Instruments
-from core.ledger import Ledger
+from core.ledger import Ledger, LedgerEvent
 from core.market.candle import Candle
 from core.market.replay import sort_key
 from core.market.state import MarketState
@@ -53,11 +53,12 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               after_restore: Callable[[], Awaitable[None]] | None = None,
               on_saved: Callable[[], None] | None = None,
               now_ms: Callable[[], int] | None = None,
-              on_skipped: Callable[[Candle], None] | None = None) -> RunReport:
+              on_skipped: Callable[[Candle], None] | None = None, ledger_batched: bool = False) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
     `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
-    happen, before the checkpoint that follows them. Killing the process at any moment loses at most
+    happen, before the checkpoint that follows them; `ledger_batched` (a replay: nobody reads its trades meanwhile)
+    writes a batch's records together, in one transaction, just before its checkpoint. Killing the process at any moment loses at most
     the work since the last batch, which the next run redoes identically (ledger writes are upserts).
     A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
     `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind.
@@ -83,6 +84,7 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
         engine.warm(candle)
         report.warmed += 1
     batch = Batch()
+    records: list[LedgerEvent] = []  # ledger_batched: the batch's ledger records, not written yet
     next_flush = flush_every
     started = timer()
     retry_after = started  # a failed save is retried on idle only once retry_s has passed: never per candle
@@ -95,13 +97,19 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
             continue
         result = engine.on_candle(candle)
         batch.add(result)
-        if ledger is not None:
-            for event in result.ledger:
-                await ledger.record(event)
+        if ledger is not None and result.ledger:
+            if ledger_batched:
+                records.extend(result.ledger)
+            else:
+                await ledger.record(*result.ledger)
         if on_result is not None:
             on_result(result)
         report.processed += 1
         if batch.candles >= next_flush or (idle is not None and idle() and timer() >= retry_after):
+            if records:
+                assert ledger is not None
+                await ledger.record(*records)  # never raises for a database that is down: the journal takes them
+                records = []
             batch.checkpoint = engine.checkpoint()
             if await _save(store, bot_id, batch, on_saved):
                 batch = Batch()
@@ -109,6 +117,9 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
             else:  # keep working; try again after another flush_every candles, or idle after retry_s
                 next_flush = batch.candles + flush_every
                 retry_after = timer() + retry_s
+    if records:
+        assert ledger is not None
+        await ledger.record(*records)
     batch.checkpoint = engine.checkpoint()
     while not await _save(store, bot_id, batch, on_saved):  # noqa: ASYNC110 - polling a database until it answers
         await asyncio.sleep(retry_s)

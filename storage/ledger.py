@@ -1,4 +1,5 @@
-"""The durable ledger: each trade open/close in one transaction (trade + orders + stats cache).
+"""The durable ledger: trade opens/closes (trade + orders + stats cache), the records handed over together in
+one transaction (a live bot hands over each as it happens, a replay a batch's).
 
 If the database does not answer, the record goes to the local journal (fsynced) and to a capped
 Redis backup list, and the desk carries on. `flush_journal` replays the journal as soon as the
@@ -85,19 +86,22 @@ class SqlLedger:
         """Why records wait in memory (e.g. "disk full: journal append failed (...)"); None when none do."""
         return self._fault if self.held else None
 
-    async def record(self, event: LedgerEvent) -> Landed:
+    async def record(self, *events: LedgerEvent) -> Landed:
+        """`events` in order, in one transaction when the database takes them (a replay hands over a batch's)."""
         async with self._lock:
             if self.journal.backlog():
                 await self._replay_journal()  # the backlog goes first: records keep their order
-            self.held.append(event)  # behind the records already held, for the same reason
+            self.held.extend(events)  # behind the records already held, for the same reason
             try:
                 landed = await self._place_held()
             except Exception:
-                if self.held and self.held[-1] is event:
-                    self.held.pop()  # a statement the database refused (a bug) raises, as it always did
+                for event in reversed(events):  # a statement the database refused (a bug) raises, as it always did
+                    if self.held and self.held[-1] is event:
+                        self.held.pop()
                 raise
         if landed is not Landed.DB:
-            await self._backup(event)
+            for event in events:
+                await self._backup(event)
         return landed
 
     async def flush_journal(self, stop: Callable[[], bool] | None = None) -> FlushReport:
@@ -111,39 +115,37 @@ class SqlLedger:
         return report
 
     async def _place_held(self) -> Landed:
-        """Write the held records in order: HELD if one could not be written, else where the last went."""
-        landed = Landed.DB
+        """Write the held records in order: all in one transaction to the database if no journal backlog waits
+        and it answers, else each to the journal. HELD if one could not be written, else where the last went."""
         count = len(self.held)
+        if self.held and not self.journal.backlog():
+            try:
+                await self._write(list(self.held))
+                self.held.clear()
+            except DB_DOWN as exc:
+                if not is_db_down(exc):
+                    raise
+                ids = sorted({e.trade.id for e in self.held})
+                log.warning("database unavailable (%s): %s %s goes to the journal", type(exc).__name__,
+                            "trade" if len(ids) == 1 else "the record of trades", ", ".join(ids))
+        landed = Landed.DB
         while self.held:
-            landed = await self._place(self.held[0])
-            if landed is Landed.HELD:
-                return landed
+            event = self.held[0]
+            try:
+                self.journal.append(event.as_json())
+            except OSError as exc:  # a full disk, a read-only or vanished volume: keep it, never lose it
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                self._fault = (f"{'disk full' if full else 'storage failing'}: journal append failed "
+                               f"({exc.strerror or exc})")
+                log.error("ledger %s of trade %s not written, held in memory (%d record(s) wait): %s", event.kind,
+                          event.trade.id, len(self.held), self._fault)
+                return Landed.HELD
             self.held.popleft()
+            landed = Landed.JOURNAL
         if self._fault is not None:
             log.warning("ledger writes again: %d held record(s) written (%s)", count, self._fault)
             self._fault = None
         return landed
-
-    async def _place(self, event: LedgerEvent) -> Landed:
-        """The database if no journal backlog waits, else (or if it does not answer) the journal."""
-        if not self.journal.backlog():
-            try:
-                await self._write(event)
-                return Landed.DB
-            except DB_DOWN as exc:
-                if not is_db_down(exc):
-                    raise
-                log.warning("database unavailable (%s): trade %s goes to the journal", type(exc).__name__,
-                            event.trade.id)
-        try:
-            self.journal.append(event.as_json())
-        except OSError as exc:  # a full disk, a read-only or vanished volume: keep it, never lose it
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            self._fault = f"{'disk full' if full else 'storage failing'}: journal append failed ({exc.strerror or exc})"
-            log.error("ledger %s of trade %s not written, held in memory (%d record(s) wait): %s", event.kind,
-                      event.trade.id, len(self.held), self._fault)
-            return Landed.HELD
-        return Landed.JOURNAL
 
     async def _replay_journal(self, stop: Callable[[], bool] | None = None) -> FlushReport:
         """Oldest first; stop at the first failure, or between two records once `stop()` is true (the desk is
@@ -159,7 +161,7 @@ class SqlLedger:
         remaining = [doc for _, doc in good]
         try:
             while remaining and not (stop is not None and stop()):
-                await self._write(LedgerEvent.from_json(remaining[0]))
+                await self._write([LedgerEvent.from_json(remaining[0])])
                 remaining.pop(0)
                 report.replayed += 1
         except DB_DOWN as exc:
@@ -183,35 +185,48 @@ class SqlLedger:
             log.error("ledger record never written (held in memory at shutdown: %s): %s", self.fault,
                       json.dumps(event.as_json()))
 
-    async def _write(self, event: LedgerEvent) -> None:
+    async def _write(self, events: list[LedgerEvent]) -> None:
+        """One transaction for all of `events`, in order; the stats cache once at the end, as writing them one by
+        one would leave it."""
         now = datetime.now(UTC)
-        t = event.trade
         sql = _statements(self.engine.dialect.name)
+        closed: dict[str, list[TradeRecord]] = {}  # bot -> the closes that count, in order
         async with self.engine.begin() as conn:
-            # RETURNING a row = the trade was new or not yet closed: a close only counts once in the stats
-            changed = (await conn.execute(sql.trade, trade_row(t, now))).first() is not None
-            for o in event.orders:
-                await conn.execute(sql.order, order_row(o))
-            if event.kind == "close" and changed:
-                await self._refresh_stats(conn, sql, t, now)
+            for event in events:
+                t = event.trade
+                # RETURNING a row = the trade was new or not yet closed: a close only counts once in the stats
+                changed = (await conn.execute(sql.trade, trade_row(t, now))).first() is not None
+                for o in event.orders:
+                    await conn.execute(sql.order, order_row(o))
+                if event.kind == "close" and changed:
+                    closed.setdefault(t.bot_id, []).append(t)
+            for bot_id, trades in closed.items():
+                await self._refresh_stats(conn, sql, bot_id, trades, now)
 
-    async def _refresh_stats(self, conn: AsyncConnection, sql: _Statements, t: TradeRecord, now: datetime) -> None:
-        """all_time: add this trade; 7d/30d: re-aggregate the windows ending at its exit (one range scan)."""
-        assert t.exit_time is not None and t.net_pnl is not None
-        current = (await conn.execute(sql.all_time, {"bot": t.bot_id})).first()
+    async def _refresh_stats(self, conn: AsyncConnection, sql: _Statements, bot_id: str, closes: list[TradeRecord],
+                             now: datetime) -> None:
+        """all_time: add these closes; 7d/30d: re-aggregate the windows ending at the last one's exit (one range
+        scan over the trades, these included)."""
+        current = (await conn.execute(sql.all_time, {"bot": bot_id})).first()
         figures = dict(current.figures) if current else {"gross_profit": "0", "gross_loss": "0"}
-        key = "gross_profit" if t.net_pnl > 0 else "gross_loss"
-        figures[key] = str(Decimal(figures[key]) + t.net_pnl)
-        trades = (current.trades if current else 0) + 1
-        wins = (current.wins if current else 0) + (1 if t.net_pnl > 0 else 0)
-        net = (current.net_pnl if current else Decimal(0)) + t.net_pnl
-        rows = [_stats_row(t.bot_id, "all_time", trades, wins, net, figures, now)]
-        end = t.exit_time
-        params = {"bot": t.bot_id, "end": end, **{f"since_{p}": end - span for p, span in WINDOWS.items()}}
+        trades = current.trades if current else 0
+        wins = current.wins if current else 0
+        net = current.net_pnl if current else Decimal(0)
+        for t in closes:
+            assert t.net_pnl is not None
+            key = "gross_profit" if t.net_pnl > 0 else "gross_loss"
+            figures[key] = str(Decimal(figures[key]) + t.net_pnl)
+            trades += 1
+            wins += 1 if t.net_pnl > 0 else 0
+            net += t.net_pnl
+        rows = [_stats_row(bot_id, "all_time", trades, wins, net, figures, now)]
+        end = closes[-1].exit_time
+        assert end is not None
+        params = {"bot": bot_id, "end": end, **{f"since_{p}": end - span for p, span in WINDOWS.items()}}
         agg = (await conn.execute(sql.windows, params)).one()
         for k, period in enumerate(WINDOWS):
             n, total, gp, gl, w = agg[5 * k:5 * k + 5]
-            rows.append(_stats_row(t.bot_id, period, int(n or 0), int(w or 0), Decimal(total or 0),
+            rows.append(_stats_row(bot_id, period, int(n or 0), int(w or 0), Decimal(total or 0),
                                    {"gross_profit": str(gp or 0), "gross_loss": str(gl or 0),
                                     "window_end": end.isoformat()}, now))
         await conn.execute(sql.stats, rows)

@@ -59,13 +59,13 @@ async def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     ledger = SqlLedger(engine, Journal(tmp_path / "journal" / "ledger.jsonl"))
     write = ledger._write
 
-    async def db_write(event: LedgerEvent) -> None:
+    async def db_write(events: list[LedgerEvent]) -> None:
         if faults.db_down:
             raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
         if faults.refused:
             raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("NOT NULL constraint failed"))
-        await write(event)
-        faults.written.append(f"{event.kind} {event.trade.id}")
+        await write(events)
+        faults.written.extend(f"{event.kind} {event.trade.id}" for event in events)
 
     real_write = os.write
 
