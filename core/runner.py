@@ -56,10 +56,11 @@ async def run(engine: Engine, candles: AsyncIterator[Candle], store: EngineStore
               on_skipped: Callable[[Candle], None] | None = None, ledger_batched: bool = False) -> RunReport:
     """Restore the engine from `store`, warm it on `history` and on every candle up to the checkpoint,
     process the rest, and save a batch (signals + phantoms + checkpoint, one transaction) every
-    `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they
-    happen, before the checkpoint that follows them; `ledger_batched` (a replay: nobody reads its trades meanwhile)
-    writes a batch's records together, in one transaction, just before its checkpoint. Killing the process at any moment loses at most
-    the work since the last batch, which the next run redoes identically (ledger writes are upserts).
+    `flush_every` candles and at the end. Ledger records (trade opens/closes) are written as they happen,
+    before the checkpoint that follows them; `ledger_batched` (a replay: nobody reads its trades meanwhile)
+    writes a batch's records together, in one transaction, just before its checkpoint. Killing the process at
+    any moment loses at most the work since the last batch, which the next run redoes identically (ledger
+    writes are upserts).
     A store that is down keeps its batch for the next flush; the run ends only once everything is saved.
     `idle()` true (a live feed with nothing queued) saves at once: live state is never far behind.
     `after_restore` runs once the engine holds its restored state (live: reconciliation with the exchange).
