@@ -36,7 +36,7 @@ from core.config import BotConfig
 from core.market.candle import INTERVAL_MS
 from core.ml.dataset import FEATURE_NAMES, Dataset, Key, Outcome, feature_vector, outcome_of
 from core.ml.evidence import EvidenceRule
-from core.ml.gate import RetrainResult, WalkForward, retrain
+from core.ml.gate import RetrainResult, WalkForward, fits_anything, retrain
 from core.ml.metrics import expected_value
 from core.ml.model import Model
 from core.ml.recipe import Recipe
@@ -60,7 +60,11 @@ class FilterSettings:
     # the gate's 100 out-of-sample outcomes: until then a training is an instant "not enough evidence yet")
     retrain_every: int = 50  # new outcomes between trainings, at least ...
     retrain_growth: float = 0.2  # ... and at least this share of the outcomes already learnt from
-    effect_delay_ms: int = DAY_MS  # inline: market time from a training's data to its verdict in force
+    # inline: market time from a training's data to its verdict in force. A week: long enough that the training
+    # beside a replay (~0.1 s each) never holds the candles up (the shared 4-pair set replays a day of market time
+    # in ~30 ms; at 1 day the replay waited 1.3 s for its 20 fits, at 3 days 0.5 s); a replay's model is thus a
+    # little staler than a live one's, which is in force as soon as it is trained
+    effect_delay_ms: int = 7 * DAY_MS
     inline: bool = True  # replay: trainings launched by observe()/score(); live: retrain_pending()
     recipe: Recipe = field(default_factory=Recipe)
     walk: WalkForward = field(default_factory=WalkForward)
@@ -308,7 +312,12 @@ class MLScorer:
     def _launch(self, name: str, st: _Strategy, seen: Key, effect_ms: int | None = None) -> None:
         data = st.dataset(name, seen)
         job = self._job(data, st)
-        result = self.executor.submit(job) if self.executor is not None else _done(job())
+        s = self.settings
+        # a training that fits nothing runs here: the worker may still be starting (importing scikit-learn)
+        if self.executor is not None and fits_anything(data, s.walk, s.rule):
+            result = self.executor.submit(job)
+        else:
+            result = _done(job())
         st.job = _Job(len(data), seen, seen[0] + self.settings.effect_delay_ms if effect_ms is None else effect_ms,
                       result)
 

@@ -204,6 +204,16 @@ class RetrainResult:
     artifact: bytes | None  # the serialized `model`
 
 
+def fits_anything(data: Dataset, walk: WalkForward, rule: EvidenceRule) -> bool:
+    """Whether a training on `data` fits a model: else it is an instant "not enough evidence yet", cheap enough to
+    run anywhere (no scikit-learn)."""
+    return _judged(sum(len(f.test) for f in walk.splits(data)), rule)
+
+
+def _judged(n_test: int, rule: EvidenceRule) -> bool:
+    return n_test >= rule.min_outcomes or rule.always
+
+
 def retrain(data: Dataset, *, version: int, recipe: Recipe | None = None, champion: Model | None = None,
             champion_version: int | None = None, walk: WalkForward | None = None, threshold: float = 0.0,
             min_p: float = 0.0, rule: EvidenceRule | None = None, keep_refused: bool = False) -> RetrainResult:
@@ -221,7 +231,7 @@ def retrain(data: Dataset, *, version: int, recipe: Recipe | None = None, champi
         "gate": "always" if rule.always else "evidence", "recipe": recipe.config.as_json(),
         "champion": {"version": champion_version}, "base_rate": {"p": _round(data.base_rate), "brier": None},
     }
-    if n_test < rule.min_outcomes and not rule.always:  # nothing to judge on: no fit at all
+    if not _judged(n_test, rule):  # nothing to judge on: no fit at all
         ev = insufficient(n_test, rule)
         report.update(promoted=False, why=f"not enough evidence yet: {ev.text()}", evidence=ev.as_json(),
                       threshold=threshold, challenger={"n": n_test}, folds=[], importances=[])

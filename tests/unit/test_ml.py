@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from core.ml import artifact, metrics
 from core.ml.artifact import ArtifactRefused, dumps, load_verified, parse, sign, verify
 from core.ml.dataset import FEATURE_NAMES, N_FEATURES, Dataset, build, feature_vector, label
-from core.ml.filter import FilterSettings, MLScorer, Trained
+from core.ml.filter import DAY_MS, FilterSettings, MLScorer, Trained
 from core.ml.gate import Candidate, WalkForward, retrain, walk_forward
 from core.ml.model import Model
 from core.ml.recipe import Recipe, TrainConfig
@@ -192,7 +193,7 @@ def test_decision_threshold_and_floor() -> None:
 
 
 def test_unscored_before_the_minimum_samples() -> None:
-    scorer = MLScorer("b", FilterSettings(min_samples=30, retrain_every=50))
+    scorer = MLScorer("b", FilterSettings(min_samples=30, retrain_every=50, effect_delay_ms=DAY_MS))
     rows = signal_data(30, 1.5, seed=7)
     for p in rows[:29]:
         scorer.observe(p)
@@ -352,7 +353,7 @@ async def test_memory_registry_falls_back_to_the_previous_champion(small_model: 
 # --- the scorer across a restart -----------------------------------------------------------------------
 async def test_state_and_resume_rebuild_the_same_scorer() -> None:
     rows = signal_data(260, 1.5, seed=13)
-    settings = FilterSettings(min_samples=60, retrain_every=100)
+    settings = FilterSettings(min_samples=60, retrain_every=100, effect_delay_ms=DAY_MS)
     reg = MemoryRegistry(KEY)
     whole = MLScorer("b", settings)
     for p in rows[:200]:
@@ -441,7 +442,6 @@ def test_scoring_imports_no_scikit_learn() -> None:
 def test_a_verdict_takes_effect_a_fixed_market_time_after_its_data() -> None:
     """Trained on the outcomes known when candle K is complete, in force at close(K) + effect_delay_ms: the same
     whether the training ran at once or beside the replay (executor), so a replay stays reproducible."""
-    from concurrent.futures import ThreadPoolExecutor
 
     rows = signal_data(500, 1.5, seed=16)
     delay = 6 * 3_600_000
@@ -456,6 +456,32 @@ def test_a_verdict_takes_effect_a_fixed_market_time_after_its_data() -> None:
                  for h in (1, 5, 6, 7)]
         decisions.append([scorer.score(s).model_version for s in probe])
     assert decisions[0] == decisions[1] == [None, None, 500, 500]
+
+
+def test_a_training_that_fits_nothing_never_waits_for_the_worker() -> None:
+    """Too few out-of-sample outcomes for the gate: the verdict ("not enough evidence yet") is computed at once,
+    without scikit-learn, so a replay's first trainings never wait for the worker to start; the first one that
+    fits a model goes to it."""
+
+    class Counting(ThreadPoolExecutor):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.jobs: list[int] = []
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.jobs.append(fn.keywords["version"])
+            return super().submit(fn, *args, **kwargs)
+
+    rows = signal_data(400, 1.5, seed=17)
+    with Counting() as worker:
+        scorer = MLScorer("b", FilterSettings(min_samples=30, retrain_every=50), executor=worker)
+        for p in rows:
+            scorer.observe(p)
+        scorer.score(a_signal(0, np.zeros(N_FEATURES)))  # a year later: every verdict in force
+    refused = [t.version for t in scorer.pending if not t.report["folds"]]  # nothing fitted
+    assert refused == [30, 198]  # the gate needs 100 out-of-sample outcomes: the latest half of 200 rows
+    assert worker.jobs and min(worker.jobs) > max(refused)  # only trainings that fit went to the worker
+    assert sorted(worker.jobs + refused) == [t.version for t in scorer.pending]
 
 
 # --- refusals: information, or a decision when "promote anyway" means something ------------------------
