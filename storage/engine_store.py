@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import weakref
@@ -17,7 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.engine import Checkpoint, Decision
@@ -25,9 +27,9 @@ from core.ledger import trade_id
 from core.market.candle import INTERVAL_MS
 from core.persistence import Batch, Restored, StoreUnavailable
 from core.phantom import Phantom, PhantomStats
-from storage.db import DB_DOWN, dialect_insert, is_db_down, session_factory
+from storage.db import DB_DOWN, is_db_down, session_factory
 from storage.hotstate import PREFIX
-from storage.models import Bot, BotState, PhantomTrade
+from storage.models import Bot, BotState, PhantomTrade, table_of
 from storage.models import Signal as SignalRow
 
 log = logging.getLogger(__name__)
@@ -97,8 +99,32 @@ def phantom_of(row: Any) -> Phantom:
     return p
 
 
+@dataclass(frozen=True)
+class _Statements:
+    signals: Any
+    phantoms: Any
+    forget_checkpoint: Any
+    checkpoint: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The batch's statements on the tables (Core: no ORM unit of work per row), built once per dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    signals, phantoms, states = table_of(SignalRow), table_of(PhantomTrade), table_of(BotState)
+    stmt = insert(signals)
+    upsert_signals = stmt.on_conflict_do_update(index_elements=[signals.c.id],
+                                                set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE})
+    stmt = insert(phantoms)
+    upsert_phantoms = stmt.on_conflict_do_update(index_elements=[phantoms.c.id],
+                                                 set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE})
+    forget = delete(states).where(states.c.bot_id == bindparam("bot"), states.c.kind == "checkpoint")
+    return _Statements(upsert_signals, upsert_phantoms, forget, insert(states))
+
+
 class SqlEngineStore:
     def __init__(self, db: AsyncEngine, redis: Redis | None = None) -> None:
+        self.db = db
         self.sessions = session_factory(db)
         self.redis = redis
 
@@ -134,31 +160,28 @@ class SqlEngineStore:
 
     async def _save(self, bot_id: str, batch: Batch) -> None:
         now = datetime.now(UTC)
+        sql = _statements(self.db.dialect.name)
         async with self.sessions.begin() as session:
-            insert = dialect_insert(session)
-            # one statement per table, executed over all the rows (SQLAlchemy batches them into multi-row
-            # INSERTs and caches the compiled form): no statement is compiled anew per batch
+            # one statement per table, built once and executed over all the rows (multi-row INSERTs): nothing is
+            # compiled anew per batch
             if signals := [signal_row(d, now) for d in batch.decisions]:
-                stmt = insert(SignalRow)
-                await session.execute(stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE}), signals)
+                await session.execute(sql.signals, signals)
             if phantoms := [phantom_row(p, now) for p in batch.phantoms.values()]:
-                stmt = insert(PhantomTrade)
-                await session.execute(stmt.on_conflict_do_update(
-                    index_elements=["id"], set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE}), phantoms)
+                await session.execute(sql.phantoms, phantoms)
             if batch.checkpoint is not None:
-                await self._write_checkpoint(session, bot_id, batch.checkpoint, now)
+                await self._write_checkpoint(session, sql, bot_id, batch.checkpoint, now)
 
-    async def _write_checkpoint(self, session: AsyncSession, bot_id: str, cp: Checkpoint, now: datetime) -> None:
-        await session.execute(delete(BotState).where(BotState.bot_id == bot_id, BotState.kind == "checkpoint"))
+    async def _write_checkpoint(self, session: AsyncSession, sql: _Statements, bot_id: str, cp: Checkpoint,
+                                now: datetime) -> None:
+        await session.execute(sql.forget_checkpoint, {"bot": bot_id})
         extra = cp.extra
-        session.add(BotState(
-            bot_id=bot_id, taken_at=now, kind="checkpoint", equity=Decimal(str(extra.get("equity", 0))),
-            peak_equity=Decimal(str(extra.get("peak_equity", 0))), drawdown_pct=float(extra.get("drawdown_pct", 0)),
-            halted=bool(extra.get("halted", False)), halt_reason=extra.get("halt_reason"),
-            open_positions=list(extra.get("open_positions", [])), trailing_stops=dict(extra.get("trailing_stops", {})),
-            counters=cp.as_json(),
-        ))
+        await session.execute(sql.checkpoint, {
+            "bot_id": bot_id, "taken_at": now, "kind": "checkpoint", "equity": Decimal(str(extra.get("equity", 0))),
+            "peak_equity": Decimal(str(extra.get("peak_equity", 0))),
+            "drawdown_pct": float(extra.get("drawdown_pct", 0)), "halted": bool(extra.get("halted", False)),
+            "halt_reason": extra.get("halt_reason"), "open_positions": list(extra.get("open_positions", [])),
+            "trailing_stops": dict(extra.get("trailing_stops", {})), "counters": cp.as_json(),
+        })
         if extra.get("halted"):  # the halt and the state that caused it commit together: a restart finds both
             await session.execute(update(Bot).where(Bot.id == bot_id, Bot.status != "halted").values(
                 status="halted", status_reason=extra.get("halt_reason"), status_since=now, updated_at=now))
