@@ -72,12 +72,25 @@ def test_check_detects_a_model_the_migrations_lack(db_url: str) -> None:
 
 
 async def test_head_check(db_url: str) -> None:
+    """The check reads no Alembic: its HEAD must be Alembic's own head, and the database's revision Alembic's."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    assert migrations.head_revision() == ScriptDirectory.from_config(migrations.alembic_config("")).get_current_head()
     engine = create_engine(db_url, null_pool=True)
     try:
+        assert await migrations.current_revision(engine) is None  # an empty database
         with pytest.raises(migrations.NotAtHead, match="python -m bot migrate"):
+            await migrations.ensure_at_head(engine)
+        await asyncio.to_thread(migrations.upgrade, db_url, "0007")
+        with pytest.raises(migrations.NotAtHead, match="at migration 0007"):
             await migrations.ensure_at_head(engine)
         await asyncio.to_thread(migrations.upgrade, db_url)
         assert await migrations.ensure_at_head(engine) == migrations.head_revision()
+        async with engine.connect() as conn:
+            assert await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision()) == "0008"
+        await asyncio.to_thread(migrations.downgrade, db_url)
+        assert await migrations.current_revision(engine) is None  # back at base: the table is empty
     finally:
         await engine.dispose()
 
