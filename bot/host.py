@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,8 +38,9 @@ from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
 
-if TYPE_CHECKING:  # aiogram takes seconds to import: only a desk with Telegram pays for it
+if TYPE_CHECKING:
     from aiogram import Bot, Dispatcher
+    from redis.asyncio import Redis  # aiogram takes seconds to import: only a desk with Telegram pays for it
 
 log = logging.getLogger("phantomdesk")
 

@@ -18,10 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,6 +60,9 @@ from storage.ledger import SqlLedger
 from storage.ml_registry import SqlModelRegistry, learning_phantoms
 from storage.models import Bot, Trade
 from storage.recovery import RecoveryBook
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("phantomdesk.runtime")
 

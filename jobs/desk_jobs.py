@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,12 +19,15 @@ from jobs.scheduler import JobSpec
 from storage.candle_store import DEFAULT_RETENTION
 from storage.db import session_factory
 from storage.engine_store import SqlEngineStore
+from storage.hotstate import redis_errors
 from storage.models import Bot
 from storage.offsite import Offsite, OffsiteError
 from storage.recovery import RecoveryBook
 from storage.snapshots import Snapshots
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from bot.runtime import Runtime
     from bot.settings import Settings
     from core.desk import Desk
@@ -159,7 +160,7 @@ class DeskJobs:
         try:
             await redis.ping()
             up = True
-        except (RedisError, OSError):
+        except redis_errors():
             up = False
         store = SqlEngineStore(self.host.db, redis)
         if up and self.redis_was_up is False:

@@ -13,11 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -28,9 +25,13 @@ from core.market.candle import INTERVAL_MS
 from core.persistence import Batch, Restored, StoreUnavailable
 from core.phantom import Phantom, PhantomStats
 from storage.db import DB_DOWN, is_db_down, session_factory
-from storage.hotstate import PREFIX
+from storage.hotstate import PREFIX, redis_errors
 from storage.models import Bot, BotState, PhantomTrade, table_of
 from storage.models import Signal as SignalRow
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class SqlEngineStore:
         except asyncio.CancelledError:  # the write may or may not have landed
             self._mark_stale(bot_id)
             raise
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             self._mark_stale(bot_id)
             log.warning("Redis mirror skipped (%s); the database holds everything", type(exc).__name__)
 
@@ -308,7 +309,7 @@ class SqlEngineStore:
             return
         try:
             cached = set(await self.redis.hkeys(self._key(bot_id, "phantoms")))
-        except (RedisError, OSError):
+        except redis_errors():
             return
         ids = {p.id.encode() for p in active}
         if cached and cached != ids:  # the watch job rebuilds a stale bot

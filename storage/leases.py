@@ -17,16 +17,17 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.db import is_sqlite
-from storage.hotstate import as_text
+from storage.hotstate import as_text, redis_errors
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("phantomdesk.leases")
 
@@ -100,7 +101,7 @@ class Leases:
                         await self._drop(lease)  # someone else's lease has not expired yet
                         return False
                 lease.redis_held = True
-            except (RedisError, OSError) as exc:
+            except redis_errors() as exc:
                 log.warning("Redis lease for %s skipped (%s); the database lock decides", bot_id, type(exc).__name__)
         self.held[bot_id] = lease
         log.info("lease taken: bot %s is traded by %s", bot_id, self.instance)
@@ -128,7 +129,7 @@ class Leases:
             try:
                 renewed = await self.redis.eval(RENEW, 1, self._redis_key(lease.bot_id), self.instance,
                                                 int(self.ttl_s * 1000))
-            except (RedisError, OSError):
+            except redis_errors():
                 return True  # Redis away: the database lock still stands
             if not renewed:  # taken by another instance
                 return False
@@ -145,7 +146,7 @@ class Leases:
         if lease.file is not None:
             lease.file.release()
         if lease.redis_held and self.redis is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*redis_errors()):
                 await self.redis.eval(RELEASE, 1, self._redis_key(lease.bot_id), self.instance)
 
     async def release(self, bot_id: str) -> None:

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,9 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord
 from core.stats import TradeFacts
 from storage.db import DB_DOWN, cells, is_db_down, session_factory
-from storage.hotstate import PREFIX
+from storage.hotstate import PREFIX, redis_errors
 from storage.journal import Journal
 from storage.models import Order, Trade, TradeStatsCache, table_of
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class SqlLedger:
         try:
             await self.redis.lpush(key, json.dumps(event.as_json()))
             await self.redis.ltrim(key, 0, BACKUP_CAP - 1)
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             log.warning("Redis trade backup skipped (%s)", type(exc).__name__)
 
     # --- reads ------------------------------------------------------------------------------------------

@@ -20,12 +20,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
     from sqlalchemy import CursorResult
 
 from core.ml.artifact import ArtifactRefused, load_verified, sign
@@ -35,7 +34,7 @@ from core.persistence import StoreUnavailable
 from core.phantom import Phantom
 from storage.db import DB_DOWN, dialect_insert, session_factory
 from storage.engine_store import phantom_of
-from storage.hotstate import PREFIX, as_text
+from storage.hotstate import PREFIX, as_text, redis_errors
 from storage.models import AuditLog, MLModel, PhantomTrade, RecoveryItem
 
 log = logging.getLogger(__name__)
@@ -243,7 +242,7 @@ class SqlModelRegistry:
             return
         try:
             await self.redis.set(champion_key(bot_id, strategy), str(row_id))
-        except (RedisError, OSError) as exc:
+        except redis_errors() as exc:
             log.warning("Redis champion pointer not written (%s); the database holds it", type(exc).__name__)
 
     async def _repair_pointer(self, bot_id: str, strategy: str, row_id: int) -> None:
@@ -251,7 +250,7 @@ class SqlModelRegistry:
             return
         try:
             cached = await self.redis.get(champion_key(bot_id, strategy))
-        except (RedisError, OSError):
+        except redis_errors():
             return
         if cached is None or as_text(cached) != str(row_id):
             if cached is not None:
