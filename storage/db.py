@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -79,6 +79,19 @@ def create_engine(url: str, *, null_pool: bool = False, **options: Any) -> Async
 def cells(row: Sequence[Any]) -> tuple[Any, ...]:
     """A result row's values, to build a dataclass from in column order (typed per column by its query)."""
     return tuple(row)
+
+
+def upsert(dialect: str, table: Table, key: Sequence[str], updated: Iterable[str], where: Any = None) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET each `updated` column to the inserted row's value (`where`: only
+    while the stored row matches it), for `dialect` ("postgresql" or "sqlite")."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in key],
+                                      set_={c: stmt.excluded[c] for c in updated}, where=where)
+
+
+def others(table: Table, *left_out: str) -> list[str]:
+    """The names of the table's columns but `left_out` (what an upsert updates)."""
+    return [c.name for c in table.c if c.name not in left_out]
 
 
 def dialect_insert(session: AsyncSession) -> Any:

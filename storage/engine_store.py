@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.engine import Checkpoint, Decision
@@ -24,7 +23,7 @@ from core.ledger import trade_id
 from core.market.candle import INTERVAL_MS
 from core.persistence import Batch, Restored, StoreUnavailable
 from core.phantom import Phantom, PhantomStats
-from storage.db import DB_DOWN, is_db_down, session_factory
+from storage.db import DB_DOWN, is_db_down, session_factory, upsert
 from storage.hotstate import PREFIX, redis_errors
 from storage.models import Bot, BotState, PhantomTrade, table_of
 from storage.models import Signal as SignalRow
@@ -111,16 +110,11 @@ class _Statements:
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     """The batch's statements on the tables (Core: no ORM unit of work per row), built once per dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     signals, phantoms, states = table_of(SignalRow), table_of(PhantomTrade), table_of(BotState)
-    stmt = insert(signals)
-    upsert_signals = stmt.on_conflict_do_update(index_elements=[signals.c.id],
-                                                set_={c: stmt.excluded[c] for c in SIGNAL_UPDATABLE})
-    stmt = insert(phantoms)
-    upsert_phantoms = stmt.on_conflict_do_update(index_elements=[phantoms.c.id],
-                                                 set_={c: stmt.excluded[c] for c in PHANTOM_UPDATABLE})
+    upsert_signals = upsert(dialect, signals, ["id"], SIGNAL_UPDATABLE)
+    upsert_phantoms = upsert(dialect, phantoms, ["id"], PHANTOM_UPDATABLE)
     forget = delete(states).where(states.c.bot_id == bindparam("bot"), states.c.kind == "checkpoint")
-    return _Statements(upsert_signals, upsert_phantoms, forget, insert(states))
+    return _Statements(upsert_signals, upsert_phantoms, forget, states.insert())
 
 
 class SqlEngineStore:

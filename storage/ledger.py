@@ -28,12 +28,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.ledger import LedgerEvent, OrderRecord, TradeRecord
 from core.stats import TradeFacts
-from storage.db import DB_DOWN, cells, is_db_down, session_factory
+from storage.db import DB_DOWN, cells, is_db_down, others, session_factory, upsert
 from storage.hotstate import PREFIX, redis_errors
 from storage.journal import Journal
 from storage.models import Order, Trade, TradeStatsCache, table_of
@@ -285,20 +284,12 @@ class _Statements:
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     """The ledger's statements, built once per dialect: SQLAlchemy then compiles each only once."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     trades, orders, cache = table_of(Trade), table_of(Order), table_of(TradeStatsCache)
-    stmt = insert(trades)
     # a late open (a journal replay) must never turn a closed trade back into an open one
-    trade = stmt.on_conflict_do_update(
-        index_elements=[trades.c.id], where=trades.c.status != "closed",
-        set_={c.name: stmt.excluded[c.name] for c in trades.c if c.name not in ("id", "created_at")},
-    ).returning(trades.c.id)
-    ostmt = insert(orders)
-    order = ostmt.on_conflict_do_update(index_elements=[orders.c.order_link_id], set_={
-        c.name: ostmt.excluded[c.name] for c in orders.c if c.name not in ("id", "order_link_id", "created_at")})
-    sstmt = insert(cache)
-    stats = sstmt.on_conflict_do_update(index_elements=[cache.c.bot_id, cache.c.period], set_={
-        c.name: sstmt.excluded[c.name] for c in cache.c if c.name not in ("bot_id", "period")})
+    trade = upsert(dialect, trades, ["id"], others(trades, "id", "created_at"),
+                   where=trades.c.status != "closed").returning(trades.c.id)
+    order = upsert(dialect, orders, ["order_link_id"], others(orders, "id", "order_link_id", "created_at"))
+    stats = upsert(dialect, cache, ["bot_id", "period"], others(cache, "bot_id", "period"))
     all_time = select(cache.c.trades, cache.c.wins, cache.c.net_pnl, cache.c.figures).where(
         cache.c.bot_id == bindparam("bot"), cache.c.period == "all_time")
     pnl, columns = trades.c.net_pnl, []

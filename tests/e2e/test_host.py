@@ -20,7 +20,8 @@ def _boot_and_stop(tmp_path: Path, env: dict[str, str]) -> dict:
     assert migrated.returncode == 0, migrated.stderr
     desk = DeskProcess(tmp_path, env).start()
     try:
-        body = desk.wait_healthy(until=lambda b: b["bots"])  # a first start creates its bot just after listening
+        # a first start creates its bot just after listening, then places it here (a moment later)
+        body = desk.wait_healthy(until=lambda b: b["bots"] and all(x.get("running_here") for x in b["bots"]))
         code, took = desk.terminate(timeout=15)
     finally:
         desk.kill()
