@@ -62,8 +62,10 @@ def test_sigkill_at_random_moments(tmp_path: Path, database: str, reference: dic
         with log.open("w") as err:
             proc = subprocess.Popen(_args(db), cwd=tmp_path, env=desk_env(SECRET_KEY="k" * 40),
                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-            if attempt < 2:  # two kills while it starts up (imports, migrations, restore)
-                time.sleep(rng.uniform(0.3, 2.0))
+            if attempt < 2:  # two kills while it starts up (imports, migrations, restore): before it resumes
+                until = time.monotonic() + rng.uniform(0.3, 2.0)
+                while time.monotonic() < until and "resuming:" not in log.read_text() and proc.poll() is None:
+                    time.sleep(0.02)
                 mid_replay = False
             else:  # the rest at a random moment of the replay itself
                 deadline = time.monotonic() + 120
