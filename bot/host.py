@@ -38,9 +38,9 @@ from storage.leases import Leases
 from storage.migrations import NotAtHead, ensure_at_head
 from storage.models import Candle
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # aiogram takes seconds to import, redis 0.1 s: only a desk that uses them pays for them
     from aiogram import Bot, Dispatcher
-    from redis.asyncio import Redis  # aiogram takes seconds to import: only a desk with Telegram pays for it
+    from redis.asyncio import Redis
 
 log = logging.getLogger("phantomdesk")
 

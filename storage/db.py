@@ -84,7 +84,7 @@ def cells(row: Sequence[Any]) -> tuple[Any, ...]:
 def upsert(dialect: str, table: Table, key: Sequence[str], updated: Iterable[str], where: Any = None) -> Any:
     """INSERT … ON CONFLICT (key) DO UPDATE SET each `updated` column to the inserted row's value (`where`: only
     while the stored row matches it), for `dialect` ("postgresql" or "sqlite")."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = _insert(dialect)(table)
     return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in key],
                                       set_={c: stmt.excluded[c] for c in updated}, where=where)
 
@@ -96,7 +96,11 @@ def others(table: Table, *left_out: str) -> list[str]:
 
 def dialect_insert(session: AsyncSession) -> Any:
     """The INSERT construct with ON CONFLICT support for the session's database."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return _insert(session.get_bind().dialect.name)
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def session_factory(db: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.runtime import Runtime
-from bot.settings import load_settings
 from core.config import BotConfig
 from core.engine import Decision
 from core.exchange.broker import OrderIntent
@@ -59,11 +58,7 @@ class Desk:
 async def desk(fake: FakeBybit, tmp_path: Path, sqlite_url: str) -> AsyncIterator[Desk]:
     """start(config): a live host runtime on the fake, the bot `live` reconciled and running (called again after a
     stop: a restart on the same database)."""
-    (tmp_path / "empty").mkdir()
-    settings = load_settings(
-        database_url=sqlite_url, data_dir=tmp_path / "var", trading_mode="live", bybit_api_key="pdTestKey0123456789",
-        bybit_api_secret="pdTestSecret-abcdefghijklmnopqrstuv", live_trading_confirm="yes", market_feed="replay",
-        feed_data=tmp_path / "empty", bybit_rest_url=fake.url, bybit_private_ws_url=fake.private_ws_url)
+    settings = fake.live_settings(tmp_path, sqlite_url)
     await asyncio.to_thread(migrations.upgrade, settings.database_url)
     db = create_engine(settings.database_url, null_pool=True)
     running: list[Runtime] = []

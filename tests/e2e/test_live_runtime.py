@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 
 from bot.runtime import Runtime
-from bot.settings import load_settings
 from core.config import BotConfig
 from core.ml.scorer import UNSCORED
 from core.signal import Signal
@@ -44,11 +43,7 @@ async def _until(predicate, what: str, within: float = 15.0) -> None:
 
 
 async def test_live_bot_trades_through_the_exchange(fake: FakeBybit, tmp_path: Path, sqlite_url: str) -> None:
-    (tmp_path / "empty").mkdir()
-    settings = load_settings(
-        database_url=sqlite_url, data_dir=tmp_path / "var", trading_mode="live", bybit_api_key="pdTestKey0123456789",
-        bybit_api_secret="pdTestSecret-abcdefghijklmnopqrstuv", live_trading_confirm="yes", market_feed="replay",
-        feed_data=tmp_path / "empty", bybit_rest_url=fake.url, bybit_private_ws_url=fake.private_ws_url)
+    settings = fake.live_settings(tmp_path, sqlite_url)
     await asyncio.to_thread(migrations.upgrade, settings.database_url)
     db = create_engine(settings.database_url, null_pool=True)
     async with session_factory(db).begin() as session:

@@ -57,10 +57,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from bot.settings import Settings, load_settings
 from core.market.candle import INTERVAL_MS, Candle, dt_to_ms
 
 T = TypeVar("T")
@@ -943,6 +945,16 @@ class FakeBybit:
     @property
     def private_ws_url(self) -> str:
         return f"ws://127.0.0.1:{self._port}/v5/private"
+
+    def live_settings(self, folder: Path, database_url: str) -> Settings:
+        """The settings of a live desk trading on this fake (test keys; no candle feed: the tests push candles),
+        its data under `folder`."""
+        (folder / "empty").mkdir(exist_ok=True)
+        return load_settings(
+            database_url=database_url, data_dir=folder / "var", trading_mode="live",
+            bybit_api_key="pdTestKey0123456789", bybit_api_secret="pdTestSecret-abcdefghijklmnopqrstuv",
+            live_trading_confirm="yes", market_feed="replay", feed_data=folder / "empty", bybit_rest_url=self.url,
+            bybit_private_ws_url=self.private_ws_url)
 
     # -- test controls: candles -------------------------------------------------------------------------
 
